@@ -1,0 +1,34 @@
+# grimace-edge: one-command setup + demo, and one-command setup + tests.
+# `make demo` and `make test` create .venv when missing and install with constraints.txt.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+EXTRAS ?= train,convert,eval,dev
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-slow lint ci clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m edge.demo
+
+test: $(STAMP)
+	YOLO_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	YOLO_OFFLINE=1 $(BIN)/python -m pytest -m slow -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+ci: lint test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Conversion of fused checkpoints to ONNX and TensorRT engines."""

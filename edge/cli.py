@@ -1,0 +1,84 @@
+"""The ``grimace`` command line.
+
+The root lives in ``edge`` so ``grimace score`` works on a Jetson with only the core install. Command
+groups from ``train``/``convert``/``bench`` are mounted from modules that import nothing heavy at
+import time (torch, ultralytics, transformers are imported inside the commands), so ``grimace --help``
+stays fast and works without them; a command whose extra is missing says which extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from edge import __version__
+
+app = typer.Typer(
+    name="grimace",
+    help="Automated grimace-scale pain scoring for the edge (rats, mice, goats).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# (module, attribute, group name or None to merge its commands into the root, help)
+_GROUPS: list[tuple[str, str, str | None, str]] = [
+    ("train.cli_synth", "app", None, "Synthetic data generator."),
+    ("train.cli_data", "app", "data", "Dataset tools: check, stats, importers."),
+    ("train.teacher.cli", "app", "teacher", "Two-stage teacher: YOLO unit detector + ViT graders."),
+    ("train.fused.cli", "train_app", "train", "Train the fused student model."),
+    ("train.fused.cli", "distill_app", "distill", "Distillation data from the teacher."),
+    ("train.fused.cli", "predict_app", None, "PyTorch prediction with the fused model."),
+    ("convert.cli", "app", "convert", "Export to ONNX / TensorRT and check parity."),
+    ("edge.cli_score", "app", None, "Score images, videos and cameras."),
+    ("train.evaluation.cli", "eval_app", "eval", "Validation statistics against human graders."),
+    ("train.evaluation.cli", "cv_app", None, "Cross-validation."),
+    ("train.evaluation.cli", "baseline_app", "baseline", "Baselines (goat VGG-16 + SVM)."),
+    ("bench.cli", "app", None, "Benchmarks."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"grimace-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Automated grimace-scale pain scoring for the edge."""
+
+
+def _mount() -> None:
+    for module, attr, name, help_ in _GROUPS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            # the package is not part of this install (e.g. an edge-only deployment)
+            if e.name and module.startswith(e.name):
+                continue
+            raise
+        sub = getattr(mod, attr, None)
+        if sub is None:
+            continue
+        if name is None:
+            app.add_typer(sub)
+        else:
+            app.add_typer(sub, name=name, help=help_)
+
+
+_mount()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

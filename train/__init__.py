@@ -1,0 +1,1 @@
+"""Training: datasets, synthetic generator, teacher, fused student, distillation, evaluation."""
