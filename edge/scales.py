@@ -121,9 +121,8 @@ class ScaleSpec:
                     f"{where}: unit {u.name!r} has {u.grades} grades but "
                     f"{len(u.grade_names)} grade_names"
                 )
-        if self.aggregation == "binary":
-            if len(self.units) != 1 or self.units[0].grades != 2:
-                raise ScaleError(f"{where}: a binary scale needs exactly one unit with 2 grades")
+        if self.aggregation == "binary" and (len(self.units) != 1 or self.units[0].grades != 2):
+            raise ScaleError(f"{where}: a binary scale needs exactly one unit with 2 grades")
         if not any(u.required for u in self.units):
             raise ScaleError(f"{where}: at least one unit must be required")
         self._index.update({u.name: i for i, u in enumerate(self.units)})

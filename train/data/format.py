@@ -261,7 +261,7 @@ def load_dataset(root: str | Path, expect_scale: ScaleSpec | None = None) -> Dat
     if "scale" not in raw:
         raise LabelError(f"{yml}:1: no 'scale' key; a grimace dataset must name its scale")
     try:
-        spec = load_scale(raw["scale"]) if not isinstance(raw["scale"], str) else load_scale(raw["scale"])
+        spec = load_scale(raw["scale"])
     except ScaleError as e:
         raise LabelError(f"{yml}: {e}") from None
     if expect_scale is not None:
