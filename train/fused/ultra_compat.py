@@ -1,0 +1,193 @@
+"""Every workaround for ultralytics internals used by the grade task, in one place.
+
+ultralytics 8.4 has no hook to register a new head type, reads only 5-column label files, and has a
+few places that assume ``cls`` has one column. The grade task works around these here, and only here:
+
+1. **Head registration.** ``parse_model`` looks layer names up in ``ultralytics.nn.tasks`` globals and
+   passes channel lists only to a fixed set of head classes. :func:`parse_yaml_for_ultralytics` rewrites
+   the ``GradeDetect`` row of a grade yaml into a plain ``Detect`` row; :func:`swap_in_grade_head` then
+   replaces the built ``Detect`` with a :class:`~train.fused.head.GradeDetect` that reuses its box/class
+   weights, strides and layer bookkeeping (``i``, ``f``, ``type``, ``np``).
+2. **Model yaml.** :func:`grade_model_yaml` loads ultralytics' own ``yolov5.yaml`` (the anchor-free
+   v8-style head) and swaps the head row, so the backbone/neck stay exactly ultralytics'.
+3. **Per-box extra fields through augmentation.** ultralytics' transforms (Mosaic, RandomPerspective,
+   MixUp, CutMix, CopyPaste, LetterBox, RandomFlip, Format) index or concatenate ``labels["cls"]`` row-wise
+   wherever boxes are filtered or merged. The grade dataset stores ``cls`` as a wide ``(n, 2 + ng)`` array
+   ``[unit, grade, soft_0..soft_ng-1]`` (:func:`pack_cls`) so grades and soft targets travel with their box
+   through every transform; :class:`SplitGradeFields` (appended after ``Format``) splits them back into
+   ``cls`` ``(n, 1)``, ``grade`` ``(n,)`` and ``soft`` ``(n, ng)``. ``Albumentations`` reshapes ``cls`` to
+   one column, so :func:`strip_cls_reshaping_transforms` removes it (it is only active when the optional
+   ``albumentations`` package is installed).
+4. **Class counts.** ``DetectionTrainer.get_class_counts`` flattens ``cls``; :func:`unit_counts` reads the
+   unit column only.
+5. **NMS layout.** ultralytics' NMS wants ``(B, 4 + nc + extra, N)`` centre-size boxes; the grade head
+   emits the grimace raw contract ``(B, N, 4 + nc + nc*ng)`` xyxy. :func:`contract_to_ultralytics`
+   converts for the validator.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any
+
+import numpy as np
+import torch
+
+GRADE_HEAD = "GradeDetect"
+SIZES = ("n", "s", "m", "l", "x")
+
+
+# ----------------------------------------------------------------------------------------- model yaml
+def grade_model_yaml(size: str, nc: int, ng: int, grade_mask: np.ndarray | None = None) -> dict[str, Any]:
+    """ultralytics' ``yolov5.yaml`` at scale ``size`` with the ``Detect`` row swapped for ``GradeDetect``.
+
+    Args:
+        size: ``n``, ``s``, ``m``, ``l`` or ``x``.
+        nc: Number of units.
+        ng: Grade columns per unit.
+        grade_mask: Optional ``(nc, ng)`` boolean mask of valid grade levels.
+
+    Returns:
+        A model dict that :class:`~train.fused.model.GradeModel` accepts.
+    """
+    from ultralytics.nn.tasks import yaml_model_load
+
+    if size not in SIZES:
+        raise ValueError(f"unknown YOLOv5 size {size!r}; expected one of {SIZES}")
+    d = deepcopy(yaml_model_load(f"yolov5{size}.yaml"))
+    d["scale"] = size
+    d["nc"] = int(nc)
+    d["ng"] = int(ng)
+    d["grade_mask"] = (
+        np.ones((nc, ng), bool) if grade_mask is None else np.asarray(grade_mask, bool)
+    ).tolist()
+    last = d["head"][-1]
+    if last[2] != "Detect":
+        raise RuntimeError(f"ultralytics yolov5.yaml changed: last head row is {last[2]!r}, expected Detect")
+    d["head"][-1] = [last[0], last[1], GRADE_HEAD, ["nc", "ng"]]
+    d["yaml_file"] = f"yolov5{size}-grade.yaml"
+    return d
+
+
+def parse_yaml_for_ultralytics(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Copy of a grade yaml whose ``GradeDetect`` row is a plain ``Detect`` row ``parse_model`` can build."""
+    d = deepcopy(cfg)
+    last = d["head"][-1]
+    if last[2] != GRADE_HEAD:
+        raise ValueError(f"model yaml's last head row must be {GRADE_HEAD}, got {last[2]!r}")
+    d["head"][-1] = [last[0], last[1], "Detect", ["nc"]]
+    return d
+
+
+def swap_in_grade_head(model: torch.nn.Module, ng: int, grade_mask: Any) -> None:
+    """Replace ``model.model[-1]`` (a built ``Detect``) by a ``GradeDetect`` sharing its weights.
+
+    Args:
+        model: A ``DetectionModel`` built from :func:`parse_yaml_for_ultralytics` output.
+        ng: Grade columns per unit.
+        grade_mask: ``(nc, ng)`` boolean mask.
+    """
+    from ultralytics.nn.modules import Detect
+    from ultralytics.utils.torch_utils import initialize_weights
+
+    from train.fused.head import GradeDetect
+
+    old = model.model[-1]
+    if type(old) is not Detect:
+        raise TypeError(f"expected a Detect head to swap, got {type(old).__name__}")
+    ch = [int(seq[0].conv.in_channels) for seq in old.cv2]
+    new = GradeDetect(old.nc, ng, old.reg_max, False, ch, grade_mask=grade_mask)
+    missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(("cv4.", "grade_mask")) for k in missing):
+        raise RuntimeError(f"head swap mismatch: missing={missing} unexpected={unexpected}")
+    new.stride = old.stride.clone()
+    new.inplace = getattr(old, "inplace", True)
+    new.i, new.f, new.type = old.i, old.f, "train.fused.head.GradeDetect"
+    new.np = sum(p.numel() for p in new.parameters())
+    initialize_weights(new.cv4)  # the BN eps/momentum ultralytics gives every model
+    new.grade_bias_init()
+    model.model[-1] = new
+
+
+# --------------------------------------------------------------------------------- per-box extra fields
+def pack_cls(units: np.ndarray, grades: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """Wide ``cls`` array that ultralytics' transforms carry row-by-row with the boxes.
+
+    Args:
+        units: ``(n,)`` unit indices.
+        grades: ``(n,)`` human grades, -1 where ungraded.
+        soft: ``(n, ng)`` teacher probabilities, all -1 on rows without a soft target.
+
+    Returns:
+        ``(n, 2 + ng)`` float32 ``[unit, grade, soft...]``.
+    """
+    n = len(units)
+    return np.concatenate(
+        [np.asarray(units, np.float32).reshape(n, 1), np.asarray(grades, np.float32).reshape(n, 1),
+         np.asarray(soft, np.float32).reshape(n, -1)],
+        axis=1,
+    )
+
+
+class SplitGradeFields:
+    """Transform appended after ``Format``: wide ``cls`` -> ``cls`` (n,1), ``grade`` (n,), ``soft`` (n,ng)."""
+
+    def __init__(self, ng: int) -> None:
+        self.ng = ng
+
+    def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
+        cls = labels["cls"]
+        if cls.ndim != 2 or cls.shape[0] == 0:
+            n = 0 if cls.ndim != 2 else cls.shape[0]
+            labels["cls"] = torch.zeros(n, 1)
+            labels["grade"] = torch.zeros(n)
+            labels["soft"] = torch.zeros(n, self.ng)
+            return labels
+        if cls.shape[1] != 2 + self.ng:
+            raise RuntimeError(f"grade dataset: cls has {cls.shape[1]} columns, expected {2 + self.ng}")
+        labels["cls"] = cls[:, :1].contiguous()
+        labels["grade"] = cls[:, 1].contiguous()
+        labels["soft"] = cls[:, 2:].contiguous()
+        return labels
+
+
+def strip_cls_reshaping_transforms(compose: Any) -> Any:
+    """Remove transforms that flatten ``cls`` to one column (``Albumentations``) from a ``Compose``."""
+    from ultralytics.data.augment import Albumentations, Compose
+
+    def keep(t: Any) -> bool:
+        return not isinstance(t, Albumentations)
+
+    def walk(c: Any) -> Any:
+        if isinstance(c, Compose):
+            c.transforms = [walk(t) for t in c.transforms if keep(t)]
+        for attr in ("pre_transform",):
+            sub = getattr(c, attr, None)
+            if isinstance(sub, Compose):
+                walk(sub)
+        return c
+
+    return walk(compose)
+
+
+def collate_grade_fields(batch: list[dict[str, Any]], collated: dict[str, Any]) -> dict[str, Any]:
+    """Concatenate the per-box ``grade``/``soft`` fields that ultralytics' collate leaves as tuples."""
+    for k in ("grade", "soft"):
+        if k in batch[0]:
+            collated[k] = torch.cat([b[k] for b in batch], 0)
+    return collated
+
+
+def unit_counts(labels: list[dict[str, Any]], nc: int) -> np.ndarray:
+    """Instances per unit from dataset labels whose ``cls`` may be wide."""
+    units = [np.asarray(lb["cls"]).reshape(len(lb["cls"]), -1)[:, 0] for lb in labels if len(lb["cls"])]
+    allu = np.concatenate(units).astype(int) if units else np.zeros(0, int)
+    return np.bincount(allu, minlength=nc).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------- NMS layout
+def contract_to_ultralytics(raw: torch.Tensor) -> torch.Tensor:
+    """``(B, N, 4 + C)`` xyxy contract -> ``(B, 4 + C, N)`` centre-size layout of ultralytics' NMS."""
+    xy = (raw[..., 0:2] + raw[..., 2:4]) / 2
+    wh = raw[..., 2:4] - raw[..., 0:2]
+    return torch.cat((xy, wh, raw[..., 4:]), -1).permute(0, 2, 1)
