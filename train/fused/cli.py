@@ -2,8 +2,191 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
 
-train_app = typer.Typer(no_args_is_help=True)
-distill_app = typer.Typer(no_args_is_help=True)
+train_app = typer.Typer(no_args_is_help=True, help="Train the fused student model.")
+distill_app = typer.Typer(no_args_is_help=True, help="Distillation data from the teacher.")
 predict_app = typer.Typer(no_args_is_help=True)
+
+SIZES = ("yolov5n", "yolov5s", "yolov5m", "n", "s", "m")
+
+
+def _size(model: str) -> str:
+    if model not in SIZES:
+        raise typer.BadParameter(f"--model must be one of yolov5n, yolov5s, yolov5m (got {model!r})")
+    return model.removeprefix("yolov5")
+
+
+@train_app.command("student")
+def student(
+    data: Path = typer.Option(..., "--data", help="Grimace dataset folder (data.yaml), e.g. from distill."),
+    model: str = typer.Option("yolov5n", "--model", help="yolov5n | yolov5s | yolov5m"),
+    out: Path = typer.Option(..., "--out", help="Run folder (best/, last/ weights-only; train/ ultralytics)."),
+    epochs: int = typer.Option(100, "--epochs"),
+    imgsz: int = typer.Option(640, "--imgsz"),
+    batch: int = typer.Option(16, "--batch"),
+    resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR/train/weights/last.pt."),
+    weights: str = typer.Option(
+        "auto", "--weights",
+        help="'auto' = COCO yolov5{size}u.pt when downloadable, a detector checkpoint path "
+        "(e.g. the teacher's detector), or 'none' (random init).",
+    ),
+    grade_ce: float = typer.Option(1.0, "--grade-ce", help="Weight of CE to human grades."),
+    grade_kd: float = typer.Option(1.0, "--grade-kd", help="Weight of KL to teacher soft grades."),
+    temperature: float = typer.Option(2.0, "--temperature", help="Distillation temperature T (KL × T²)."),
+    grade_cls_pw: float = typer.Option(0.5, "--grade-cls-pw", help="Grade class-imbalance power (0 = off)."),
+    workers: int = typer.Option(2, "--workers"),
+    device: str = typer.Option("cpu", "--device"),
+    patience: int = typer.Option(100, "--patience"),
+    seed: int = typer.Option(0, "--seed"),
+    mosaic: float = typer.Option(1.0, "--mosaic"),
+    mixup: float = typer.Option(0.0, "--mixup"),
+    close_mosaic: int = typer.Option(10, "--close-mosaic"),
+) -> None:
+    """Train the fused YOLOv5 + grade-head student (labels + teacher soft targets)."""
+    from edge.deps import require
+
+    require("torch", "grimace train student")
+    require("ultralytics", "grimace train student")
+    from train.fused.trainer import GradeTrainer
+
+    size = _size(model)
+    out = out.resolve()
+    overrides: dict[str, Any] = {
+        "data": str((data / "data.yaml") if data.is_dir() else data),
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "workers": workers,
+        "device": device,
+        "save_dir": str(out / "train"),
+        "exist_ok": True,
+        "patience": patience,
+        "seed": seed,
+        "mosaic": mosaic,
+        "mixup": mixup,
+        "close_mosaic": close_mosaic,
+        "plots": False,
+        "amp": device != "cpu",
+    }
+    if resume:
+        last = out / "train" / "weights" / "last.pt"
+        if not last.exists():
+            raise typer.BadParameter(f"--resume: {last} does not exist")
+        overrides["resume"] = str(last)
+    trainer = GradeTrainer(
+        overrides=overrides,
+        size=size,
+        pretrained=weights,
+        grade_hyp={"grade_ce": grade_ce, "grade_kd": grade_kd, "grade_T": temperature,
+                   "grade_cls_pw": grade_cls_pw},
+        out_dir=out,
+    )
+    trainer.train()
+    best = out / "best"
+    typer.echo(f"weights-only checkpoints: {best} (best), {out / 'last'} (last)")
+
+
+@train_app.command("flops")
+def flops(
+    model: str = typer.Option("yolov5s", "--model", help="yolov5n | yolov5s | yolov5m"),
+    scale: str = typer.Option("rgs", "--scale", help="Built-in scale name or YAML path."),
+    imgsz: int = typer.Option(640, "--imgsz"),
+) -> None:
+    """FLOPs of the fused model vs the same YOLOv5 size without grade heads (one imgsz² image)."""
+    from edge.deps import require
+
+    require("torch", "grimace train flops")
+    from train.fused.model import flops_comparison
+
+    r = flops_comparison(scale, _size(model), imgsz)
+    typer.echo(f"plain yolov5{_size(model)} detector: {r['plain'] / 1e9:.3f} GFLOPs at {imgsz}x{imgsz}")
+    typer.echo(f"fused yolov5{_size(model)} + grade heads: {r['fused'] / 1e9:.3f} GFLOPs")
+    typer.echo(f"ratio fused/plain: {r['ratio']:.4f} ({'OK' if r['ratio'] <= 1.10 else 'OVER'} limit 1.10)")
+
+
+@distill_app.command("annotate")
+def distill_annotate(
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder (train.teacher.load_teacher)."),
+    data: Path = typer.Option(..., "--data", help="Labelled grimace dataset."),
+    out: Path = typer.Option(..., "--out", help="Output dataset with soft/ targets."),
+    unlabelled: list[Path] = typer.Option(
+        None, "--unlabelled", help="Images, folders or videos to pseudo-label (repeatable)."
+    ),
+    conf: float = typer.Option(0.5, "--conf", help="Teacher confidence threshold for pseudo-labels."),
+    fps: float = typer.Option(1.0, "--fps", help="Frames per second sampled from videos."),
+) -> None:
+    """Write a distillation dataset: teacher soft grades for labelled boxes, pseudo-labels for the rest."""
+    from edge.deps import require
+
+    require("torch", "grimace distill annotate")
+    from train.fused.distill import annotate
+    from train.teacher import load_teacher
+
+    t = load_teacher(teacher)
+    rep = annotate(t, data, out, unlabelled=list(unlabelled or []), conf=conf, fps=fps,
+                   teacher_name=str(teacher))
+    for s in rep.skipped:
+        typer.echo(f"skipped: {s}", err=True)
+    typer.echo(json.dumps(rep.to_dict() | {"skipped": len(rep.skipped)}))
+
+
+def _frame_dict(r: Any) -> dict[str, Any]:
+    d = r.detections
+    return {
+        "source": r.source,
+        "score": r.score,
+        "abstained": r.abstained,
+        "unit_scores": r.unit_scores,
+        "boxes": [
+            {"xyxy": [round(float(v), 2) for v in d.xyxy[i]], "unit": int(d.unit[i]),
+             "confidence": round(float(d.confidence[i]), 4),
+             "grade_probs": [round(float(v), 4) for v in d.grade_probs[i]],
+             "expected_grade": round(float(d.expected_grade[i]), 4), "argmax_grade": int(d.argmax_grade[i])}
+            for i in range(len(d))
+        ],
+    }
+
+
+@predict_app.command("predict")
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files or folders."),
+    model: Path = typer.Option(..., "--model", help="Fused checkpoint folder (model.safetensors + config.json)."),
+    imgsz: int = typer.Option(None, "--imgsz", help="Default: the checkpoint's."),
+    conf: float = typer.Option(0.25, "--conf"),
+    iou: float = typer.Option(0.45, "--iou"),
+    json_out: Path = typer.Option(None, "--json", help="Write one JSON object per image (JSONL)."),
+) -> None:
+    """Detect, grade and score images with the fused model (PyTorch)."""
+    from edge.deps import require
+
+    require("torch", "grimace predict")
+    from train.data.format import list_images
+    from train.fused.predict import predict_paths
+
+    paths: list[Path] = []
+    for p in images:
+        if p.is_dir():
+            paths += list_images(p)
+        elif p.exists():
+            paths.append(p)
+        else:
+            typer.echo(f"{p}: no such file; skipped", err=True)
+    results, errors = predict_paths(model, paths, imgsz=imgsz, conf=conf, iou=iou)
+    for e in errors:
+        typer.echo(e, err=True)
+    fh = json_out.open("w") if json_out else None
+    try:
+        for r in results:
+            s = f"{r.score:.3f}" if r.score is not None else f"abstained ({r.abstained})"
+            units = " ".join(f"{k}={'-' if v is None else f'{v:.2f}'}" for k, v in r.unit_scores.items())
+            typer.echo(f"{r.source}: score {s}; {units}; {len(r.detections)} boxes")
+            if fh:
+                fh.write(json.dumps(_frame_dict(r)) + "\n")
+    finally:
+        if fh:
+            fh.close()
