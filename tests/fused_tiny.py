@@ -35,7 +35,7 @@ def make_tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, size: int = 
                 color = tuple(int(c * (0.5 + 0.25 * g)) for c in UNIT_COLORS[u % 4])
                 cv2.ellipse(img, (int(cx * size), int(cy * size)), (int(w * size / 2), int(h * size / 2)),
                             0, 0, 360, color, -1)
-                boxes.append(LabelBox(u, cx, cy, w, h, grade=g if k % 3 != 2 else None))
+                boxes.append(LabelBox(u, cx, cy, w, h, grade=g if (k + u) % 4 != 3 else None))
             d = "train" if split == "unlabelled" else split
             if split == "unlabelled":
                 out = root / "unlabelled" / f"u{k:03d}.png"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge.scales import GOAT, MGS, RGS, ScaleSpec, Unit
+from edge.scales import GOAT, RGS, ScaleSpec, Unit
 from train.fused import ultra_compat
 from train.fused.head import GradeDetect
 from train.fused.model import (
@@ -34,7 +34,7 @@ def test_ultra_compat_builds_from_yaml_with_random_weights() -> None:
         ultra_compat.grade_model_yaml("q", 3, 3)
 
 
-@pytest.mark.parametrize("spec", [RGS, GOAT, MGS, MIXED], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [RGS, GOAT, MIXED], ids=lambda s: s.name)
 def test_head_shapes_and_raw_contract(spec: ScaleSpec) -> None:
     model = build_fused_model(spec, "n")
     nc, ng = spec.nc, spec.ng
@@ -59,12 +59,22 @@ def test_head_shapes_and_raw_contract(spec: ScaleSpec) -> None:
     assert torch.allclose(g.sum(-1), torch.ones(2, n_anchors, nc), atol=1e-5)
     # boxes in input pixels: anchor centres span the image
     cx = (raw[0, :, 0] + raw[0, :, 2]) / 2
+    cx = cx.detach()
     assert 0 < float(cx.min()) < 16 and 80 < float(cx.max()) < 96
 
 
 def test_flops_within_ten_percent() -> None:
-    r = flops_comparison(RGS, "n", 640)
-    print(f"yolov5n plain {r['plain'] / 1e9:.3f} GFLOPs, fused {r['fused'] / 1e9:.3f} GFLOPs, ratio {r['ratio']:.4f}")
+    """Every layer is convolutional, so the ratio does not depend on the input size (640 is the slow test)."""
+    r = flops_comparison(RGS, "n", 320)
+    print(f"yolov5n@320 plain {r['plain'] / 1e9:.3f} GFLOPs, fused {r['fused'] / 1e9:.3f}, ratio {r['ratio']:.4f}")
+    assert r["plain"] > 1e9 / 4 and 1.0 < r["ratio"] <= 1.10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["n", "s", "m"])
+def test_flops_within_ten_percent_640(size: str) -> None:
+    r = flops_comparison(RGS, size, 640)
+    print(f"yolov5{size} plain {r['plain'] / 1e9:.3f} GFLOPs, fused {r['fused'] / 1e9:.3f}, ratio {r['ratio']:.4f}")
     assert r["plain"] > 1e9 and 1.0 < r["ratio"] <= 1.10
 
 

@@ -1,0 +1,84 @@
+"""Weights-only checkpoint round trip and PyTorch predict == edge post-processing on the same raw tensor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge.scales import GOAT, RGS, ScaleMismatchError
+from train.fused.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from train.fused.model import build_fused_model
+from train.fused.predict import postprocess_raw, predict_images, preprocess_images, raw_outputs
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = build_fused_model(RGS, "n", imgsz=96)
+    with torch.no_grad():  # make scores non-trivial so some boxes pass the threshold
+        for c in model.head.cv3:
+            c[-1].bias.add_(6.0)
+    path = tmp_path_factory.mktemp("ck") / "best"
+    save_checkpoint(model, path, {"metrics": {"metrics/grade_wacc": 0.5, "x": float("nan")}, "imgsz": 96})
+    return path, model
+
+
+def test_weights_only_round_trip(ckpt: tuple[Path, torch.nn.Module]) -> None:
+    path, model = ckpt
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    meta = json.loads((path / "config.json").read_text())  # strict JSON (NaN written as null)
+    assert meta["metrics"]["x"] is None and meta["size"] == "n" and meta["nc"] == 4 and meta["ng"] == 3
+    loaded, meta = load_checkpoint(path, expect_scale="rgs")
+    assert meta["imgsz"] == 96 and meta["stride"] == [8.0, 16.0, 32.0]
+    x = torch.rand(1, 3, 96, 96)
+    model.eval()
+    ref = model(x)[0]
+    out = loaded(x)  # export mode: the raw tensor alone
+    assert isinstance(out, torch.Tensor) and torch.allclose(out, ref, atol=1e-5)
+    with pytest.raises(ScaleMismatchError):
+        load_checkpoint(path, expect_scale=GOAT)
+
+
+def test_bad_checkpoints(tmp_path: Path, ckpt: tuple[Path, torch.nn.Module]) -> None:
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_checkpoint(tmp_path)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((ckpt[0] / "config.json").read_text().replace('"size": "n"', '"size": "s"'))
+    (bad / "model.safetensors").write_bytes((ckpt[0] / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(bad)
+
+
+def test_predict_equals_edge_postprocess_on_same_raw(ckpt: tuple[Path, torch.nn.Module]) -> None:
+    path, _ = ckpt
+    model, meta = load_checkpoint(path)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (80, 120, 3), dtype=np.uint8), rng.integers(0, 255, (100, 60, 3), dtype=np.uint8)]
+    results = predict_images(model, images, RGS, imgsz=96, conf=0.3, iou=0.5)
+    batch, infos = preprocess_images(images, 96)
+    raw = raw_outputs(model, batch)
+    assert raw.shape == (2, 189, 4 + 4 + 12)
+    try:
+        from edge.postprocess import postprocess as edge_postprocess
+    except ImportError:
+        edge_postprocess = None
+    n_boxes = 0
+    for i, r in enumerate(results):
+        ref = postprocess_raw(raw[i], RGS, 0.3, 0.5, 300, infos[i])
+        if edge_postprocess is not None:
+            ref2 = edge_postprocess(raw[i], RGS, conf=0.3, iou=0.5, letterbox_info=infos[i])
+            assert np.array_equal(ref.xyxy, ref2.xyxy) and np.array_equal(ref.grade_probs, ref2.grade_probs)
+        d = r.detections
+        assert np.array_equal(d.xyxy, ref.xyxy) and np.array_equal(d.unit, ref.unit)
+        assert np.array_equal(d.confidence, ref.confidence) and np.array_equal(d.grade_probs, ref.grade_probs)
+        h, w = images[i].shape[:2]
+        assert np.all(d.xyxy[:, [0, 2]] <= w) and np.all(d.xyxy[:, [1, 3]] <= h)
+        assert np.allclose(d.grade_probs.sum(1), 1, atol=1e-5)
+        assert r.score is not None or r.abstained
+        n_boxes += len(d)
+    assert n_boxes > 0

@@ -1,0 +1,80 @@
+"""End to end at a tiny scale: distill from a (tiny, injected) teacher, train the student, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge.scales import RGS
+from tests.fused_tiny import TinyTeacher, make_tiny_dataset
+from train.data.format import load_dataset, read_labels
+from train.fused.data import image_to_soft_path, read_soft
+from train.fused.distill import annotate
+
+
+def test_distill_annotate_writes_soft_targets_and_pseudo_labels(tmp_path: Path) -> None:
+    src = make_tiny_dataset(tmp_path / "src", n_train=3, n_val=2, unlabelled=2)
+    rep = annotate(TinyTeacher(), src, tmp_path / "dist", unlabelled=[src / "unlabelled"], conf=0.5)
+    assert rep.labelled_images == 5 and rep.unlabelled_frames == 2 and rep.pseudo_boxes == 8
+    assert rep.soft_boxes == rep.labelled_boxes + rep.pseudo_boxes
+    info = load_dataset(tmp_path / "dist", expect_scale=RGS)
+    assert info.raw["distill"]["pseudo_boxes"] == 8
+    imgs = info.images("train")
+    assert len(imgs) == 5 and sum(p.name.startswith("unl_") for p in imgs) == 2
+    for p in imgs:
+        labels = read_labels(p.parent.parent.parent / "labels" / "train" / f"{p.stem}.txt", RGS)
+        soft = read_soft(image_to_soft_path(p), RGS.ng, len(labels))
+        assert np.allclose(soft.sum(1), 1, atol=1e-4)
+        if p.name.startswith("unl_"):
+            assert all(b.grade is None for b in labels) and len(labels) == 4
+        else:  # the teacher grades the labelled boxes correctly on this easy data
+            graded = [(b.grade, int(np.argmax(s))) for b, s in zip(labels, soft) if b.grade is not None]
+            assert graded and sum(g == t for g, t in graded) >= 0.75 * len(graded)
+    with pytest.raises(ValueError, match="--out must differ"):
+        annotate(TinyTeacher(), src, src)
+
+
+def test_train_student_end_to_end(tmp_path: Path) -> None:
+    from train.fused.checkpoint import load_checkpoint
+    from train.fused.trainer import GradeTrainer
+
+    src = make_tiny_dataset(tmp_path / "src", n_train=6, n_val=3, unlabelled=2)
+    annotate(TinyTeacher(), src, tmp_path / "dist", unlabelled=[src / "unlabelled"], conf=0.5)
+    run = tmp_path / "run"
+    trainer = GradeTrainer(
+        overrides={"data": str(tmp_path / "dist" / "data.yaml"), "epochs": 2, "imgsz": 64, "batch": 4,
+                   "workers": 0, "device": "cpu", "save_dir": str(run / "train"), "exist_ok": True,
+                   "amp": False, "close_mosaic": 1, "mixup": 0.5},
+        size="n", pretrained=None, out_dir=run,
+    )
+    trainer.train()
+    names = trainer.loss_names
+    assert names == ("box_loss", "cls_loss", "dfl_loss", "grade_ce", "grade_kd")
+    assert float(trainer.tloss["grade_kd"]) > 0 and float(trainer.tloss["grade_ce"]) > 0
+    g = trainer.validator.grade_summary
+    assert not np.isnan(g["teacher_wacc"]) and g["teacher_wacc"] > 0.7  # teacher soft targets on val GT
+    assert set(g["per_unit"]) == set(RGS.unit_names)
+    assert (run / "train" / "weights" / "last.pt").exists()  # ultralytics resume state (trusted-local)
+    model, meta = load_checkpoint(run / "best", expect_scale=RGS)
+    assert meta["size"] == "n" and meta["imgsz"] == 64 and "metrics/grade_wacc" in meta["metrics"]
+    assert meta["grade_hyp"]["grade_T"] == 2.0
+
+    from edge.cli import app
+
+    res = CliRunner().invoke(app, ["predict", str(src / "images" / "val"), "--model", str(run / "best"),
+                                   "--conf", "0.01", "--json", str(tmp_path / "p.jsonl")])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all("score" in d and "boxes" in d for d in lines)
+
+
+def test_cli_flops_prints_both() -> None:
+    from edge.cli import app
+
+    res = CliRunner().invoke(app, ["train", "flops", "--model", "yolov5n", "--imgsz", "256"])
+    assert res.exit_code == 0, res.output
+    assert "plain yolov5n detector" in res.output and "fused yolov5n" in res.output and "OK" in res.output
