@@ -147,7 +147,7 @@ class CheckReport:
         return (
             f"{self.root}: scale {scale}, {self.n_images} images, {self.n_label_files} label files, "
             f"{self.n_boxes} boxes: {self.count(ERROR)} errors, {self.count(WARNING)} warnings, "
-            f"{self.count(INFO)} notes" + (f" ({top})" if top else "")
+            f"{self.count(INFO)} note(s)" + (f" ({top})" if top else "")
         )
 
 

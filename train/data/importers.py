@@ -102,6 +102,14 @@ def _prepare_out(out: str | Path) -> Path:
     return out
 
 
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` (POSIX form) when it lies inside it, else as given."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _image_size(path: Path) -> tuple[int, int] | None:
     """``(width, height)`` of a readable image, else None."""
     try:
@@ -355,8 +363,8 @@ class CropRecord:
         subject: Animal id ("" when unknown) -- use it for subject-wise splits.
         group: Group of the subject ("" when unknown).
         split: Split of the frame the crop came from ("" when unknown).
-        source: Where the crop came from (``image:line`` for exported crops, the original path for
-            imported ones).
+        source: Where the crop came from: ``images/<split>/<name>:<label line>`` (relative to the
+            dataset root named in ``crops.yaml``) for exported crops, the original path for imported ones.
     """
 
     path: Path
@@ -543,7 +551,7 @@ def crops_from_dataset(
                         subject=sub.subject if sub else "",
                         group=sub.group if sub else "",
                         split=split,
-                        source=f"{img_path}:{i}",
+                        source=f"{_relative(img_path, info.root)}:{i}",
                     )
                 )
                 rep.per_unit_grade[(unit, int(b.grade))] += 1  # type: ignore[arg-type]
@@ -587,7 +595,7 @@ def load_crop_records(folder: str | Path, unit: str | None = None) -> list[CropR
         LabelError: Missing/invalid ``crops.yaml`` or ``index.csv`` (``file:line``), unknown unit,
             grade out of range, or a listed crop file that does not exist.
     """
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     spec = load_crop_scale(folder)
     if unit is not None and unit not in spec.unit_names:
         raise LabelError(f"{folder}: unknown unit {unit!r}; scale {spec.name!r} has {spec.unit_names}")
