@@ -266,7 +266,8 @@ def _check_yaml(root: Path, rep: CheckReport) -> tuple[ScaleSpec | None, dict[st
         p = Path(val)
         folder = p if p.is_absolute() else root / p
         if not folder.is_dir():
-            rep.add(yml, lines.get(key), f"split {key!r}: folder {val} does not exist", "split-missing")
+            why = "is a file, not an image folder" if folder.is_file() else "does not exist"
+            rep.add(yml, lines.get(key), f"split {key!r}: folder {val} {why}", "split-missing")
             continue
         splits[key] = folder
     if not any(raw.get(k) for k in SPLITS):
