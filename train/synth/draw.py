@@ -33,6 +33,16 @@ def ellipse_pts(
     return np.stack([cx + x * math.cos(a) - y * math.sin(a), cy + x * math.sin(a) + y * math.cos(a)], 1)
 
 
+def arc_pts(
+    cx: float, cy: float, ax: float, ay: float, angle_deg: float, t0: float, t1: float, n: int = 16
+) -> np.ndarray:
+    """Points on an elliptic arc from parameter angle ``t0`` to ``t1`` (degrees), shape ``(n, 2)``."""
+    t = np.radians(np.linspace(t0, t1, n))
+    a = math.radians(angle_deg)
+    x, y = ax * np.cos(t), ay * np.sin(t)
+    return np.stack([cx + x * math.cos(a) - y * math.sin(a), cy + x * math.sin(a) + y * math.cos(a)], 1)
+
+
 def bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 12) -> np.ndarray:
     """Quadratic Bezier curve from ``p0`` to ``p2`` with control ``p1``, shape ``(n, 2)``."""
     t = np.linspace(0, 1, n)[:, None]

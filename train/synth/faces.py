@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from train.synth.draw import Canvas, Color, bezier, ellipse_pts, mix, rotate, shade
+from train.synth.draw import Canvas, Color, arc_pts, bezier, ellipse_pts, mix, rotate, shade
 
 # units each species' face can draw, and how many instances of each are drawn
 SPECIES_UNITS: dict[str, dict[str, int]] = {
@@ -172,13 +172,22 @@ def _head_outline(m: Morphology, top: float, bottom: float, n: int = 72) -> np.n
     return np.stack([x, y], 1)
 
 
-def _eye(c: Canvas, m: Morphology, side: int, v: float, oid: int, goat: bool = False) -> None:
+def _eye(
+    c: Canvas,
+    m: Morphology,
+    side: int,
+    v: float,
+    oid: int,
+    goat: bool = False,
+    at: tuple[float, float] | None = None,
+) -> None:
     """Eye with orbit: aperture ``1 - 0.92 v`` (goat: ``1 - 0.6 v``), creases for ``v > 0.35``."""
-    ex, ey, r = side * m.eye_dx, m.eye_y * m.head_h, m.eye_r
+    ex, ey = at if at is not None else (side * m.eye_dx, m.eye_y * m.head_h)
+    r = m.eye_r
     ang = -side * (8 if goat else 14)
     a = 1 - (0.6 if goat else 0.92) * v
     dark = float(np.mean(m.fur)) < 90
-    socket = shade(m.fur, 1.9) if dark else mix(shade(m.fur, 0.86), m.skin, 0.15)
+    socket = shade(m.fur, 1.45) if dark else mix(shade(m.fur, 0.86), m.skin, 0.15)
     c.ellipse(ex, ey, r * 1.6, r * 1.45 * (0.55 + 0.45 * a), socket, ang, oid, 0.3)
     u = np.linspace(-1, 1, 19)
     bump = (1 - u**2) ** 0.8
@@ -207,10 +216,10 @@ def _eye(c: Canvas, m: Morphology, side: int, v: float, oid: int, goat: bool = F
 def _rodent_ear(c: Canvas, m: Morphology, side: int, v: float, oid: int, mouse: bool) -> None:
     """Ear: rotates outward/back and drops with ``v``, folds (narrower, less pinna) and sharpens."""
     bx = side * (m.ear_dx + (0.3 if mouse else 0.25) * v) * m.head_w
-    by = (-0.82 + (0.32 if mouse else 0.28) * v) * m.head_h
+    by = (-0.82 + (0.26 if mouse else 0.2) * v) * m.head_h
     tilt = side * ((15 if mouse else 22) + (58 if mouse else 50) * v)
-    h = m.ear_size * (1 - 0.22 * v)
-    w = m.ear_size * (0.85 if mouse else 0.72) * (1 - 0.5 * v)
+    h = m.ear_size * (1 - 0.1 * v)
+    w = m.ear_size * (0.85 if mouse else 0.72) * (1 - 0.42 * v)
     k = 0.04 + 0.8 * v
     u = np.linspace(-1, 1, 25)
     prof = (1 - k) * np.sqrt(1 - u**2) + k * (1 - np.abs(u))
@@ -308,8 +317,8 @@ def _draw_rodent(
         ax, ay = 0.24 + 0.14 * cv_, 0.2 + 0.08 * cv_
         col = mix(m.fur, WHITE, 0.03 + 0.08 * cv_) if float(np.mean(m.fur)) < 90 else shade(m.fur, 0.97)
         c.ellipse(cx + side * 0.08 * cv_, cy, ax, ay, col, side * 25, oid, 0.5)
-        arc = ellipse_pts(cx + side * 0.08 * cv_, cy, ax, ay, side * 25, 32)
-        arc = arc[arc[:, 0] * side > cx * side - 0.02][:, :]
+        t0, t1 = (-80, 80) if side > 0 else (100, 260)
+        arc = arc_pts(cx + side * 0.08 * cv_, cy, ax, ay, side * 25, t0, t1, 16)
         c.line(arc, shade(col, 0.85 if np.mean(m.fur) > 90 else 1.35), 0.015 + 0.015 * cv_, oid, 0.5)
     for k, side in enumerate((-1, 1)):
         _eye(c, m, side, sev["eye"][k], ids.get(("eye", k), 0))
@@ -324,15 +333,16 @@ def _draw_rodent(
 
 # --------------------------------------------------------------------------------------- goat
 def _goat_ear(c: Canvas, m: Morphology, side: int, v: float, oid: int) -> None:
-    bx, by = side * m.ear_dx * m.head_w, -0.72 * m.head_h
-    droop = side * (-8 + 62 * v)  # rotation from horizontal; + is downward on the right side
-    length = m.ear_size * (1 - 0.3 * v)
+    bx, by = side * (m.ear_dx + 0.18 * v) * m.head_w, -0.72 * m.head_h
+    droop = side * (-8 + 58 * v)  # rotation from horizontal; + is downward on the right side
+    length = m.ear_size * (1 - 0.15 * v)
     u = np.linspace(0, 1, 16)
     widths = 0.17 * np.sin(np.pi * np.clip(u * 1.05, 0, 1)) ** 0.7 + 0.02
     top = np.stack([side * u * length, -widths], 1)
     bot = np.stack([side * u[::-1] * length, widths[::-1]], 1)
     leaf = np.vstack([top, bot])
-    c.poly(rotate(leaf, droop) + np.array([bx, by]), shade(m.fur, 0.92), oid, -0.3)
+    ear_col = shade(m.fur, 0.82) if float(np.mean(m.fur)) > 90 else shade(m.fur, 1.25)
+    c.poly(rotate(leaf, droop) + np.array([bx, by]), ear_col, oid, -0.3)
     inner = np.vstack([np.stack([side * u * length * 0.85, -widths * 0.5], 1),
                        np.stack([side * u[::-1] * length * 0.85, widths[::-1] * 0.3], 1)])
     c.poly(rotate(inner, droop) + np.array([bx, by]), mix(m.skin, m.fur, 0.3 + 0.4 * v), oid, -0.3)
@@ -391,3 +401,75 @@ def draw_face(
         _draw_goat(c, m, sev, ids)
     else:
         _draw_rodent(c, m, sev, ids)
+
+
+# ------------------------------------------------------------------------ side and back views
+def draw_side(
+    c: Canvas, m: Morphology, sev: dict[str, list[float]], ids: dict[tuple[str, int], int], direction: int
+) -> None:
+    """Draw the animal in profile, snout towards ``direction`` (+1 image right, -1 left).
+
+    Rodents show their near eye, near ear, nose tip and whiskers (labelled as instance 0 of each
+    unit when ``ids`` has them); the goat's profile is drawn unlabelled unless ``ids`` has ``face``.
+    """
+    d = direction
+    goat = m.species == "goat"
+    c.ellipse(-d * (1.9 if goat else 1.5), 0.95, 2.0 if goat else 1.8, 1.0, shade(m.fur, 0.9), 0, 0, -1)
+    if not goat:
+        tail = bezier((-d * 3.2, 1.3), (-d * 4.0, 1.9), (-d * 4.6, 1.5), 12)
+        c.line(tail, mix(m.skin, m.fur, 0.3), 0.09, 0, -1)
+    t = np.linspace(0, 2 * np.pi, 60, endpoint=False)
+    ct, st = np.cos(t), np.sin(t)
+    snout = np.clip(d * ct, 0, 1) ** 1.5
+    length = 1.9 if goat else 1.6
+    x = np.where(d * ct > 0, ct * (0.9 + (length - 0.9) * snout), ct * 0.9)
+    y = st * 0.72 * (1 - 0.45 * snout) + 0.35 * snout
+    face_id = ids.get(("face", 0), 0)
+    if goat and m.horns:
+        horn = bezier((-d * 0.1, -0.6), (-d * 0.5, -1.4), (-d * 1.0, -1.3), 12)
+        c.line(horn, (120.0, 135.0, 150.0), 0.12, face_id, -0.2)
+    # near ear behind the eye
+    v_ear = sev["face"][0] if goat else sev["ear"][0]
+    ear_id = face_id if goat else ids.get(("ear", 0), 0)
+    ang = -d * (20 + 45 * v_ear) if not goat else d * (60 + 50 * v_ear)
+    ear = ellipse_pts(0, -0.38 * m.ear_size, 0.28 * m.ear_size * (1 - 0.35 * v_ear), 0.45 * m.ear_size,
+                      0, 24)
+    base = np.array([-d * 0.35, -0.5])
+    c.poly(rotate(ear, ang) + base, shade(m.fur, 1.1), ear_id, -0.2)
+    c.poly(rotate(ear * 0.6, ang) + base, m.skin, ear_id, -0.2)
+    c.poly(np.stack([x, y], 1), m.fur, face_id, 0)
+    v_eye = sev["face"][0] if goat else sev["eye"][0]
+    _eye(c, m, d, v_eye, face_id if goat else ids.get(("eye", 0), 0), goat=goat, at=(d * 0.3, -0.22))
+    tip = (d * (length - 0.05), 0.33)
+    nose_id = face_id if goat else ids.get(("nose", 0), 0)
+    c.ellipse(tip[0], tip[1], 0.1, 0.09, m.skin, 0, nose_id, 1)
+    if not goat:
+        wid = ids.get(("whiskers", 0), 0)
+        v_w = sev["whiskers"][0]
+        for j, f in enumerate(m.whisker_jitter[0]):
+            theta = math.radians(-25 + 50 * j / max(1, len(m.whisker_jitter[0]) - 1)) * (1 - 0.6 * v_w)
+            p0 = np.array([tip[0] - d * 0.15, tip[1] + 0.03])
+            dvec = np.array([d * math.cos(theta) * (0.6 - 0.9 * v_w), math.sin(theta)])
+            p2 = p0 + m.whisker_len * f * (1 - 0.4 * v_w) * dvec / max(1e-6, np.linalg.norm(dvec))
+            c.line(bezier(p0, (p0 + p2) / 2 + (0, 0.1), p2, 8), m.whisker_col, 0.012, wid, 1)
+
+
+def draw_back(c: Canvas, m: Morphology) -> None:
+    """Draw the animal turned away from the camera (no action unit is visible)."""
+    goat = m.species == "goat"
+    c.ellipse(0, 0.9, 1.5, 1.25, shade(m.fur, 0.92), 0, 0, -1)
+    if not goat:
+        c.line(bezier((0.0, 2.0), (0.4, 2.6), (1.2, 2.7), 12), mix(m.skin, m.fur, 0.3), 0.09, 0, 0)
+    for side in (-1, 1):
+        if goat:
+            ear = rotate(ellipse_pts(0, 0, 0.55 * m.ear_size, 0.16, 0, 20), side * 15)
+            ear = ear + np.array([side * 0.9, -0.55])
+        else:
+            k = m.ear_size / 0.55
+            ear = ellipse_pts(side * 0.55, -1.05, 0.3 * k, 0.36 * k, 0, 24)
+        c.poly(ear, shade(m.fur, 0.8), 0, -0.3)
+    c.ellipse(0, -0.45, 0.85, 0.8, shade(m.fur, 0.97), 0, 0, 0)
+    if goat and m.horns:
+        for side in (-1, 1):
+            c.line(bezier((side * 0.3, -1.0), (side * 0.45, -1.6), (side * 0.8, -1.7), 10),
+                   (120.0, 135.0, 150.0), 0.1, 0, 0)

@@ -128,7 +128,11 @@ def render_frontal(
     p = pose or sample_pose(species, morph, h, w, rng)
     owner = np.zeros((h, w), np.uint8)
     canvas = Canvas(img, owner)
-    canvas.set_pose(p["cx"], p["cy"], p["scale"], p["roll"], p["yaw"])
+    sy, dy = 1.0, 0.0
+    if species == "goat":  # a goat in pain lowers its head: the face drops and foreshortens
+        v = severities["face"][0]
+        sy, dy = 1.0 - 0.14 * v, 0.3 * v * p["scale"]
+    canvas.set_pose(p["cx"], p["cy"] + dy, p["scale"], p["roll"], p["yaw"], sy)
     ids: dict[tuple[str, int], int] = {}
     meta: list[tuple[str, int, int]] = []
     for u in spec.units:

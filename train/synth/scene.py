@@ -48,6 +48,30 @@ def background(h: int, w: int, rng: np.random.Generator, kind: str | None = None
     return img
 
 
+def lighting(h: int, w: int, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """A multiplicative lighting field with gain, gradient and colour tint, float32 ``(h, w, 3)``."""
+    ang = rng.uniform(0, 2 * np.pi)
+    ys = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
+    xs = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
+    grad = xs * np.float32(np.cos(ang)) + ys * np.float32(np.sin(ang))
+    gain = rng.uniform(1 - 0.3 * strength, 1 + 0.2 * strength)
+    field = np.float32(gain) * (1 + np.float32(rng.uniform(0, 0.5 * strength)) * grad)
+    tint = (1 + rng.uniform(-0.07, 0.07, 3) * strength).astype(np.float32)
+    return field[..., None] * tint[None, None, :]
+
+
+def finish(
+    img: np.ndarray, light: np.ndarray, sigma: float, noise_sd: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Apply a lighting field, Gaussian blur (``sigma`` px) and sensor noise; returns BGR uint8."""
+    out = img.astype(np.float32) * light
+    if sigma > 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), sigma)
+    if noise_sd > 0.5:
+        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(noise_sd)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def photometric(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
     """Lighting gradient, colour tint, gain, Gaussian blur and sensor noise.
 
@@ -62,17 +86,6 @@ def photometric(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
     if strength <= 0:
         return img.copy()
     h, w = img.shape[:2]
-    ang = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    grad = ((xx / w - 0.5) * np.cos(ang) + (yy / h - 0.5) * np.sin(ang)).astype(np.float32)
-    gain = rng.uniform(1 - 0.3 * strength, 1 + 0.2 * strength)
-    field = gain * (1 + rng.uniform(0, 0.5 * strength) * grad)
-    tint = 1 + rng.uniform(-0.07, 0.07, 3).astype(np.float32) * strength
-    out = img.astype(np.float32) * field[..., None] * tint[None, None, :]
+    light = lighting(h, w, rng, strength)
     sigma = rng.uniform(0, 1.6 * strength) if rng.random() < 0.7 else 0.0
-    if sigma > 0.3:
-        out = cv2.GaussianBlur(out, (0, 0), sigma)
-    noise_sd = rng.uniform(0, 7 * strength)
-    if noise_sd > 0.5:
-        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(noise_sd)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return finish(img, light, sigma, rng.uniform(0, 7 * strength), rng)
