@@ -19,8 +19,15 @@ from train.data.format import LabelBox, write_data_yaml, write_labels
 UNIT_COLORS = [(200, 80, 80), (80, 200, 80), (80, 80, 200), (200, 200, 80)]
 
 
-def make_tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, size: int = 96, seed: int = 0,
-                      spec: ScaleSpec = RGS, unlabelled: int = 0) -> Path:
+def make_tiny_dataset(
+    root: Path,
+    n_train: int = 8,
+    n_val: int = 4,
+    size: int = 96,
+    seed: int = 0,
+    spec: ScaleSpec = RGS,
+    unlabelled: int = 0,
+) -> Path:
     """Write a tiny dataset (``images/{train,val}``, ``labels/...``, ``data.yaml``); returns ``root``."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("val", n_val), ("unlabelled", unlabelled)):
@@ -33,8 +40,16 @@ def make_tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, size: int = 
                 cx = 0.15 + 0.7 * (u % 2) + rng.uniform(-0.05, 0.05)
                 cy = 0.2 + 0.6 * (u // 2) + rng.uniform(-0.05, 0.05)
                 color = tuple(int(c * (0.5 + 0.25 * g)) for c in UNIT_COLORS[u % 4])
-                cv2.ellipse(img, (int(cx * size), int(cy * size)), (int(w * size / 2), int(h * size / 2)),
-                            0, 0, 360, color, -1)
+                cv2.ellipse(
+                    img,
+                    (int(cx * size), int(cy * size)),
+                    (int(w * size / 2), int(h * size / 2)),
+                    0,
+                    0,
+                    360,
+                    color,
+                    -1,
+                )
                 boxes.append(LabelBox(u, cx, cy, w, h, grade=g if (k + u) % 4 != 3 else None))
             d = "train" if split == "unlabelled" else split
             if split == "unlabelled":
@@ -87,15 +102,21 @@ class TinyTeacher:
                 xyxy.append(b)
                 unit.append(u)
                 conf.append(0.9)
-                probs.append(self._grade_probs(img[b[1]:b[3], b[0]:b[2]], u))
+                probs.append(self._grade_probs(img[b[1] : b[3], b[0] : b[2]], u))
             n = len(unit)
-            res.append(Detections(np.array(xyxy, np.float32).reshape(n, 4), np.array(unit, np.int64),
-                                  np.array(conf, np.float32), np.array(probs, np.float32).reshape(n, self.spec.ng)))
+            res.append(
+                Detections(
+                    np.array(xyxy, np.float32).reshape(n, 4),
+                    np.array(unit, np.int64),
+                    np.array(conf, np.float32),
+                    np.array(probs, np.float32).reshape(n, self.spec.ng),
+                )
+            )
         return res
 
     def grade_boxes(self, image: np.ndarray, boxes_xyxy: np.ndarray, units: np.ndarray) -> np.ndarray:
         """``(N, ng)`` soft grades of the given boxes."""
         out = []
-        for b, u in zip(np.asarray(boxes_xyxy).astype(int), units):
-            out.append(self._grade_probs(image[max(b[1], 0):b[3], max(b[0], 0):b[2]], int(u)))
+        for b, u in zip(np.asarray(boxes_xyxy).astype(int), units, strict=False):
+            out.append(self._grade_probs(image[max(b[1], 0) : b[3], max(b[0], 0) : b[2]], int(u)))
         return np.array(out, np.float32).reshape(len(out), self.spec.ng)

@@ -44,11 +44,13 @@ def test_weights_only_round_trip(ckpt: tuple[Path, torch.nn.Module]) -> None:
 
 
 def test_bad_checkpoints(tmp_path: Path, ckpt: tuple[Path, torch.nn.Module]) -> None:
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
         load_checkpoint(tmp_path)
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "config.json").write_text((ckpt[0] / "config.json").read_text().replace('"size": "n"', '"size": "s"'))
+    (bad / "config.json").write_text(
+        (ckpt[0] / "config.json").read_text().replace('"size": "n"', '"size": "s"')
+    )
     (bad / "model.safetensors").write_bytes((ckpt[0] / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(bad)
@@ -56,9 +58,12 @@ def test_bad_checkpoints(tmp_path: Path, ckpt: tuple[Path, torch.nn.Module]) -> 
 
 def test_predict_equals_edge_postprocess_on_same_raw(ckpt: tuple[Path, torch.nn.Module]) -> None:
     path, _ = ckpt
-    model, meta = load_checkpoint(path)
+    model, _meta = load_checkpoint(path)
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (80, 120, 3), dtype=np.uint8), rng.integers(0, 255, (100, 60, 3), dtype=np.uint8)]
+    images = [
+        rng.integers(0, 255, (80, 120, 3), dtype=np.uint8),
+        rng.integers(0, 255, (100, 60, 3), dtype=np.uint8),
+    ]
     results = predict_images(model, images, RGS, imgsz=96, conf=0.3, iou=0.5)
     batch, infos = preprocess_images(images, 96)
     raw = raw_outputs(model, batch)

@@ -14,8 +14,10 @@ from train.data.format import LabelBox, LabelError, write_data_yaml, write_label
 from train.fused.data import grade_dataset_class, image_to_soft_path, read_soft, write_soft
 
 # a distinct solid colour per (unit, grade)
-COLORS = {ug: (30 + 70 * (i % 4), 40 + 100 * ((i // 4) % 3), 230 - 60 * (i % 3))
-          for i, ug in enumerate(itertools.product(range(4), range(3)))}
+COLORS = {
+    ug: (30 + 70 * (i % 4), 40 + 100 * ((i // 4) % 3), 230 - 60 * (i % 3))
+    for i, ug in enumerate(itertools.product(range(4), range(3)))
+}
 
 
 def _soft_code(u: int, g: int) -> list[float]:
@@ -52,12 +54,30 @@ def _make(root: Path, n: int = 6, size: int = 128) -> Path:
 def _dataset(root: Path, **hyp_over: float):
     from ultralytics.cfg import get_cfg
 
-    hyp = get_cfg(overrides={"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0, "degrees": 0.0, "shear": 0.0,
-                             "perspective": 0.0, **hyp_over})
+    hyp = get_cfg(
+        overrides={
+            "hsv_h": 0.0,
+            "hsv_s": 0.0,
+            "hsv_v": 0.0,
+            "degrees": 0.0,
+            "shear": 0.0,
+            "perspective": 0.0,
+            **hyp_over,
+        }
+    )
     cls = grade_dataset_class()
-    return cls(img_path=str(root / "images" / "train"), imgsz=128, augment=True, hyp=hyp, rect=False,
-               stride=32, pad=0.0, data={"names": dict(enumerate(RGS.unit_names)), "nc": RGS.nc, "channels": 3},
-               task="detect", spec=RGS)
+    return cls(
+        img_path=str(root / "images" / "train"),
+        imgsz=128,
+        augment=True,
+        hyp=hyp,
+        rect=False,
+        stride=32,
+        pad=0.0,
+        data={"names": dict(enumerate(RGS.unit_names)), "nc": RGS.nc, "channels": 3},
+        task="detect",
+        spec=RGS,
+    )
 
 
 def _nearest(pixel_bgr: np.ndarray) -> tuple[int, int]:
@@ -66,10 +86,14 @@ def _nearest(pixel_bgr: np.ndarray) -> tuple[int, int]:
     return keys[int(np.argmin(d))]
 
 
-@pytest.mark.parametrize("hyp", [
-    {"mosaic": 1.0, "fliplr": 0.5, "flipud": 0.5, "translate": 0.2, "scale": 0.4},
-    {"mosaic": 0.0, "fliplr": 1.0, "flipud": 1.0, "translate": 0.1, "scale": 0.3},
-], ids=["mosaic-affine-flips", "affine-flips"])
+@pytest.mark.parametrize(
+    "hyp",
+    [
+        {"mosaic": 1.0, "fliplr": 0.5, "flipud": 0.5, "translate": 0.2, "scale": 0.4},
+        {"mosaic": 0.0, "fliplr": 1.0, "flipud": 1.0, "translate": 0.1, "scale": 0.3},
+    ],
+    ids=["mosaic-affine-flips", "affine-flips"],
+)
 def test_transformed_sample_pairs_each_box_with_its_grade(tmp_path: Path, hyp: dict) -> None:
     ds = _dataset(_make(tmp_path), **hyp)
     checked = 0
@@ -81,7 +105,9 @@ def test_transformed_sample_pairs_each_box_with_its_grade(tmp_path: Path, hyp: d
             h, w = img.shape[:2]
             assert s["cls"].shape[1] == 1 and s["grade"].shape == (len(s["cls"]),)
             assert s["soft"].shape == (len(s["cls"]), RGS.ng)
-            for b, c, g, so in zip(s["bboxes"].numpy(), s["cls"].numpy(), s["grade"].numpy(), s["soft"].numpy()):
+            for b, c, g, so in zip(
+                s["bboxes"].numpy(), s["cls"].numpy(), s["grade"].numpy(), s["soft"].numpy(), strict=False
+            ):
                 assert _decode_soft(so) == (int(c[0]), int(g))  # fields of one row stayed together
                 cx, cy = int(b[0] * w), int(b[1] * h)
                 assert _nearest(img[cy, cx].astype(float)) == (int(c[0]), int(g)), (rep, i, b)
@@ -94,7 +120,7 @@ def test_mixup_keeps_rows_together(tmp_path: Path) -> None:
     for i in range(len(ds)):
         s = ds[i]
         assert len(s["cls"]) == len(s["grade"]) == len(s["soft"]) == len(s["bboxes"])
-        for c, g, so in zip(s["cls"].numpy(), s["grade"].numpy(), s["soft"].numpy()):
+        for c, g, so in zip(s["cls"].numpy(), s["grade"].numpy(), s["soft"].numpy(), strict=False):
             assert _decode_soft(so) == (int(c[0]), int(g))
 
 
@@ -103,10 +129,14 @@ def test_collate_and_bad_soft_file(tmp_path: Path) -> None:
     ds = _dataset(root, mosaic=0.0)
     batch = ds.collate_fn([ds[0], ds[1]])
     n = len(batch["cls"])
-    assert batch["grade"].shape == (n,) and batch["soft"].shape == (n, RGS.ng) and batch["batch_idx"].shape == (n,)
+    assert (
+        batch["grade"].shape == (n,)
+        and batch["soft"].shape == (n, RGS.ng)
+        and batch["batch_idx"].shape == (n,)
+    )
     sp = image_to_soft_path(root / "images" / "train" / "im0.png")
     sp.write_text("0.5 0.5 0\n-\n")
-    with pytest.raises(LabelError, match="im0.txt: 2 soft-target lines"):
+    with pytest.raises(LabelError, match=r"im0\.txt: 2 soft-target lines"):
         read_soft(sp, RGS.ng, 4)
     sp.write_text("0.5 0.6 0\n-\n-\n-\n")
     with pytest.raises(LabelError, match=r"im0.txt:1"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -13,7 +14,9 @@ NC, NG, N = 2, 3, 5
 MASK = torch.tensor([[True, True, True], [True, True, False]])  # unit 1 has only 2 grades
 
 
-def _case(logits_unit0: torch.Tensor, grade: int = 2, soft: list[float] | None = None, temperature: float = 2.0):
+def _case(
+    logits_unit0: torch.Tensor, grade: int = 2, soft: list[float] | None = None, temperature: float = 2.0
+):
     """One image, one GT box of unit 0 matched by anchor 1 only."""
     logits = torch.zeros(1, NC * NG, N)
     logits[0, 0:NG, 1] = logits_unit0
@@ -37,7 +40,7 @@ def test_kl_zero_when_student_equals_teacher() -> None:
 
 def test_ce_falls_as_true_logit_rises() -> None:
     vals = [float(_case(torch.tensor([0.0, 0.0, z]), grade=2)[0]) for z in (-1.0, 0.0, 1.0, 3.0)]
-    assert all(a > b for a, b in zip(vals, vals[1:]))
+    assert all(a > b for a, b in itertools.pairwise(vals))
     assert vals[1] == pytest.approx(math.log(3), rel=1e-5)  # uniform over 3 levels
 
 
@@ -63,10 +66,18 @@ def test_unmatched_anchors_contribute_nothing() -> None:
         logits[0, :, [0, 2, 3, 4]] = torch.randn(NC * NG, 4) * 5  # wild values on unmatched anchors
     fg = torch.zeros(1, N, dtype=torch.bool)
     fg[0, 1] = True
-    ce, kd = grade_loss(logits, fg, torch.zeros(1, N, dtype=torch.long), torch.tensor([[0.0]]),
-                        torch.tensor([[2.0]]), torch.tensor([[[0.1, 0.1, 0.8]]]), MASK, 2.0)
-    assert float(ce) == pytest.approx(float(base_ce), rel=1e-6)
-    assert float(kd) == pytest.approx(float(base_kd), rel=1e-6)
+    ce, kd = grade_loss(
+        logits,
+        fg,
+        torch.zeros(1, N, dtype=torch.long),
+        torch.tensor([[0.0]]),
+        torch.tensor([[2.0]]),
+        torch.tensor([[[0.1, 0.1, 0.8]]]),
+        MASK,
+        2.0,
+    )
+    assert ce.item() == pytest.approx(base_ce.item(), rel=1e-6)
+    assert kd.item() == pytest.approx(base_kd.item(), rel=1e-6)
     (ce + kd).backward()
     g = logits.grad[0]
     assert torch.all(g[:, [0, 2, 3, 4]] == 0)
@@ -77,17 +88,41 @@ def test_unmatched_anchors_contribute_nothing() -> None:
 def test_no_foreground_and_masked_levels() -> None:
     logits = torch.randn(1, NC * NG, N, requires_grad=True)
     fg = torch.zeros(1, N, dtype=torch.bool)
-    ce, kd = grade_loss(logits, fg, torch.zeros(1, N, dtype=torch.long), torch.tensor([[1.0]]),
-                        torch.tensor([[1.0]]), torch.tensor([[[0.5, 0.5, 0.0]]]), MASK, 2.0)
+    ce, kd = grade_loss(
+        logits,
+        fg,
+        torch.zeros(1, N, dtype=torch.long),
+        torch.tensor([[1.0]]),
+        torch.tensor([[1.0]]),
+        torch.tensor([[[0.5, 0.5, 0.0]]]),
+        MASK,
+        2.0,
+    )
     assert float(ce) == 0 and float(kd) == 0 and ce.requires_grad
     # unit 1 has 2 levels: a huge logit on its masked level 2 must not change the loss
     fg[0, 3] = True
     lo = torch.zeros(1, NC * NG, N)
-    a = grade_loss(lo, fg, torch.zeros(1, N, dtype=torch.long), torch.tensor([[1.0]]), torch.tensor([[1.0]]),
-                   torch.tensor([[[0.5, 0.5, 0.0]]]), MASK, 2.0)
+    a = grade_loss(
+        lo,
+        fg,
+        torch.zeros(1, N, dtype=torch.long),
+        torch.tensor([[1.0]]),
+        torch.tensor([[1.0]]),
+        torch.tensor([[[0.5, 0.5, 0.0]]]),
+        MASK,
+        2.0,
+    )
     lo[0, NG + 2, 3] = 50.0
-    b = grade_loss(lo, fg, torch.zeros(1, N, dtype=torch.long), torch.tensor([[1.0]]), torch.tensor([[1.0]]),
-                   torch.tensor([[[0.5, 0.5, 0.0]]]), MASK, 2.0)
+    b = grade_loss(
+        lo,
+        fg,
+        torch.zeros(1, N, dtype=torch.long),
+        torch.tensor([[1.0]]),
+        torch.tensor([[1.0]]),
+        torch.tensor([[[0.5, 0.5, 0.0]]]),
+        MASK,
+        2.0,
+    )
     assert float(a[0]) == pytest.approx(math.log(2), rel=1e-5)
     assert float(a[0]) == pytest.approx(float(b[0])) and float(a[1]) == pytest.approx(float(b[1]))
 

@@ -45,7 +45,7 @@ def test_head_shapes_and_raw_contract(spec: ScaleSpec) -> None:
     assert preds["grades"].shape == (2, nc * ng, n_anchors)
     assert preds["scores"].shape == (2, nc, n_anchors)
     model.eval()
-    raw, d = model(x)
+    raw, _d = model(x)
     assert raw.shape == (2, n_anchors, 4 + nc + nc * ng) and raw.dtype == torch.float32
     model.head.export = True
     raw2 = model(x)
@@ -66,7 +66,10 @@ def test_head_shapes_and_raw_contract(spec: ScaleSpec) -> None:
 def test_flops_within_ten_percent() -> None:
     """Every layer is convolutional, so the ratio does not depend on the input size (640 is the slow test)."""
     r = flops_comparison(RGS, "n", 320)
-    print(f"yolov5n@320 plain {r['plain'] / 1e9:.3f} GFLOPs, fused {r['fused'] / 1e9:.3f}, ratio {r['ratio']:.4f}")
+    print(
+        f"yolov5n@320 plain {r['plain'] / 1e9:.3f} GFLOPs, fused {r['fused'] / 1e9:.3f}, "
+        f"ratio {r['ratio']:.4f}"
+    )
     assert r["plain"] > 1e9 / 4 and 1.0 < r["ratio"] <= 1.10
 
 
@@ -74,7 +77,10 @@ def test_flops_within_ten_percent() -> None:
 @pytest.mark.parametrize("size", ["n", "s", "m"])
 def test_flops_within_ten_percent_640(size: str) -> None:
     r = flops_comparison(RGS, size, 640)
-    print(f"yolov5{size} plain {r['plain'] / 1e9:.3f} GFLOPs, fused {r['fused'] / 1e9:.3f}, ratio {r['ratio']:.4f}")
+    print(
+        f"yolov5{size} plain {r['plain'] / 1e9:.3f} GFLOPs, fused {r['fused'] / 1e9:.3f}, "
+        f"ratio {r['ratio']:.4f}"
+    )
     assert r["plain"] > 1e9 and 1.0 < r["ratio"] <= 1.10
 
 

@@ -32,7 +32,9 @@ def test_distill_annotate_writes_soft_targets_and_pseudo_labels(tmp_path: Path) 
         if p.name.startswith("unl_"):
             assert all(b.grade is None for b in labels) and len(labels) == 4
         else:  # the teacher grades the labelled boxes correctly on this easy data
-            graded = [(b.grade, int(np.argmax(s))) for b, s in zip(labels, soft) if b.grade is not None]
+            graded = [
+                (b.grade, int(np.argmax(s))) for b, s in zip(labels, soft, strict=True) if b.grade is not None
+            ]
             assert graded and sum(g == t for g, t in graded) >= 0.75 * len(graded)
     with pytest.raises(ValueError, match="--out must differ"):
         annotate(TinyTeacher(), src, src)
@@ -46,10 +48,22 @@ def test_train_student_end_to_end(tmp_path: Path) -> None:
     annotate(TinyTeacher(), src, tmp_path / "dist", unlabelled=[src / "unlabelled"], conf=0.5)
     run = tmp_path / "run"
     trainer = GradeTrainer(
-        overrides={"data": str(tmp_path / "dist" / "data.yaml"), "epochs": 2, "imgsz": 64, "batch": 4,
-                   "workers": 0, "device": "cpu", "save_dir": str(run / "train"), "exist_ok": True,
-                   "amp": False, "close_mosaic": 1, "mixup": 0.5},
-        size="n", pretrained=None, out_dir=run,
+        overrides={
+            "data": str(tmp_path / "dist" / "data.yaml"),
+            "epochs": 2,
+            "imgsz": 64,
+            "batch": 4,
+            "workers": 0,
+            "device": "cpu",
+            "save_dir": str(run / "train"),
+            "exist_ok": True,
+            "amp": False,
+            "close_mosaic": 1,
+            "mixup": 0.5,
+        },
+        size="n",
+        pretrained=None,
+        out_dir=run,
     )
     trainer.train()
     names = trainer.loss_names
@@ -59,14 +73,25 @@ def test_train_student_end_to_end(tmp_path: Path) -> None:
     assert not np.isnan(g["teacher_wacc"]) and g["teacher_wacc"] > 0.7  # teacher soft targets on val GT
     assert set(g["per_unit"]) == set(RGS.unit_names)
     assert (run / "train" / "weights" / "last.pt").exists()  # ultralytics resume state (trusted-local)
-    model, meta = load_checkpoint(run / "best", expect_scale=RGS)
+    _model, meta = load_checkpoint(run / "best", expect_scale=RGS)
     assert meta["size"] == "n" and meta["imgsz"] == 64 and "metrics/grade_wacc" in meta["metrics"]
     assert meta["grade_hyp"]["grade_T"] == 2.0
 
     from edge.cli import app
 
-    res = CliRunner().invoke(app, ["predict", str(src / "images" / "val"), "--model", str(run / "best"),
-                                   "--conf", "0.01", "--json", str(tmp_path / "p.jsonl")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(src / "images" / "val"),
+            "--model",
+            str(run / "best"),
+            "--conf",
+            "0.01",
+            "--json",
+            str(tmp_path / "p.jsonl"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all("score" in d and "boxes" in d for d in lines)

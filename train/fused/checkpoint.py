@@ -56,8 +56,10 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict[str, An
         raise CheckpointError("model has no scale_spec and meta has no 'scale'")
     spec = load_scale(spec)
     head = model.model[-1]
-    state = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().contiguous().cpu()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(path / WEIGHTS))
     config = {
         **meta,
@@ -143,7 +145,9 @@ def load_checkpoint(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{wpath}: weights do not fit a yolov5{meta.get('size')} fused model: {e}") from None
+        raise CheckpointError(
+            f"{wpath}: weights do not fit a yolov5{meta.get('size')} fused model: {e}"
+        ) from None
     model.to(device).eval()
     model.head.export = True
     return model, meta

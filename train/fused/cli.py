@@ -25,13 +25,16 @@ def _size(model: str) -> str:
 def student(
     data: Path = typer.Option(..., "--data", help="Grimace dataset folder (data.yaml), e.g. from distill."),
     model: str = typer.Option("yolov5n", "--model", help="yolov5n | yolov5s | yolov5m"),
-    out: Path = typer.Option(..., "--out", help="Run folder (best/, last/ weights-only; train/ ultralytics)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Run folder (best/, last/ weights-only; train/ ultralytics)."
+    ),
     epochs: int = typer.Option(100, "--epochs"),
     imgsz: int = typer.Option(640, "--imgsz"),
     batch: int = typer.Option(16, "--batch"),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR/train/weights/last.pt."),
     weights: str = typer.Option(
-        "auto", "--weights",
+        "auto",
+        "--weights",
         help="'auto' = COCO yolov5{size}u.pt when downloadable, a detector checkpoint path "
         "(e.g. the teacher's detector), or 'none' (random init).",
     ),
@@ -82,8 +85,12 @@ def student(
         overrides=overrides,
         size=size,
         pretrained=weights,
-        grade_hyp={"grade_ce": grade_ce, "grade_kd": grade_kd, "grade_T": temperature,
-                   "grade_cls_pw": grade_cls_pw},
+        grade_hyp={
+            "grade_ce": grade_ce,
+            "grade_kd": grade_kd,
+            "grade_T": temperature,
+            "grade_cls_pw": grade_cls_pw,
+        },
         out_dir=out,
     )
     trainer.train()
@@ -128,8 +135,9 @@ def distill_annotate(
     from train.teacher import load_teacher
 
     t = load_teacher(teacher)
-    rep = annotate(t, data, out, unlabelled=list(unlabelled or []), conf=conf, fps=fps,
-                   teacher_name=str(teacher))
+    rep = annotate(
+        t, data, out, unlabelled=list(unlabelled or []), conf=conf, fps=fps, teacher_name=str(teacher)
+    )
     for s in rep.skipped:
         typer.echo(f"skipped: {s}", err=True)
     typer.echo(json.dumps(rep.to_dict() | {"skipped": len(rep.skipped)}))
@@ -143,10 +151,14 @@ def _frame_dict(r: Any) -> dict[str, Any]:
         "abstained": r.abstained,
         "unit_scores": r.unit_scores,
         "boxes": [
-            {"xyxy": [round(float(v), 2) for v in d.xyxy[i]], "unit": int(d.unit[i]),
-             "confidence": round(float(d.confidence[i]), 4),
-             "grade_probs": [round(float(v), 4) for v in d.grade_probs[i]],
-             "expected_grade": round(float(d.expected_grade[i]), 4), "argmax_grade": int(d.argmax_grade[i])}
+            {
+                "xyxy": [round(float(v), 2) for v in d.xyxy[i]],
+                "unit": int(d.unit[i]),
+                "confidence": round(float(d.confidence[i]), 4),
+                "grade_probs": [round(float(v), 4) for v in d.grade_probs[i]],
+                "expected_grade": round(float(d.expected_grade[i]), 4),
+                "argmax_grade": int(d.argmax_grade[i]),
+            }
             for i in range(len(d))
         ],
     }
@@ -155,7 +167,9 @@ def _frame_dict(r: Any) -> dict[str, Any]:
 @predict_app.command("predict")
 def predict(
     images: list[Path] = typer.Argument(..., help="Image files or folders."),
-    model: Path = typer.Option(..., "--model", help="Fused checkpoint folder (model.safetensors + config.json)."),
+    model: Path = typer.Option(
+        ..., "--model", help="Fused checkpoint folder (model.safetensors + config.json)."
+    ),
     imgsz: int = typer.Option(None, "--imgsz", help="Default: the checkpoint's."),
     conf: float = typer.Option(0.25, "--conf"),
     iou: float = typer.Option(0.45, "--iou"),

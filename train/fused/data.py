@@ -71,7 +71,9 @@ def read_soft(path: str | Path, ng: int, n_boxes: int) -> np.ndarray:
     return out
 
 
-def load_grade_labels(image: str | Path, spec: ScaleSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_grade_labels(
+    image: str | Path, spec: ScaleSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Boxes, units, grades and soft targets of one image.
 
     Returns:

@@ -73,7 +73,7 @@ def _soft_rows(probs: np.ndarray, spec: ScaleSpec, units: np.ndarray) -> list[np
     """Teacher rows -> soft rows (None where NaN / invalid), masked levels forced to 0, renormalised."""
     rows: list[np.ndarray | None] = []
     mask = spec.grade_mask
-    for p, u in zip(np.asarray(probs, np.float64).reshape(len(units), spec.ng), units):
+    for p, u in zip(np.asarray(probs, np.float64).reshape(len(units), spec.ng), units, strict=False):
         if not np.all(np.isfinite(p)) or np.any(p < 0):
             rows.append(None)
             continue
@@ -92,8 +92,11 @@ def iter_unlabelled(paths: list[Path], fps: float = 1.0) -> Iterator[tuple[str, 
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files += [f for f in sorted(p.rglob("*")) if f.is_file()
-                      and (f.suffix.lower() in VIDEO_EXTS or f in set(list_images(p)))]
+            files += [
+                f
+                for f in sorted(p.rglob("*"))
+                if f.is_file() and (f.suffix.lower() in VIDEO_EXTS or f in set(list_images(p)))
+            ]
         elif p.exists():
             files.append(p)
         else:
@@ -107,7 +110,7 @@ def iter_unlabelled(paths: list[Path], fps: float = 1.0) -> Iterator[tuple[str, 
                 warnings.warn(f"{f}: cannot open video; skipped", stacklevel=2)
                 continue
             vfps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-            step = max(int(round(vfps / fps)), 1)
+            step = max(round(vfps / fps), 1)
             k = 0
             while True:
                 ok, frame = cap.read()
@@ -178,8 +181,12 @@ def annotate(
             h, w = img.shape[:2]
             units = np.array([b.unit for b in boxes], np.int64)
             xyxy = np.array(
-                [[(b.cx - b.w / 2) * w, (b.cy - b.h / 2) * h, (b.cx + b.w / 2) * w, (b.cy + b.h / 2) * h]
-                 for b in boxes], np.float32).reshape(-1, 4)
+                [
+                    [(b.cx - b.w / 2) * w, (b.cy - b.h / 2) * h, (b.cx + b.w / 2) * w, (b.cy + b.h / 2) * h]
+                    for b in boxes
+                ],
+                np.float32,
+            ).reshape(-1, 4)
             probs = teacher.grade_boxes(img, xyxy, units) if len(boxes) else np.zeros((0, spec.ng))
             rows = _soft_rows(probs, spec, units)
             write_soft(image_to_soft_path(dst_img), [r if r is not None else None for r in rows])
@@ -188,20 +195,24 @@ def annotate(
             rep.soft_boxes += sum(r is not None for r in rows)
     if unlabelled:
         splits.setdefault("train", "images/train")
-        for name, img in tqdm(iter_unlabelled([Path(p) for p in unlabelled], fps), desc="pseudo-label",
-                              unit="frame"):
+        for name, img in tqdm(
+            iter_unlabelled([Path(p) for p in unlabelled], fps), desc="pseudo-label", unit="frame"
+        ):
             det = teacher.predict([img])[0]
             keep = det.confidence >= conf
             det = det[np.flatnonzero(keep)]
             h, w = img.shape[:2]
             rows = _soft_rows(det.grade_probs, spec, det.unit)
             boxes, soft = [], []
-            for b, u, r in zip(det.xyxy, det.unit, rows):
+            for b, u, r in zip(det.xyxy, det.unit, rows, strict=False):
                 x1, y1, x2, y2 = np.clip(b, 0, [w, h, w, h])
                 if x2 <= x1 or y2 <= y1:
                     continue
-                boxes.append(LabelBox(int(u), (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w,
-                                      (y2 - y1) / h, grade=None))
+                boxes.append(
+                    LabelBox(
+                        int(u), (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h, grade=None
+                    )
+                )
                 soft.append(r)
             dst = out / "images" / "train" / f"unl_{name}.png"
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -211,8 +222,11 @@ def annotate(
             rep.unlabelled_frames += 1
             rep.pseudo_boxes += len(boxes)
             rep.soft_boxes += sum(r is not None for r in soft)
-    extra = {k: v for k, v in info.raw.items()
-             if k not in ("path", "train", "val", "test", "nc", "names", "scale", "grimace_format")}
+    extra = {
+        k: v
+        for k, v in info.raw.items()
+        if k not in ("path", "train", "val", "test", "nc", "names", "scale", "grimace_format")
+    }
     extra["distill"] = {"teacher": teacher_name, "conf": conf, **rep.to_dict()}
     extra["distill"]["skipped"] = len(rep.skipped)
     write_data_yaml(out, spec, splits, extra)

@@ -140,7 +140,9 @@ class GradeLoss(v8DetectionLoss):
         self.w_kd = float(hyp.get("grade_kd", 1.0))
         self.temperature = float(hyp.get("grade_T", 2.0))
         cw = getattr(model, "grade_class_weights", None)
-        self.grade_class_weights = None if cw is None else torch.as_tensor(cw, dtype=torch.float32).to(self.device)
+        self.grade_class_weights = (
+            None if cw is None else torch.as_tensor(cw, dtype=torch.float32).to(self.device)
+        )
         self.loss_names = (*self.loss_names, "grade_ce", "grade_kd")
 
     def loss(self, preds: dict[str, torch.Tensor], batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
@@ -164,4 +166,4 @@ class GradeLoss(v8DetectionLoss):
             self.grade_class_weights,
         )
         loss = torch.cat([det, (ce * self.w_ce).view(1), (kd * self.w_kd).view(1)])
-        return loss * bs, dict(zip(self.loss_names, loss.detach()))
+        return loss * bs, dict(zip(self.loss_names, loss.detach(), strict=False))

@@ -166,6 +166,22 @@ def _state_from_file(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _detector_names(path: Path) -> list[str] | None:
+    """Class names stored beside a teacher detector (``detector.json``), if any."""
+    import json
+
+    meta = path.with_suffix(".json")
+    if not meta.exists():
+        return None
+    try:
+        names = json.loads(meta.read_text()).get("names")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names, key=int)]
+    return list(names) if names else None
+
+
 def load_pretrained(model: GradeModel, weights: str | Path | None, size: str = "n") -> str:
     """Load pretrained detector weights into the matching layers (shape-matched intersection).
 
@@ -199,8 +215,15 @@ def load_pretrained(model: GradeModel, weights: str | Path | None, size: str = "
             return msg
     else:
         path = Path(weights)
+        if path.is_dir() and (path / "detector.safetensors").exists():  # a teacher run folder
+            path = path / "detector.safetensors"
         if not path.exists():
             raise FileNotFoundError(f"pretrained weights {path} do not exist")
     state = _state_from_file(path)
+    names = _detector_names(path)
+    if names is not None and names != [model.names.get(i) for i in range(len(model.names))]:
+        # class order differs: keep the backbone/box branch, not the class-score convolutions
+        head = len(model.model) - 1
+        state = {k: v for k, v in state.items() if not k.startswith(f"model.{head}.cv3.")}
     copied, total = transfer_weights(model, state)
     return f"loaded {copied}/{total} tensors from {path}"

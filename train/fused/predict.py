@@ -55,7 +55,7 @@ def preprocess_images(images_bgr: list[np.ndarray], imgsz: int) -> tuple[np.ndar
     """Letterbox + BGR→RGB + ``[0, 1]``: ``(B, 3, imgsz, imgsz)`` float32 and per-image letterbox info."""
     if _edge_pp is not None:
         return _edge_pp.preprocess(images_bgr, imgsz, return_info=True)
-    boxed, infos = zip(*(_letterbox(im, imgsz) for im in images_bgr))
+    boxed, infos = zip(*(_letterbox(im, imgsz) for im in images_bgr), strict=False)
     x = np.stack(boxed)[..., ::-1].transpose(0, 3, 1, 2)
     return np.ascontiguousarray(x, np.float32) / 255.0, list(infos)
 
@@ -71,7 +71,9 @@ def postprocess_raw(
         return _edge_pp.postprocess(raw, spec, conf=conf, iou=iou, max_det=max_det, letterbox_info=info)
     nc, ng = spec.nc, spec.ng
     if raw.ndim != 2 or raw.shape[1] != 4 + nc + nc * ng:
-        raise ValueError(f"expected raw output (N, {4 + nc + nc * ng}) for scale {spec.name!r}, got {raw.shape}")
+        raise ValueError(
+            f"expected raw output (N, {4 + nc + nc * ng}) for scale {spec.name!r}, got {raw.shape}"
+        )
     scores = raw[:, 4 : 4 + nc]
     best = scores.max(1)
     cand = np.flatnonzero(best > conf)
@@ -141,7 +143,11 @@ def predict_images(
 
 
 def predict_paths(
-    ckpt: str | Path, paths: list[Path], imgsz: int | None = None, conf: float = 0.25, iou: float = 0.45,
+    ckpt: str | Path,
+    paths: list[Path],
+    imgsz: int | None = None,
+    conf: float = 0.25,
+    iou: float = 0.45,
     batch: int = 8,
 ) -> tuple[list[FrameResult], list[str]]:
     """Load a checkpoint and predict image files; unreadable files are reported and skipped.

@@ -92,7 +92,9 @@ class GradeValidator(DetectionValidator):
                 iou[gcls[:, None] != pcls.cpu().numpy()[None, :]] = 0
                 used: set[int] = set()
                 for j in np.argsort(-conf_np):  # greedy, by confidence
-                    cand = [(iou[g, j], g) for g in range(len(gcls)) if matched[g] < 0 and iou[g, j] >= MATCH_IOU]
+                    cand = [
+                        (iou[g, j], g) for g in range(len(gcls)) if matched[g] < 0 and iou[g, j] >= MATCH_IOU
+                    ]
                     if cand and j not in used:
                         _, g = max(cand)
                         matched[g] = j
@@ -139,8 +141,8 @@ class GradeValidator(DetectionValidator):
             teach = [(r[1], int(np.argmax(r[4]))) for r in rows if r[1] >= 0 and np.all(r[4] >= 0)]
             both = [(r[3], r[4]) for r in rows if r[2] and np.all(r[4] >= 0)]
             d: dict[str, float] = {"n": float(len(rows)), "matched": float(sum(r[2] for r in rows))}
-            d["student_wacc"] = weighted_accuracy(*zip(*hum)) if hum else float("nan")
-            d["teacher_wacc"] = weighted_accuracy(*zip(*teach)) if teach else float("nan")
+            d["student_wacc"] = weighted_accuracy(*zip(*hum, strict=False)) if hum else float("nan")
+            d["teacher_wacc"] = weighted_accuracy(*zip(*teach, strict=False)) if teach else float("nan")
             if both:
                 ag = [np.argmax(ps) == np.argmax(pt) for ps, pt in both]
                 df = [abs(float(ps @ levels) - float(pt @ levels)) for ps, pt in both]
@@ -184,8 +186,10 @@ class GradeValidator(DetectionValidator):
         super().print_results()
         g = self.grade_summary or self.grade_metrics()
         box = self.metrics.box
-        maps = {int(c): (float(box.ap50[i]), float(box.ap[i].mean()))
-                for i, c in enumerate(self.metrics.ap_class_index)}
+        maps = {
+            int(c): (float(box.ap50[i]), float(box.ap[i].mean()))
+            for i, c in enumerate(self.metrics.ap_class_index)
+        }
         LOGGER.info(
             f"{'unit':>10} {'mAP50':>7} {'mAP50-95':>8} {'boxes':>6} {'matched':>7} "
             f"{'grade_wacc':>10} {'teacher':>8} {'agree':>6} {'|dE|':>6}"
@@ -282,7 +286,9 @@ class GradeTrainer(DetectionTrainer):
         m = unwrap_model(self.model)
         m.criterion = None  # rebuild with the weights
         if m.grade_class_weights is not None:
-            LOGGER.info(f"grade class weights (unit x grade):\n{m.grade_class_weights.cpu().numpy().round(3)}")
+            LOGGER.info(
+                f"grade class weights (unit x grade):\n{m.grade_class_weights.cpu().numpy().round(3)}"
+            )
 
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
         """A ``GradeDataset`` with the same settings ultralytics' ``build_yolo_dataset`` would use."""
@@ -313,7 +319,9 @@ class GradeTrainer(DetectionTrainer):
 
     def get_validator(self) -> GradeValidator:
         """The grade validator."""
-        return GradeValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
+        return GradeValidator(
+            self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
+        )
 
     def final_eval(self) -> None:
         """Skip ultralytics' re-validation of the pickled best.pt; the weights-only best is what ships."""
@@ -336,12 +344,18 @@ def _save_weights_only(trainer: GradeTrainer) -> None:
         "fitness": None if trainer.fitness is None else float(trainer.fitness),
         "metrics": dict(trainer.metrics or {}),
         "grade_metrics": grade,
-        "train_args": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
-                       for k, v in vars(trainer.args).items()},
+        "train_args": {
+            k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+            for k, v in vars(trainer.args).items()
+        },
         "grade_hyp": dict(getattr(model, "grade_hyp", {})),
         "pretrained": trainer.pretrained_info,
         "data": str(trainer.args.data),
     }
     save_checkpoint(model, trainer.out_dir / "last", meta)
-    if trainer.best_fitness is not None and trainer.fitness is not None and trainer.best_fitness == trainer.fitness:
+    if (
+        trainer.best_fitness is not None
+        and trainer.fitness is not None
+        and trainer.best_fitness == trainer.fitness
+    ):
         save_checkpoint(model, trainer.out_dir / "best", meta)

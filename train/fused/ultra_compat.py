@@ -123,8 +123,11 @@ def pack_cls(units: np.ndarray, grades: np.ndarray, soft: np.ndarray) -> np.ndar
     """
     n = len(units)
     return np.concatenate(
-        [np.asarray(units, np.float32).reshape(n, 1), np.asarray(grades, np.float32).reshape(n, 1),
-         np.asarray(soft, np.float32).reshape(n, -1)],
+        [
+            np.asarray(units, np.float32).reshape(n, 1),
+            np.asarray(grades, np.float32).reshape(n, 1),
+            np.asarray(soft, np.float32).reshape(n, -1),
+        ],
         axis=1,
     )
 
