@@ -103,3 +103,28 @@ def test_cli_flops_prints_both() -> None:
     res = CliRunner().invoke(app, ["train", "flops", "--model", "yolov5n", "--imgsz", "256"])
     assert res.exit_code == 0, res.output
     assert "plain yolov5n detector" in res.output and "fused yolov5n" in res.output and "OK" in res.output
+
+
+@pytest.mark.slow
+def test_resume_continues_interrupted_run(tmp_path: Path) -> None:
+    from train.fused.trainer import GradeTrainer
+
+    src = make_tiny_dataset(tmp_path / "src", n_train=4, n_val=2)
+    run = tmp_path / "run"
+    over = {"data": str(src / "data.yaml"), "epochs": 2, "imgsz": 64, "batch": 4, "workers": 0,
+            "device": "cpu", "save_dir": str(run / "train"), "exist_ok": True, "amp": False}
+    t1 = GradeTrainer(overrides=over, size="n", pretrained=None, out_dir=run)
+
+    def stop_after_first(tr: GradeTrainer) -> None:
+        tr.stop = True
+
+    t1.add_callback("on_fit_epoch_end", stop_after_first)
+    t1.train()
+    assert t1.epoch == 0 and (run / "last").exists()
+    from edge.cli import app
+
+    res = CliRunner().invoke(app, ["train", "student", "--data", str(src), "--out", str(run), "--epochs", "2",
+                                   "--imgsz", "64", "--batch", "4", "--workers", "0", "--resume"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((run / "last" / "config.json").read_text())
+    assert meta["epoch"] == 2

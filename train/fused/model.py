@@ -187,8 +187,9 @@ def load_pretrained(model: GradeModel, weights: str | Path | None, size: str = "
 
     Args:
         model: The fused model.
-        weights: ``"auto"`` (COCO ``yolov5{size}u.pt`` from ultralytics when it can be had), a path to
-            a detector checkpoint (e.g. the teacher's), or ``None``/``"none"`` for random init.
+        weights: ``"auto"`` (COCO ``yolov5{size}u.pt`` from ultralytics when it can be had), a
+            teacher run folder (its ``detector.safetensors``), a fused checkpoint folder (fine-tuning),
+            a ``.safetensors``/``.pt`` detector checkpoint, or ``None``/``"none"`` for random init.
         size: Model size, for the ``"auto"`` asset name.
 
     Returns:
@@ -217,6 +218,8 @@ def load_pretrained(model: GradeModel, weights: str | Path | None, size: str = "
         path = Path(weights)
         if path.is_dir() and (path / "detector.safetensors").exists():  # a teacher run folder
             path = path / "detector.safetensors"
+        elif path.is_dir() and (path / "model.safetensors").exists():  # a fused checkpoint folder
+            path = path / "model.safetensors"
         if not path.exists():
             raise FileNotFoundError(f"pretrained weights {path} do not exist")
     state = _state_from_file(path)
