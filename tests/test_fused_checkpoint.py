@@ -68,16 +68,13 @@ def test_predict_equals_edge_postprocess_on_same_raw(ckpt: tuple[Path, torch.nn.
     batch, infos = preprocess_images(images, 96)
     raw = raw_outputs(model, batch)
     assert raw.shape == (2, 189, 4 + 4 + 12)
-    try:
-        from edge.postprocess import postprocess as edge_postprocess
-    except ImportError:
-        edge_postprocess = None
+    from edge.postprocess import postprocess as edge_postprocess
+
     n_boxes = 0
     for i, r in enumerate(results):
         ref = postprocess_raw(raw[i], RGS, 0.3, 0.5, 300, infos[i])
-        if edge_postprocess is not None:
-            ref2 = edge_postprocess(raw[i], RGS, conf=0.3, iou=0.5, letterbox_info=infos[i])
-            assert np.array_equal(ref.xyxy, ref2.xyxy) and np.array_equal(ref.grade_probs, ref2.grade_probs)
+        ref2 = edge_postprocess(raw[i], RGS, conf=0.3, iou=0.5, letterbox_info=infos[i])
+        assert np.array_equal(ref.xyxy, ref2.xyxy) and np.array_equal(ref.grade_probs, ref2.grade_probs)
         d = r.detections
         assert np.array_equal(d.xyxy, ref.xyxy) and np.array_equal(d.unit, ref.unit)
         assert np.array_equal(d.confidence, ref.confidence) and np.array_equal(d.grade_probs, ref.grade_probs)

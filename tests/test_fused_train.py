@@ -111,8 +111,17 @@ def test_resume_continues_interrupted_run(tmp_path: Path) -> None:
 
     src = make_tiny_dataset(tmp_path / "src", n_train=4, n_val=2)
     run = tmp_path / "run"
-    over = {"data": str(src / "data.yaml"), "epochs": 2, "imgsz": 64, "batch": 4, "workers": 0,
-            "device": "cpu", "save_dir": str(run / "train"), "exist_ok": True, "amp": False}
+    over = {
+        "data": str(src / "data.yaml"),
+        "epochs": 2,
+        "imgsz": 64,
+        "batch": 4,
+        "workers": 0,
+        "device": "cpu",
+        "save_dir": str(run / "train"),
+        "exist_ok": True,
+        "amp": False,
+    }
     t1 = GradeTrainer(overrides=over, size="n", pretrained=None, out_dir=run)
 
     def stop_after_first(tr: GradeTrainer) -> None:
@@ -123,8 +132,26 @@ def test_resume_continues_interrupted_run(tmp_path: Path) -> None:
     assert t1.epoch == 0 and (run / "last").exists()
     from edge.cli import app
 
-    res = CliRunner().invoke(app, ["train", "student", "--data", str(src), "--out", str(run), "--epochs", "2",
-                                   "--imgsz", "64", "--batch", "4", "--workers", "0", "--resume"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "student",
+            "--data",
+            str(src),
+            "--out",
+            str(run),
+            "--epochs",
+            "2",
+            "--imgsz",
+            "64",
+            "--batch",
+            "4",
+            "--workers",
+            "0",
+            "--resume",
+        ],
+    )
     assert res.exit_code == 0, res.output
     meta = json.loads((run / "last" / "config.json").read_text())
     assert meta["epoch"] == 2

@@ -3,97 +3,39 @@
 ``predict_images(model, images, spec, ...)`` letterboxes (``edge.postprocess.preprocess``), runs the
 model once, decodes each image's raw tensor with :func:`postprocess_raw` (the single call site of
 ``edge.postprocess.postprocess``) and scores the frame with ``edge.scoring.score_frame``.
-
-Until the edge post-processing core (``edge/postprocess.py``) is present in this checkout, a local
-implementation with the same rules is used (letterbox to a square with pad 114, keep candidates whose
-best unit score is ``> conf``, per-unit NMS, boxes mapped back to original pixels and clipped).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from edge.postprocess import LetterboxInfo, postprocess, preprocess
 from edge.results import Detections, FrameResult
 from edge.scales import ScaleSpec
 from edge.scoring import score_frame
 
-try:  # the edge runtime's post-processing core (edgert branch)
-    from edge import postprocess as _edge_pp
-except ImportError:  # pragma: no cover - depends on merge state
-    _edge_pp = None
 
+def preprocess_images(images_bgr: list[np.ndarray], imgsz: int) -> tuple[np.ndarray, list[LetterboxInfo]]:
+    """Letterbox + BGR→RGB + ``[0, 1]`` (``edge.postprocess.preprocess``).
 
-@dataclass
-class _Letterbox:
-    """Fallback letterbox record (same fields as ``edge.postprocess.LetterboxInfo``)."""
-
-    ratio: tuple[float, float]
-    pad: tuple[int, int]
-    orig_shape: tuple[int, int]
-    new_shape: tuple[int, int]
-
-
-def _letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, _Letterbox]:
-    h0, w0 = img.shape[:2]
-    r = min(size / h0, size / w0)
-    nw, nh = round(w0 * r), round(h0 * r)
-    dw, dh = (size - nw) / 2, (size - nh) / 2
-    if (nw, nh) != (w0, h0):
-        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    top, bottom = round(dh - 0.1), round(dh + 0.1)
-    left, right = round(dw - 0.1), round(dw + 0.1)
-    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
-    return img, _Letterbox((nw / w0, nh / h0), (left, top), (h0, w0), img.shape[:2])
-
-
-def preprocess_images(images_bgr: list[np.ndarray], imgsz: int) -> tuple[np.ndarray, list[Any]]:
-    """Letterbox + BGR→RGB + ``[0, 1]``: ``(B, 3, imgsz, imgsz)`` float32 and per-image letterbox info."""
-    if _edge_pp is not None:
-        return _edge_pp.preprocess(images_bgr, imgsz, return_info=True)
-    boxed, infos = zip(*(_letterbox(im, imgsz) for im in images_bgr), strict=False)
-    x = np.stack(boxed)[..., ::-1].transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x, np.float32) / 255.0, list(infos)
+    Returns:
+        ``(B, 3, imgsz, imgsz)`` float32 and the per-image letterbox info.
+    """
+    return preprocess(images_bgr, imgsz, return_info=True)
 
 
 def postprocess_raw(
-    raw: np.ndarray, spec: ScaleSpec, conf: float, iou: float, max_det: int, info: Any
+    raw: np.ndarray, spec: ScaleSpec, conf: float, iou: float, max_det: int, info: LetterboxInfo
 ) -> Detections:
     """One image's raw output ``(N, 4 + nc + nc*ng)`` -> :class:`Detections` in original pixels.
 
-    This is the only place the PyTorch path decodes model output; it is ``edge.postprocess.postprocess``.
+    The only place the PyTorch path decodes model output: ``edge.postprocess.postprocess``.
     """
-    if _edge_pp is not None:
-        return _edge_pp.postprocess(raw, spec, conf=conf, iou=iou, max_det=max_det, letterbox_info=info)
-    nc, ng = spec.nc, spec.ng
-    if raw.ndim != 2 or raw.shape[1] != 4 + nc + nc * ng:
-        raise ValueError(
-            f"expected raw output (N, {4 + nc + nc * ng}) for scale {spec.name!r}, got {raw.shape}"
-        )
-    scores = raw[:, 4 : 4 + nc]
-    best = scores.max(1)
-    cand = np.flatnonzero(best > conf)
-    unit = scores[cand].argmax(1)
-    score = best[cand].astype(np.float32)
-    boxes = raw[cand, :4].astype(np.float32)
-    if len(cand):
-        rects = [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes]
-        keep = np.asarray(cv2.dnn.NMSBoxesBatched(rects, score.tolist(), unit.tolist(), 0.0, iou), np.int64)
-        keep = keep.reshape(-1)[np.argsort(-score[keep.reshape(-1)], kind="stable")][:max_det]
-    else:
-        keep = np.zeros(0, np.int64)
-    rows, unit, score, boxes = cand[keep], unit[keep].astype(np.int64), score[keep], boxes[keep]
-    grades = raw[rows[:, None], 4 + nc + unit[:, None] * ng + np.arange(ng)[None, :]].astype(np.float32)
-    (gx, gy), (px, py) = info.ratio, info.pad
-    boxes = (boxes - np.array([px, py, px, py], np.float32)) / np.array([gx, gy, gx, gy], np.float32)
-    h, w = info.orig_shape
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-    return Detections(boxes, unit, score, grades.reshape(-1, ng))
+    return postprocess(raw, spec, conf=conf, iou=iou, max_det=max_det, letterbox_info=info)
 
 
 def raw_outputs(model: Any, batch: np.ndarray) -> np.ndarray:
