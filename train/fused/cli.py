@@ -116,6 +116,39 @@ def flops(
     typer.echo(f"ratio fused/plain: {r['ratio']:.4f} ({'OK' if r['ratio'] <= 1.10 else 'OVER'} limit 1.10)")
 
 
+@train_app.command("evaluate")
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Fused checkpoint folder."),
+    data: Path = typer.Option(
+        ..., "--data", help="Dataset (distilled: soft/ targets are the teacher reference)."
+    ),
+    split: str = typer.Option("test", "--split"),
+    conf: float = typer.Option(0.25, "--conf"),
+    iou: float = typer.Option(0.45, "--iou"),
+    teacher: Path = typer.Option(
+        None, "--teacher", help="Teacher run: compare with its own detections instead of soft targets."
+    ),
+    json_out: Path = typer.Option(None, "--json", help="Write the summary as JSON."),
+) -> None:
+    """Grade accuracy of a student on held-out images, and agreement with the teacher."""
+    from edge.deps import require
+
+    require("torch", "grimace train evaluate")
+    from train.fused.evaluate import evaluate_checkpoint, format_summary
+
+    t = None
+    if teacher is not None:
+        from train.teacher import load_teacher
+
+        t = load_teacher(teacher)
+    g = evaluate_checkpoint(model, data, split, conf=conf, iou=iou, teacher=t)
+    typer.echo(f"{g['images']} {split} images; student recall (IoU>=0.5, same unit) {g['recall']:.3f}")
+    for line in format_summary(g):
+        typer.echo(line)
+    if json_out:
+        json_out.write_text(json.dumps(g, indent=2, default=str))
+
+
 @distill_app.command("annotate")
 def distill_annotate(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder (train.teacher.load_teacher)."),

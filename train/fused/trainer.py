@@ -22,18 +22,14 @@ import numpy as np
 import torch
 from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
 from ultralytics.utils import DEFAULT_CFG, LOGGER, nms
-from ultralytics.utils.metrics import box_iou
 from ultralytics.utils.torch_utils import unwrap_model
 
 from edge.results import Detections
 from edge.scales import ScaleSpec, load_scale
-from edge.scoring import score_frame
 from train.fused import ultra_compat
 from train.fused.data import grade_class_weights, grade_dataset_class
+from train.fused.evaluate import GradeStats, format_summary
 from train.fused.model import DEFAULT_GRADE_HYP, GradeModel, load_pretrained
-from train.metrics import icc, weighted_accuracy
-
-MATCH_IOU = 0.5
 
 
 def _spec_from_data(data: dict[str, Any]) -> ScaleSpec:
@@ -54,8 +50,7 @@ class GradeValidator(DetectionValidator):
         """Detection metrics plus empty grade collectors."""
         super().init_metrics(model)
         self.spec = _spec_from_data(self.data)
-        self._rows: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []  # unit, grade, matched, p_s, soft
-        self._frames: list[tuple[float | None, float | None]] = []  # (student, teacher) frame scores
+        self.grade_stats = GradeStats(self.spec)
 
     def postprocess(self, preds: Any) -> list[dict[str, torch.Tensor]]:
         """NMS on the raw contract; ``extra`` is the kept box's ``nc*ng`` grade probabilities."""
@@ -74,98 +69,29 @@ class GradeValidator(DetectionValidator):
     def update_metrics(self, preds: list[dict[str, torch.Tensor]], batch: dict[str, Any]) -> None:
         """Detection stats plus grade rows of matched ground-truth boxes and frame scores."""
         super().update_metrics(preds, batch)
-        spec = self.spec
-        nc, ng = spec.nc, spec.ng
+        nc, ng = self.spec.nc, self.spec.ng
         for si, pred in enumerate(preds):
             pb = self._prepare_batch(si, batch)
             idx = batch["batch_idx"] == si
-            gt_grade = batch["grade"][idx].long().cpu().numpy() if "grade" in batch else None
-            gt_soft = batch["soft"][idx].float().cpu().numpy() if "soft" in batch else None
-            gcls = pb["cls"].long().cpu().numpy()
             pcls = pred["cls"].long()
             probs = pred["extra"].view(-1, nc, ng)[torch.arange(len(pcls)), pcls.clamp(0, nc - 1)]
-            probs_np = probs.float().cpu().numpy()
-            conf_np = pred["conf"].float().cpu().numpy()
-            matched = np.full(len(gcls), -1)
-            if len(gcls) and len(pcls):
-                iou = box_iou(pb["bboxes"], pred["bboxes"]).cpu().numpy()
-                iou[gcls[:, None] != pcls.cpu().numpy()[None, :]] = 0
-                used: set[int] = set()
-                for j in np.argsort(-conf_np):  # greedy, by confidence
-                    cand = [
-                        (iou[g, j], g) for g in range(len(gcls)) if matched[g] < 0 and iou[g, j] >= MATCH_IOU
-                    ]
-                    if cand and j not in used:
-                        _, g = max(cand)
-                        matched[g] = j
-                        used.add(j)
-            for g in range(len(gcls)):
-                grade = -1 if gt_grade is None else int(gt_grade[g])
-                soft = np.full(ng, -1.0) if gt_soft is None else gt_soft[g]
-                ps = probs_np[matched[g]] if matched[g] >= 0 else np.full(ng, np.nan)
-                self._rows.append((int(gcls[g]), grade, int(matched[g] >= 0), ps, soft))
-            # frame scores: student from its detections, teacher from GT boxes + soft grades
-            sd = Detections(
+            student = Detections(
                 pred["bboxes"].float().cpu().numpy().reshape(-1, 4),
                 pcls.cpu().numpy().astype(np.int64),
-                conf_np.astype(np.float32),
-                probs_np.reshape(-1, ng).astype(np.float32),
+                pred["conf"].float().cpu().numpy(),
+                probs.float().cpu().numpy().reshape(-1, ng),
             )
-            s_score = score_frame(sd, spec).score
-            t_score = None
-            if gt_soft is not None and len(gcls) and np.all(gt_soft >= 0):
-                td = Detections(
-                    pb["bboxes"].float().cpu().numpy().reshape(-1, 4),
-                    gcls.astype(np.int64),
-                    np.ones(len(gcls), np.float32),
-                    gt_soft.astype(np.float32),
-                )
-                t_score = score_frame(td, spec).score
-            self._frames.append((s_score, t_score))
+            self.grade_stats.add_image(
+                pb["bboxes"].float().cpu().numpy().reshape(-1, 4),
+                pb["cls"].long().cpu().numpy(),
+                batch["grade"][idx].long().cpu().numpy() if "grade" in batch else None,
+                batch["soft"][idx].float().cpu().numpy() if "soft" in batch else None,
+                student,
+            )
 
     def grade_metrics(self) -> dict[str, Any]:
-        """Grade statistics over everything seen since :meth:`init_metrics`.
-
-        Returns:
-            dict with ``per_unit`` (unit -> dict of ``n``, ``student_wacc``, ``teacher_wacc``, ``agree``,
-            ``exp_diff``), ``grade_wacc`` (mean student weighted accuracy over units with data),
-            ``teacher_wacc``, ``agree``, ``exp_diff``, ``icc`` (NaN when not computable).
-        """
-        spec = self.spec
-        levels = np.arange(spec.ng)
-        per_unit: dict[str, dict[str, float]] = {}
-        s_accs, t_accs, agree_all, diff_all = [], [], [], []
-        for u, unit in enumerate(spec.units):
-            rows = [r for r in self._rows if r[0] == u]
-            hum = [(r[1], int(np.argmax(r[3]))) for r in rows if r[1] >= 0 and r[2]]
-            teach = [(r[1], int(np.argmax(r[4]))) for r in rows if r[1] >= 0 and np.all(r[4] >= 0)]
-            both = [(r[3], r[4]) for r in rows if r[2] and np.all(r[4] >= 0)]
-            d: dict[str, float] = {"n": float(len(rows)), "matched": float(sum(r[2] for r in rows))}
-            d["student_wacc"] = weighted_accuracy(*zip(*hum, strict=False)) if hum else float("nan")
-            d["teacher_wacc"] = weighted_accuracy(*zip(*teach, strict=False)) if teach else float("nan")
-            if both:
-                ag = [np.argmax(ps) == np.argmax(pt) for ps, pt in both]
-                df = [abs(float(ps @ levels) - float(pt @ levels)) for ps, pt in both]
-                d["agree"], d["exp_diff"] = float(np.mean(ag)), float(np.mean(df))
-                agree_all += ag
-                diff_all += df
-            else:
-                d["agree"] = d["exp_diff"] = float("nan")
-            if hum:
-                s_accs.append(d["student_wacc"])
-            if teach:
-                t_accs.append(d["teacher_wacc"])
-            per_unit[unit.name] = d
-        pairs = np.array([(s, t) for s, t in self._frames if s is not None and t is not None], float)
-        return {
-            "per_unit": per_unit,
-            "grade_wacc": float(np.mean(s_accs)) if s_accs else float("nan"),
-            "teacher_wacc": float(np.mean(t_accs)) if t_accs else float("nan"),
-            "agree": float(np.mean(agree_all)) if agree_all else float("nan"),
-            "exp_diff": float(np.mean(diff_all)) if diff_all else float("nan"),
-            "icc": icc(pairs, "3,1") if len(pairs) >= 2 else float("nan"),
-            "frames_compared": len(pairs),
-        }
+        """Grade statistics since :meth:`init_metrics` (see ``GradeStats.summary``)."""
+        return self.grade_stats.summary()
 
     def get_stats(self) -> dict[str, Any]:
         """Detection stats + grade metrics; ``fitness`` includes the grade weighted accuracy."""
@@ -190,22 +116,8 @@ class GradeValidator(DetectionValidator):
             int(c): (float(box.ap50[i]), float(box.ap[i].mean()))
             for i, c in enumerate(self.metrics.ap_class_index)
         }
-        LOGGER.info(
-            f"{'unit':>10} {'mAP50':>7} {'mAP50-95':>8} {'boxes':>6} {'matched':>7} "
-            f"{'grade_wacc':>10} {'teacher':>8} {'agree':>6} {'|dE|':>6}"
-        )
-        for u, unit in enumerate(self.spec.units):
-            d = g["per_unit"][unit.name]
-            m50, m = maps.get(u, (float("nan"), float("nan")))
-            LOGGER.info(
-                f"{unit.name:>10} {m50:7.3f} {m:8.3f} {int(d['n']):6d} {int(d['matched']):7d} "
-                f"{d['student_wacc']:10.3f} {d['teacher_wacc']:8.3f} {d['agree']:6.3f} {d['exp_diff']:6.3f}"
-            )
-        LOGGER.info(
-            f"grade weighted accuracy (mean of units) student {g['grade_wacc']:.3f} teacher "
-            f"{g['teacher_wacc']:.3f}; argmax agreement {g['agree']:.3f}; mean |expected-grade diff| "
-            f"{g['exp_diff']:.3f}; ICC(3,1) frame scores {g['icc']:.3f} over {g['frames_compared']} frames"
-        )
+        for line in format_summary(g, maps):
+            LOGGER.info(line)
 
 
 class GradeTrainer(DetectionTrainer):
