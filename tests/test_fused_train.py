@@ -96,6 +96,27 @@ def test_train_student_end_to_end(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all("score" in d and "boxes" in d for d in lines)
 
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "evaluate",
+            "--model",
+            str(run / "best"),
+            "--data",
+            str(tmp_path / "dist"),
+            "--split",
+            "val",
+            "--conf",
+            "0.01",
+            "--json",
+            str(tmp_path / "ev.json"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    assert ev["images"] == 3 and ev["teacher_wacc"] > 0.7 and "grade weighted accuracy" in res.output
+
 
 def test_cli_flops_prints_both() -> None:
     from edge.cli import app
