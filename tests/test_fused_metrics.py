@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from train.metrics import icc, weighted_accuracy
+from train.fused.metrics import icc, weighted_accuracy
 
 
 def test_weighted_accuracy_hand_example() -> None:

@@ -1,5 +1,8 @@
 """Torch-free grading statistics used by training/validation: weighted accuracy (seed eq. 3) and ICC.
 
+(Kept in the fused package so it does not collide with the teacher's ``train/metrics.py``; both
+implement the same equation 3.)
+
 ``weighted_accuracy`` follows the seed paper's equation 3: for every class ``c`` the one-vs-rest
 accuracy ``(TP_c + TN_c) / (TP_c + TN_c + FP_c + FN_c)``, averaged with weights ``N_c`` (the number of
 true instances of class ``c``).
