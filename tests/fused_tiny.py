@@ -61,6 +61,9 @@ def make_tiny_dataset(
             ip.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(ip), img)
             write_labels(root / "labels" / d / f"{split}{k:03d}.txt", boxes)
+    blank = root / "images" / "train" / "blank.png"  # a background image (no boxes, empty label file)
+    cv2.imwrite(str(blank), np.full((size, size, 3), 110, np.uint8))
+    write_labels(root / "labels" / "train" / "blank.txt", [])
     write_data_yaml(root, spec, {"train": "images/train", "val": "images/val"})
     return root
 

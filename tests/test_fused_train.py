@@ -19,19 +19,19 @@ from train.fused.distill import annotate
 def test_distill_annotate_writes_soft_targets_and_pseudo_labels(tmp_path: Path) -> None:
     src = make_tiny_dataset(tmp_path / "src", n_train=3, n_val=2, unlabelled=2)
     rep = annotate(TinyTeacher(), src, tmp_path / "dist", unlabelled=[src / "unlabelled"], conf=0.5)
-    assert rep.labelled_images == 5 and rep.unlabelled_frames == 2 and rep.pseudo_boxes == 8
+    assert rep.labelled_images == 6 and rep.unlabelled_frames == 2 and rep.pseudo_boxes == 8
     assert rep.soft_boxes == rep.labelled_boxes + rep.pseudo_boxes
     info = load_dataset(tmp_path / "dist", expect_scale=RGS)
     assert info.raw["distill"]["pseudo_boxes"] == 8
     imgs = info.images("train")
-    assert len(imgs) == 5 and sum(p.name.startswith("unl_") for p in imgs) == 2
+    assert len(imgs) == 6 and sum(p.name.startswith("unl_") for p in imgs) == 2
     for p in imgs:
         labels = read_labels(p.parent.parent.parent / "labels" / "train" / f"{p.stem}.txt", RGS)
         soft = read_soft(image_to_soft_path(p), RGS.ng, len(labels))
         assert np.allclose(soft.sum(1), 1, atol=1e-4)
         if p.name.startswith("unl_"):
             assert all(b.grade is None for b in labels) and len(labels) == 4
-        else:  # the teacher grades the labelled boxes correctly on this easy data
+        elif labels:  # the teacher grades the labelled boxes correctly on this easy data
             graded = [
                 (b.grade, int(np.argmax(s))) for b, s in zip(labels, soft, strict=True) if b.grade is not None
             ]

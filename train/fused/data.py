@@ -164,8 +164,10 @@ def grade_class_weights(labels: list[dict[str, Any]], spec: ScaleSpec, power: fl
     """
     counts = np.zeros((spec.nc, spec.ng), np.float64)
     for lb in labels:
-        c = np.asarray(lb["cls"]).reshape(len(lb["cls"]), -1)
-        for row in c:
+        c = np.asarray(lb["cls"])
+        if c.size == 0:
+            continue
+        for row in c.reshape(len(c), -1):
             u, g = int(row[0]), int(row[1])
             if g < 0 and row.shape[0] > 2 and np.all(row[2:] >= 0):
                 g = int(np.argmax(row[2:]))

@@ -122,11 +122,13 @@ def pack_cls(units: np.ndarray, grades: np.ndarray, soft: np.ndarray) -> np.ndar
         ``(n, 2 + ng)`` float32 ``[unit, grade, soft...]``.
     """
     n = len(units)
+    soft = np.asarray(soft, np.float32)
+    ng = soft.shape[-1] if soft.ndim == 2 else (soft.size // n if n else 0)
     return np.concatenate(
         [
             np.asarray(units, np.float32).reshape(n, 1),
             np.asarray(grades, np.float32).reshape(n, 1),
-            np.asarray(soft, np.float32).reshape(n, -1),
+            soft.reshape(n, ng),
         ],
         axis=1,
     )
