@@ -93,7 +93,7 @@ def test_transfer_weights_from_plain_detector() -> None:
     for k, v in plain.state_dict().items():
         assert torch.equal(fused.state_dict()[k], v)
     coco_like = build_plain_detector(80, "n").state_dict()  # COCO head: class conv shapes differ
-    copied, _ = transfer_weights(build_fused_model(RGS, "n"), coco_like)
+    copied, _ = transfer_weights(fused, coco_like)
     assert 0 < copied < len(coco_like)
 
 
