@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import pytest
 import numpy as np
 import torch
 from torch import nn
@@ -82,9 +83,10 @@ class StandInFusedModel(nn.Module):
 
 
 def standin_metadata(spec: ScaleSpec, imgsz: int, model: StandInFusedModel) -> ModelMetadata:
-    """Metadata as a fused checkpoint would provide it (metrics are the stand-in's own, made up: none)."""
+    """Metadata as a fused checkpoint would provide it (the metric value is a placeholder for tests)."""
     return ModelMetadata(
-        scale=spec.to_dict(), imgsz=(imgsz, imgsz), stride=model.stride, model_name="standin-yolov5n-grade"
+        scale=spec.to_dict(), imgsz=(imgsz, imgsz), stride=model.stride, model_name="standin-yolov5n-grade",
+        metrics={"val/grade_acc": 0.81},
     )
 
 
@@ -107,3 +109,23 @@ def draw_images(folder: Path, n: int = 3, seed: int = 0) -> list[Path]:
         cv2.imwrite(str(p), img)
         paths.append(p)
     return paths
+
+
+IMGSZ = 128
+
+
+@pytest.fixture(scope="module")
+def standin() -> tuple[StandInFusedModel, ModelMetadata]:
+    """A stand-in fused model for RGS at ``IMGSZ`` and its metadata."""
+    from edge.scales import RGS
+
+    model = StandInFusedModel(RGS, IMGSZ).eval()
+    return model, standin_metadata(RGS, IMGSZ, model)
+
+
+@pytest.fixture(scope="module")
+def parity_images() -> list[np.ndarray]:
+    """Synthetic textured BGR images of varied sizes."""
+    from convert.parity import synthetic_images
+
+    return synthetic_images(3, seed=1)
