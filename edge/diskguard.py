@@ -115,9 +115,7 @@ def parse_size(text: str | int | float, total: int | None = None) -> int:
         return int(total * pct / 100.0)
     m = _SIZE_RE.match(text)
     if not m:
-        raise ValueError(
-            f"cannot parse size {text!r}: use bytes, a unit (500M, 2G, 1T) or a percentage (5%)"
-        )
+        raise ValueError(f"cannot parse size {text!r}: use bytes, a unit (500M, 2G, 1T) or a percentage (5%)")
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
@@ -282,8 +280,9 @@ def rotate(
     root = Path(root)
     probe = str(existing_ancestor(root))
     free = usage_fn(probe).free
-    report = RotationReport(root=root, free_before=free, free_after=free, target_free=target_free,
-                            dry_run=dry_run)
+    report = RotationReport(
+        root=root, free_before=free, free_after=free, target_free=target_free, dry_run=dry_run
+    )
     if free >= target_free or not root.is_dir():
         return report
     now = time.time() if now is None else now
@@ -353,8 +352,9 @@ class DiskGuard:
         """Rotate if needed, then raise :class:`DiskSpaceError` if free space is below the floor."""
         u = self.usage()
         if u.free < self.thresholds.target_free:
-            self.last_rotation = rotate(self.root, self.thresholds.target_free,
-                                        min_age_s=self.config.min_age_s, usage_fn=self._usage)
+            self.last_rotation = rotate(
+                self.root, self.thresholds.target_free, min_age_s=self.config.min_age_s, usage_fn=self._usage
+            )
             u = self.usage()
         if u.free < self.thresholds.min_free_start:
             raise DiskSpaceError(
@@ -376,8 +376,9 @@ class DiskGuard:
         self._last_check = t
         free = self.usage().free
         if free < self.thresholds.min_free_images and self.rotate_when_low:
-            self.last_rotation = rotate(self.root, self.thresholds.target_free,
-                                        min_age_s=self.config.min_age_s, usage_fn=self._usage)
+            self.last_rotation = rotate(
+                self.root, self.thresholds.target_free, min_age_s=self.config.min_age_s, usage_fn=self._usage
+            )
             free = self.usage().free
         self._allowed = free >= self.thresholds.min_free_images
         return self._allowed
@@ -433,8 +434,13 @@ def main(argv: Sequence[str] | None = None, usage_fn: UsageFn = _disk_usage) -> 
         f"rotation target {human(th.target_free)}"
     )
     if args.command == "rotate" or (args.command == "preflight" and u.free < th.target_free):
-        report = rotate(root, th.target_free, min_age_s=cfg.min_age_s,
-                        dry_run=getattr(args, "dry_run", False), usage_fn=usage_fn)
+        report = rotate(
+            root,
+            th.target_free,
+            min_age_s=cfg.min_age_s,
+            dry_run=getattr(args, "dry_run", False),
+            usage_fn=usage_fn,
+        )
         print(f"{tag} {report.summary()}")
         for err in report.errors:
             print(f"{tag} could not delete {err}", file=sys.stderr)
