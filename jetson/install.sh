@@ -221,6 +221,7 @@ if [[ -x "${VENV}/bin/python" ]]; then
     note "${VENV} exists: reused"
 else
     if [[ ${py_ok} -eq 1 ]] && ! "${PYTHON}" -c 'import ensurepip' 2>/dev/null; then
+        run apt-get update
         run apt-get install -y python3-venv
     fi
     run "${PYTHON}" -m venv --system-site-packages "${VENV}"
