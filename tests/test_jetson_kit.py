@@ -205,7 +205,9 @@ def test_watch_env_defines_what_the_units_use() -> None:
     # the disk thresholds of the template are valid and ordered
     GuardConfig.from_env(env).resolve(64 * 1024**3)
     # the commented CSI example is a complete pipeline ending in BGR frames for an appsink
-    csi = next(ln for ln in (KIT / "watch.env").read_text().splitlines() if "nvarguscamerasrc" in ln)
+    csi = next(
+        ln for ln in (KIT / "watch.env").read_text().splitlines() if ln.startswith('#GRIMACE_CAMERA="nvarg')
+    )
     assert "appsink" in csi and "format=BGR" in csi and csi.count('"') == 2
 
 
@@ -421,3 +423,87 @@ def test_container_entry_passes_variables_like_the_unit(tmp_path: Path) -> None:
         },
     )
     assert r.returncode == 1 and "REFUSING" in r.stderr and "<watch>" not in r.stdout
+
+
+# ------------------------------------------------------------------- the service's commands, for real
+
+
+def _systemd_expand(command: str, env: dict[str, str]) -> list[str]:
+    """Expand a unit's command line as systemd does: ``${VAR}`` is one argument (spaces kept),
+    a bare ``$VAR`` word is split at whitespace (zero or more arguments)."""
+    argv: list[str] = []
+    for word in command.split():
+        bare = re.fullmatch(r"\$([A-Z_][A-Z0-9_]*)", word)
+        if bare:
+            argv += env.get(bare.group(1), "").split()
+        else:
+            argv.append(re.sub(r"\$\{([A-Z_][A-Z0-9_]*)\}", lambda m: env.get(m.group(1), ""), word))
+    return argv
+
+
+def _to_local(argv: list[str]) -> list[str]:
+    """The installed venv's binaries -> this interpreter running the checkout."""
+    if argv[0] == VENV_BIN + "python":
+        return [sys.executable, *argv[1:]]
+    if argv[0] == VENV_BIN + "grimace":
+        return [sys.executable, "-m", "edge.cli", *argv[1:]]
+    raise AssertionError(f"unexpected binary {argv[0]}")
+
+
+def test_service_command_lines_run_watch_and_rotation_spares_the_database(tmp_path: Path) -> None:
+    """ExecStartPre + ExecStart of grimace-watch.service (expanded like systemd, with watch.env's
+    values and a video file standing in for the camera) run a real session with a tiny ONNX model;
+    then grimace-diskguard.service's ExecStart rotates the selected frames and the database stays
+    intact with every row."""
+    import sqlite3
+
+    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from edge.scales import load_scale
+    from tests.tiny_onnx import build_tiny_onnx, face_image
+
+    spec = load_scale("rgs")
+    model = build_tiny_onnx(tmp_path / "models" / "model.onnx", spec, imgsz=320)
+    video = tmp_path / "session.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (640, 480))
+    for i in range(40):  # 4 s at 10 fps
+        w.write(face_image(spec, shift=(i % 5, 0), seed=i))
+    w.release()
+
+    env = _parse_env_file(KIT / "watch.env")
+    env.update(
+        GRIMACE_CAMERA=str(video),
+        GRIMACE_MODEL=str(model),
+        GRIMACE_OUT=str(tmp_path / "watch"),
+        GRIMACE_WATCH_ARGS=env["GRIMACE_WATCH_ARGS"] + " --session 4 --interval 1 --fps 5",
+        GRIMACE_MIN_FREE_START="1",
+        GRIMACE_MIN_FREE_IMAGES="1",
+        GRIMACE_TARGET_FREE="1",
+    )
+    run_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    unit = _unit_settings("grimace-watch.service")
+    for key in ("ExecStartPre", "ExecStart"):
+        argv = _to_local(_systemd_expand(unit[key][0], env))
+        r = _run(argv, env=run_env, cwd=tmp_path)
+        assert r.returncode == 0, f"{key}: {argv}\n{r.stdout}\n{r.stderr}"
+    assert "4 interval(s) selected" in r.stdout
+    assert "\r" not in r.stdout  # --quiet from watch.env: no terminal status line in the journal
+    db = tmp_path / "watch" / "grimace.sqlite"
+    images = sorted((tmp_path / "watch" / "selected").rglob("*.jpg"))
+    assert db.is_file() and len(images) >= 4
+    with sqlite3.connect(db) as con:
+        n_frames = con.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
+    assert n_frames >= 10
+
+    # the timer's rotation with a target that cannot be met: every image old enough goes, nothing else
+    rot = _unit_settings("grimace-diskguard.service")["ExecStart"][0]
+    env.update(GRIMACE_TARGET_FREE="100%", GRIMACE_MIN_FREE_IMAGES="1", GRIMACE_IMAGE_MIN_AGE_S="0")
+    r = _run(_to_local(_systemd_expand(rot, env)), env={**run_env, **env}, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"deleted {len(images)} image(s)" in r.stdout
+    assert not list((tmp_path / "watch" / "selected").rglob("*.jpg"))
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == n_frames
+    assert model.is_file()  # models live outside GRIMACE_OUT and are never rotated
