@@ -47,7 +47,7 @@ def inspect_model(path: str | Path) -> dict[str, Any]:
         info["nodes"] = len(proto.graph.node)
         info["parameters"] = sum(int(_numel(t)) for t in proto.graph.initializer)
     else:
-        from convert.trt_engine import read_sidecar
+        from edge.backends import read_sidecar
 
         info["kind"] = "tensorrt-engine"
         info["sidecar"] = str(sidecar_path(path))

@@ -245,7 +245,7 @@ def check_onnx_parity(
         else:
             if raw_sess is not None:
                 deltas.append(raw_deltas(ref_raw, _run_ort(raw_sess, x), spec.nc))
-            test_det = postproc.nms_rows_to_detections(out[0], spec.ng)
+            test_det = postproc.nms_rows_to_detections(out[0], spec)
         rep.agreement.add(compare_detections(ref_det, test_det))
         rep.n_images += 1
         if progress is not None:

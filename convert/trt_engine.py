@@ -5,8 +5,11 @@ memory; both are imported lazily inside the functions that need them, so this mo
 machine without them. **None of the TensorRT code here has been run**: TensorRT cannot be installed in
 the development/CI environment (its wheels come from NVIDIA's own index) and no NVIDIA GPU was
 available. The parts that do not need TensorRT are split out and tested: calibration batches
-(:func:`calibration_batches`), the engine/device compatibility rule (:func:`engine_mismatch`),
-sidecar writing (:func:`write_sidecar`) and the detection comparison (``convert.parity``).
+(:func:`calibration_batches`),
+sidecar writing (:func:`write_sidecar`) and the detection comparison (``convert.parity``). Engines are
+loaded (and refused when built by another TensorRT version or for another GPU) by the runtime's own
+:class:`edge.backends.TensorRTBackend` / :func:`edge.backends.check_engine_compat`, which the engine
+check below uses.
 
 API used (TensorRT 10): ``trt.Builder``, ``builder.create_network(0)`` (explicit batch is the only
 mode in 10), ``trt.OnnxParser.parse_from_file`` + ``parser.get_error(i)``,
@@ -16,9 +19,7 @@ GPU_FALLBACK``, ``default_device_type = DeviceType.DLA`` + ``DLA_core``,
 ``set_calibration_profile`` for INT8 with a dynamic batch), ``create_timing_cache`` /
 ``set_timing_cache`` / ``get_timing_cache().serialize()``, ``IInt8EntropyCalibrator2`` (deprecated
 since TensorRT 10.1 in favour of explicit quantization, still supported),
-``build_serialized_network``; at run time ``trt.Runtime.deserialize_cuda_engine``,
-``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode`` / ``get_tensor_dtype``,
-``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``.
+``build_serialized_network``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.artifact import ArtifactError, EngineInfo, ModelMetadata, sidecar_path
+from edge.artifact import EngineInfo, ModelMetadata, sidecar_path
 from edge.deps import require
 
 
@@ -67,61 +68,6 @@ def calibration_batches(
             buf = []
 
 
-def _version_key(v: str) -> tuple[int, ...]:
-    parts = []
-    for p in v.split(".")[:3]:
-        digits = "".join(ch for ch in p if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
-def engine_mismatch(built: EngineInfo, trt_version: str, gpu_name: str, compute_capability: str) -> str | None:
-    """Why an engine cannot run here, or ``None`` when it can.
-
-    A serialized engine only deserializes with the TensorRT version that built it (major.minor.patch)
-    and is tuned for one GPU: a different compute capability or GPU model is refused.
-    """
-    problems = []
-    if _version_key(built.tensorrt_version) != _version_key(trt_version):
-        problems.append(f"it was built with TensorRT {built.tensorrt_version}, this device has {trt_version}")
-    if built.compute_capability != compute_capability:
-        problems.append(
-            f"it was built for compute capability {built.compute_capability} ({built.gpu_name}), "
-            f"this GPU is {compute_capability} ({gpu_name})"
-        )
-    elif built.gpu_name != gpu_name:
-        problems.append(f"it was built on GPU {built.gpu_name!r}, this GPU is {gpu_name!r}")
-    if not problems:
-        return None
-    return "; ".join(problems)
-
-
-def rebuild_hint(engine_path: str | Path, meta: ModelMetadata) -> str:
-    """The command that rebuilds an engine on this device."""
-    eng = meta.engine
-    flags = ""
-    if eng is not None:
-        flags = {"fp16": " --fp16", "int8": " --int8 --calib IMAGES"}.get(eng.precision, "")
-        if eng.dla_core is not None:
-            flags += f" --dla {eng.dla_core}"
-    onnx_name = Path(engine_path).with_suffix(".onnx").name
-    return f"grimace convert trt {onnx_name}{flags} --out {Path(engine_path).name}   (run it on this device)"
-
-
-def read_sidecar(engine_path: str | Path) -> ModelMetadata:
-    """Metadata of an engine from its sidecar JSON."""
-    side = sidecar_path(engine_path)
-    if not side.is_file():
-        raise ArtifactError(
-            f"{engine_path}: no sidecar {side.name}; the engine's scale and build target are unknown. "
-            "Build engines with `grimace convert trt` or jetson/build_engine.sh"
-        )
-    meta = ModelMetadata.from_json(side.read_text(), source=str(side))
-    if meta.engine is None:
-        raise ArtifactError(f"{side}: sidecar has no 'engine' section (TensorRT version, GPU)")
-    return meta
-
-
 def write_sidecar(engine_path: str | Path, meta: ModelMetadata, info: EngineInfo) -> Path:
     """Write ``ENGINE.json``: the ONNX model's metadata plus the engine build info."""
     side = sidecar_path(engine_path)
@@ -153,11 +99,10 @@ def _check(result: Any) -> Any:
 
 
 def detect_gpu() -> tuple[str, str]:
-    """``(gpu_name, compute_capability)`` of device 0, via cuda-python."""
-    cudart = _cudart()
-    prop = _check(cudart.cudaGetDeviceProperties(0))
-    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-    return name.rstrip("\x00").strip(), f"{prop.major}.{prop.minor}"
+    """``(gpu_name, compute_capability)`` of device 0 (the runtime's own detection)."""
+    from edge.backends import gpu_identity
+
+    return gpu_identity()
 
 
 class _DeviceBuffer:
@@ -344,93 +289,45 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, opts: BuildOpti
     return replace(meta, engine=info)
 
 
-class TrtRunner:
-    """Runs a serialized engine on numpy inputs (one input, one output).
-
-    Refuses an engine built by another TensorRT version or for another GPU before deserializing it.
-    """
-
-    def __init__(self, engine_path: str | Path) -> None:
-        trt = require("tensorrt", "running a TensorRT engine")
-        self.path = Path(engine_path)
-        self.meta = read_sidecar(self.path)
-        gpu_name, cc = detect_gpu()
-        why = engine_mismatch(self.meta.engine, trt.__version__, gpu_name, cc)  # type: ignore[arg-type]
-        if why:
-            raise ArtifactError(f"{self.path}: cannot load this engine: {why}. Rebuild it: "
-                                f"{rebuild_hint(self.path, self.meta)}")
-        self.trt = trt
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise ArtifactError(f"{self.path}: TensorRT could not deserialize the engine")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if n not in self.inputs]
-        if len(self.inputs) != 1 or len(self.outputs) != 1:
-            raise ArtifactError(f"{self.path}: expected 1 input and 1 output, got {self.inputs} / {self.outputs}")
-        self.cudart = _cudart()
-        self.stream = _check(self.cudart.cudaStreamCreate())
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        """Args: x: ``(B, 3, H, W)`` float32. Returns: the output as float32."""
-        trt = self.trt
-        name_in, name_out = self.inputs[0], self.outputs[0]
-        in_dtype = trt.nptype(self.engine.get_tensor_dtype(name_in))
-        x = np.ascontiguousarray(x, dtype=in_dtype)
-        self.context.set_input_shape(name_in, tuple(x.shape))
-        out_shape = tuple(self.context.get_tensor_shape(name_out))
-        out = np.empty(out_shape, dtype=trt.nptype(self.engine.get_tensor_dtype(name_out)))
-        d_in, d_out = _DeviceBuffer(x.nbytes), _DeviceBuffer(out.nbytes)
-        try:
-            d_in.upload(x)
-            self.context.set_tensor_address(name_in, d_in.ptr)
-            self.context.set_tensor_address(name_out, d_out.ptr)
-            if not self.context.execute_async_v3(self.stream):
-                raise RuntimeError(f"{self.path}: TensorRT execution failed")
-            _check(self.cudart.cudaStreamSynchronize(self.stream))
-            d_out.download(out)
-        finally:
-            d_in.close()
-            d_out.close()
-        return out.astype(np.float32)
-
-
 def check_engine_against_onnx(
     engine_path: str | Path, onnx_path: str | Path, images: Sequence[np.ndarray],
     conf: float = 0.25, iou: float = 0.45,
 ) -> Any:
     """Box IoU, unit and grade agreement of an engine against its ONNX model on images.
 
+    The engine is opened with the runtime's :class:`edge.backends.TensorRTBackend`, which refuses an
+    engine built by another TensorRT version or for another GPU with the command that rebuilds it.
+
     Returns:
         A :class:`convert.parity.ParityReport` (raw max |Δ| as well for raw-output models).
     """
     from convert import postproc
     from convert.parity import ParityReport, _ort_session, _run_ort, compare_detections, raw_deltas
+    from edge.backends import TensorRTBackend, read_sidecar
 
-    runner = TrtRunner(engine_path)
-    meta = runner.meta
+    meta = read_sidecar(engine_path)
     spec = meta.spec
     sess = _ort_session(onnx_path)
-    rep = ParityReport(what=f"TensorRT ({meta.engine.precision}) vs ONNX Runtime",  # type: ignore[union-attr]
-                       half=True, postprocess=postproc.backend_name())
+    precision = meta.engine.precision if meta.engine else "?"
+    rep = ParityReport(what=f"TensorRT ({precision}) vs ONNX Runtime", half=True,
+                       postprocess=postproc.backend_name())
     deltas = []
-    for img in images:
-        x = postproc.preprocess(img, meta)
-        ref = _run_ort(sess, x)
-        b = meta.batch or 1
-        test = runner.infer(np.repeat(x, b, axis=0) if b > 1 else x)[:1]
-        if meta.output == "raw":
-            deltas.append(raw_deltas(ref, test, spec.nc)["all"])
-            r_det = postproc.postprocess(ref[0], spec, conf=conf, iou=iou, max_det=meta.max_det)
-            t_det = postproc.postprocess(test[0], spec, conf=conf, iou=iou, max_det=meta.max_det)
-        else:
-            r_det = postproc.nms_rows_to_detections(ref[0], spec.ng)
-            t_det = postproc.nms_rows_to_detections(test[0], spec.ng)
-        rep.agreement.add(compare_detections(r_det, t_det))
-        rep.n_images += 1
+    with TensorRTBackend(engine_path, meta) as engine:
+        for img in images:
+            x = postproc.preprocess(img, meta)
+            ref = _run_ort(sess, x)
+            b = engine.input_shape[0] if engine.input_shape and engine.input_shape[0] else 1
+            xb = np.repeat(x, b, axis=0) if b > 1 else x
+            test = engine.infer(xb.astype(engine.input_dtype))[:1]
+            if meta.output == "raw":
+                deltas.append(raw_deltas(ref, test, spec.nc)["all"])
+                r_det = postproc.postprocess(ref[0], spec, conf=conf, iou=iou, max_det=meta.max_det)
+                t_det = postproc.postprocess(test[0], spec, conf=conf, iou=iou, max_det=meta.max_det)
+            else:
+                r_det = postproc.nms_rows_to_detections(ref[0], spec)
+                t_det = postproc.nms_rows_to_detections(test[0], spec)
+            rep.agreement.add(compare_detections(r_det, t_det))
+            rep.n_images += 1
     if deltas:
         rep.raw_max_abs = max(deltas)
     return rep

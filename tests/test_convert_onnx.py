@@ -248,3 +248,25 @@ def test_cli_with_real_fused_checkpoint(tmp_path):
     md = export.read_onnx_metadata(out)
     assert md.source_sha256 == export.sha256_file(ckpt)
     assert json.loads(md.to_json())["scale"]["name"] == "rgs"
+
+
+def test_edge_runtime_loads_export_and_refuses_other_scale(raw_export, nms_export, parity_images):
+    """The runtime (edge.backends) opens both exports, scores a frame, and refuses another scale."""
+    from edge.backends import load_model
+    from edge.scales import ScaleMismatchError
+
+    for path, md, _ in (raw_export, nms_export):
+        model = load_model(path, scale="rgs")
+        try:
+            from edge.postprocess import postprocess, preprocess
+
+            x, infos = preprocess(parity_images[0], model.meta, return_info=True)
+            out = model.backend.infer(x)
+            det = postprocess(out[0], model.meta.spec, letterbox_info=infos[0])
+            assert len(det) > 0
+            h, w = parity_images[0].shape[:2]
+            assert det.xyxy[:, 2].max() <= w and det.xyxy[:, 3].max() <= h  # mapped back to the image
+        finally:
+            model.backend.close()
+        with pytest.raises(ScaleMismatchError, match="was made for scale 'rgs'"):
+            load_model(path, scale="mgs")

@@ -16,14 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from convert.postproc import preprocess
-from convert.trt_engine import (
-    calibration_batches,
-    engine_mismatch,
-    read_sidecar,
-    rebuild_hint,
-    write_sidecar,
-)
+from convert.trt_engine import calibration_batches, write_sidecar
 from edge.artifact import ArtifactError, EngineInfo, ModelMetadata, sidecar_path
+from edge.backends import EngineMismatchError, check_engine_compat, read_sidecar
 from edge.scales import RGS
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -38,21 +33,17 @@ def _meta(**kw) -> ModelMetadata:
     return ModelMetadata(scale=RGS.to_dict(), imgsz=(64, 64), **kw)
 
 
-def test_engine_mismatch_rules():
-    assert engine_mismatch(ORIN, "10.3.0", "Orin", "8.7") is None
-    assert engine_mismatch(ORIN, "10.3.0.30", "Orin", "8.7") is None  # build number ignored
-    why = engine_mismatch(ORIN, "10.7.0", "Orin", "8.7")
-    assert why and "TensorRT 10.3.0" in why and "10.7.0" in why
-    why = engine_mismatch(ORIN, "10.3.0", "NVIDIA GeForce RTX 3090", "8.6")
-    assert why and "compute capability 8.7 (Orin)" in why and "8.6" in why
-    why = engine_mismatch(ORIN, "10.3.0", "Xavier-ish", "8.7")
-    assert why and "'Orin'" in why
-
-
-def test_rebuild_hint_names_the_command():
-    md = _meta(engine=EngineInfo("10.3.0", "Orin", "8.7", "int8", dla_core=0))
-    hint = rebuild_hint("/models/rgs.engine", md)
-    assert hint.startswith("grimace convert trt rgs.onnx --int8 --calib IMAGES --dla 0 --out rgs.engine")
+def test_sidecar_is_checked_by_the_runtime_compat_rule(tmp_path):
+    """What `grimace convert trt` writes is what the runtime's engine check reads and enforces."""
+    eng = tmp_path / "rgs.engine"
+    eng.write_bytes(b"not a real engine")
+    write_sidecar(eng, _meta(), ORIN)
+    md = read_sidecar(eng)
+    check_engine_compat(md, eng, "10.3.0", ("Orin", "8.7"))  # same build facts: accepted
+    with pytest.raises(EngineMismatchError, match=r"TensorRT 10\.3\.0.*10\.7\.0.*grimace convert trt"):
+        check_engine_compat(md, eng, "10.7.0", ("Orin", "8.7"))
+    with pytest.raises(EngineMismatchError, match=r"compute capability 8\.7.*compute capability 8\.6"):
+        check_engine_compat(md, eng, "10.3.0", ("NVIDIA GeForce RTX 3090", "8.6"))
 
 
 def test_calibration_batches_use_runtime_preprocessing():
@@ -71,7 +62,7 @@ def test_calibration_batches_use_runtime_preprocessing():
 def test_sidecar_roundtrip_and_missing(tmp_path):
     eng = tmp_path / "m.engine"
     eng.write_bytes(b"not a real engine")
-    with pytest.raises(ArtifactError, match="no sidecar m.engine.json"):
+    with pytest.raises(ArtifactError, match="missing sidecar m.engine.json"):
         read_sidecar(eng)
     side = write_sidecar(eng, _meta(output="nms"), ORIN)
     assert side == sidecar_path(eng) and side.name == "m.engine.json"
@@ -81,7 +72,7 @@ def test_sidecar_roundtrip_and_missing(tmp_path):
     del data["engine"]
     side.write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="no 'engine' section"):
-        read_sidecar(eng)
+        check_engine_compat(read_sidecar(eng), eng, "10.3.0", ("Orin", "8.7"))
 
 
 def test_cli_sidecar_then_inspect_engine(tmp_path):
@@ -135,7 +126,8 @@ def test_build_engine_and_check_against_onnx(tmp_path, precision):
     pytest.importorskip("ultralytics")
     from convert.export import export_onnx
     from convert.parity import synthetic_images
-    from convert.trt_engine import BuildOptions, TrtRunner, build_engine, check_engine_against_onnx
+    from convert.trt_engine import BuildOptions, build_engine, check_engine_against_onnx
+    from edge.backends import TensorRTBackend
     from tests.convert_fixtures import StandInFusedModel, standin_metadata
 
     model = StandInFusedModel(RGS, 128).eval()
@@ -148,8 +140,8 @@ def test_build_engine_and_check_against_onnx(tmp_path, precision):
     assert (tmp_path / "timing.cache").stat().st_size > 0
     if precision == "int8":
         assert (tmp_path / "m.calib").is_file()
-    runner = TrtRunner(tmp_path / "m.engine")
-    assert runner.infer(np.zeros((1, 3, 128, 128), np.float32)).shape == (1, 300, 6 + RGS.ng)
+    with TensorRTBackend(tmp_path / "m.engine") as engine:
+        assert engine.infer(np.zeros((1, 3, 128, 128), np.float32)).shape == (1, 300, 6 + RGS.ng)
     rep = check_engine_against_onnx(tmp_path / "m.engine", onnx_path, imgs[:4])
     print("\n".join(rep.lines()))
     assert rep.agreement.matched >= 0.9 * rep.agreement.n_ref
@@ -158,14 +150,14 @@ def test_build_engine_and_check_against_onnx(tmp_path, precision):
 @needs_trt
 @pytest.mark.trt
 @pytest.mark.gpu
-def test_runner_refuses_engine_from_other_tensorrt(tmp_path):
-    from convert.trt_engine import TrtRunner
+def test_runtime_refuses_engine_from_other_tensorrt(tmp_path):
+    from edge.backends import TensorRTBackend
 
     eng = tmp_path / "old.engine"
     eng.write_bytes(b"\0")
     write_sidecar(eng, _meta(), EngineInfo("8.6.1", "Orin", "8.7", "fp16"))
-    with pytest.raises(ArtifactError, match="built with TensorRT 8.6.1.*Rebuild it: grimace convert trt"):
-        TrtRunner(eng)
+    with pytest.raises(EngineMismatchError, match=r"built with TensorRT 8\.6\.1.*grimace convert trt"):
+        TensorRTBackend(eng)
 
 
 def test_build_engine_script_plumbing(tmp_path):
