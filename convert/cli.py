@@ -97,9 +97,8 @@ def onnx_cmd(
 @app.command("inspect")
 def inspect_cmd(model: Path = typer.Argument(..., help="ONNX file or TensorRT engine.")) -> None:
     """Print a model's metadata, inputs/outputs, opset, op counts and size."""
-    from edge.artifact import ArtifactError
-
     from convert.inspect_model import format_inspection, inspect_model
+    from edge.artifact import ArtifactError
 
     try:
         info = inspect_model(model)
@@ -158,8 +157,9 @@ def trt_cmd(
     except EngineBuildError as e:
         _fail(str(e))
     e = md.engine
-    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): TensorRT {e.tensorrt_version}, {e.precision}, "
-               f"{e.gpu_name} (compute {e.compute_capability}), built in {e.build_time_s:.1f} s")
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): TensorRT {e.tensorrt_version}, "
+               f"{e.precision}, {e.gpu_name} (compute {e.compute_capability}), "
+               f"built in {e.build_time_s:.1f} s")
 
 
 @app.command("check")
@@ -177,9 +177,8 @@ def check_cmd(
         require("tensorrt", "grimace convert check")
     except MissingDependencyError as e:
         _fail(str(e))
-    from edge.artifact import ArtifactError
-
     from convert.trt_engine import check_engine_against_onnx
+    from edge.artifact import ArtifactError
 
     imgs = _images(images, n_images, "the engine check")
     try:
@@ -207,10 +206,9 @@ def sidecar_cmd(
     dla: int | None = typer.Option(None, help="DLA core used."),
 ) -> None:
     """Write ENGINE.json (ONNX metadata + TensorRT version, GPU, precision) for an engine."""
-    from edge.artifact import ArtifactError, EngineInfo
-
     from convert.export import read_onnx_metadata
     from convert.trt_engine import detect_gpu, now_iso, write_sidecar
+    from edge.artifact import ArtifactError, EngineInfo
 
     if precision not in ("fp32", "fp16", "int8"):
         _fail(f"--precision must be fp32, fp16 or int8, got {precision!r}")

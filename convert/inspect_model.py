@@ -10,7 +10,8 @@ from edge.artifact import ModelMetadata, sidecar_path
 
 
 def _fmt_dims(vi: Any) -> list[int | str]:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
+    dims = vi.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
 
 
 def inspect_model(path: str | Path) -> dict[str, Any]:

@@ -287,7 +287,8 @@ def synthetic_images(n: int = 4, seed: int = 0) -> list[np.ndarray]:
         img = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
         img = cv2.GaussianBlur(img, (9, 9), 0)
         cx, cy = w // 2, h // 2
-        cv2.ellipse(img, (cx, cy), (w // 3, h // 3), 0, 0, 360, tuple(int(v) for v in rng.integers(80, 200, 3)), -1)
+        face = tuple(int(v) for v in rng.integers(80, 200, 3))
+        cv2.ellipse(img, (cx, cy), (w // 3, h // 3), 0, 0, 360, face, -1)
         for dx in (-w // 7, w // 7):
             cv2.circle(img, (cx + dx, cy - h // 10), max(2, w // 20), (20, 20, 20), -1)
             cv2.ellipse(img, (cx + 2 * dx, cy - h // 3), (w // 10, h // 8), 0, 0, 360, (170, 150, 200), -1)

@@ -245,7 +245,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, opts: BuildOpti
     if opts.int8:
         cache = opts.calib_cache or engine_path.with_suffix(".calib")
         if not opts.calib_images and not Path(cache).is_file():
-            raise EngineBuildError("--int8 needs calibration images (--calib DIR) or an existing calibration cache")
+            raise EngineBuildError(
+                "--int8 needs calibration images (--calib DIR) or an existing calibration cache"
+            )
         config.set_flag(trt.BuilderFlag.INT8)
         calib_batch = opts.calib_batch if inp.shape[0] == -1 else int(inp.shape[0])
         if opts.calib_images and len(opts.calib_images) < calib_batch:

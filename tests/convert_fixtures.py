@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import pytest
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -73,7 +73,8 @@ class StandInFusedModel(nn.Module):
             y.append(x if m.i in self.det.save else None)
         det = x[0] if isinstance(x, tuple) else x  # (B, 4 + nc, N)
         b = det.shape[0]
-        logits = torch.cat([g(f).view(b, self.spec.nc * self.spec.ng, -1) for g, f in zip(self.grade, feats)], 2)
+        c = self.spec.nc * self.spec.ng
+        logits = torch.cat([g(f).view(b, c, -1) for g, f in zip(self.grade, feats, strict=True)], 2)
         logits = logits.transpose(1, 2) + self.grade_bias  # (B, N, nc*ng)
         n = logits.shape[1]
         probs = logits.view(b, n, self.spec.nc, self.spec.ng).softmax(-1).view(b, n, -1) * self.grade_keep
@@ -114,8 +115,8 @@ def draw_images(folder: Path, n: int = 3, seed: int = 0) -> list[Path]:
 IMGSZ = 128
 
 
-@pytest.fixture(scope="module")
-def standin() -> tuple[StandInFusedModel, ModelMetadata]:
+@pytest.fixture(scope="module", name="standin")
+def standin_fixture() -> tuple[StandInFusedModel, ModelMetadata]:
     """A stand-in fused model for RGS at ``IMGSZ`` and its metadata."""
     from edge.scales import RGS
 
@@ -123,8 +124,8 @@ def standin() -> tuple[StandInFusedModel, ModelMetadata]:
     return model, standin_metadata(RGS, IMGSZ, model)
 
 
-@pytest.fixture(scope="module")
-def parity_images() -> list[np.ndarray]:
+@pytest.fixture(scope="module", name="parity_images")
+def parity_images_fixture() -> list[np.ndarray]:
     """Synthetic textured BGR images of varied sizes."""
     from convert.parity import synthetic_images
 

@@ -13,15 +13,15 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("ultralytics")
 
-import onnx  # noqa: E402
-import torch  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+import onnx
+import torch
+from typer.testing import CliRunner
 
-from convert import export  # noqa: E402
-from convert.parity import check_onnx_parity  # noqa: E402
-from edge.artifact import ModelMetadata  # noqa: E402
-from edge.scales import RGS  # noqa: E402
-from tests.convert_fixtures import IMGSZ, parity_images, standin  # noqa: E402, F401
+from convert import export
+from convert.parity import check_onnx_parity
+from edge.artifact import ModelMetadata
+from edge.scales import RGS
+from tests.convert_fixtures import IMGSZ, parity_images_fixture, standin_fixture  # noqa: F401
 
 runner = CliRunner()
 
@@ -80,7 +80,7 @@ def test_nms_export_keeps_grades_with_boxes(standin, nms_export, parity_images):
     kept = y[0][y[0, :, 4] > 0]
     pad = y[0][y[0, :, 4] == 0]
     assert np.all(pad == 0)
-    units = kept[:, 5].astype(int)
+    assert set(kept[:, 5].astype(int)) <= set(range(RGS.nc))
     grades = kept[:, 6:]
     assert np.allclose(grades.sum(1), 1, atol=1e-5)  # each row carries its unit's distribution
 
@@ -145,7 +145,7 @@ def test_contract_mismatch_is_a_clear_error(standin, tmp_path):
 
 
 def test_metadata_embedded_and_readable_by_onnxruntime(raw_export):
-    path, md, _ = raw_export
+    path, _, _ = raw_export
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -181,7 +181,7 @@ def test_cli_onnx_then_inspect(standin, tmp_path, monkeypatch):
     The loader is replaced only because the fused model is not merged yet; the export, parity check,
     metadata and inspection run for real. ``test_cli_with_real_fused_checkpoint`` covers the loader.
     """
-    model, meta = standin
+    model, _ = standin
     ckpt = _fake_checkpoint(tmp_path, model)
 
     def load(path):
@@ -227,7 +227,8 @@ def test_cli_inspect_refuses_model_without_metadata(tmp_path):
 
 
 def test_cli_onnx_missing_checkpoint(tmp_path):
-    res = runner.invoke(_cli(), ["convert", "onnx", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.onnx")])
+    res = runner.invoke(_cli(), ["convert", "onnx", str(tmp_path / "nope.pt"),
+                                 "--out", str(tmp_path / "x.onnx")])
     assert res.exit_code == 1
     assert "no such checkpoint file" in res.output
 
@@ -255,7 +256,7 @@ def test_edge_runtime_loads_export_and_refuses_other_scale(raw_export, nms_expor
     from edge.backends import load_model
     from edge.scales import ScaleMismatchError
 
-    for path, md, _ in (raw_export, nms_export):
+    for path, _, _ in (raw_export, nms_export):
         model = load_model(path, scale="rgs")
         try:
             from edge.postprocess import postprocess, preprocess

@@ -62,7 +62,7 @@ def test_calibration_batches_use_runtime_preprocessing():
 def test_sidecar_roundtrip_and_missing(tmp_path):
     eng = tmp_path / "m.engine"
     eng.write_bytes(b"not a real engine")
-    with pytest.raises(ArtifactError, match="missing sidecar m.engine.json"):
+    with pytest.raises(ArtifactError, match=r"missing sidecar m\.engine\.json"):
         read_sidecar(eng)
     side = write_sidecar(eng, _meta(output="nms"), ORIN)
     assert side == sidecar_path(eng) and side.name == "m.engine.json"
@@ -111,7 +111,8 @@ def test_cli_sidecar_then_inspect_engine(tmp_path):
 def test_trt_command_without_tensorrt_says_what_to_do(tmp_path):
     from edge.cli import app
 
-    res = CliRunner().invoke(app, ["convert", "trt", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "m.engine")])
+    args = ["convert", "trt", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "m.engine")]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 1
     assert "needs 'tensorrt'" in res.output and "jetson/build_engine.sh" in res.output
 
@@ -213,8 +214,8 @@ def test_build_engine_script_plumbing(tmp_path):
     assert f"--timingCacheFile={tmp_path / 'rgs.engine.timing.cache'}" in args
     assert "--minShapes=images:1x3x64x64" in args and "--maxShapes=images:8x3x64x64" in args
     md = read_sidecar(tmp_path / "rgs.engine")
-    assert md.engine.tensorrt_version == "10.3.0" and md.engine.precision == "fp16" and md.engine.dla_core == 1
-    assert md.engine.gpu_name == "Orin" and md.engine.compute_capability == "8.7"
+    assert md.engine.tensorrt_version == "10.3.0" and md.engine.precision == "fp16"
+    assert md.engine.dla_core == 1 and md.engine.gpu_name == "Orin" and md.engine.compute_capability == "8.7"
     # INT8 without a calibration cache is refused with the command that makes one
     res = subprocess.run([*cmd, "--int8"], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 1 and "--calib-cache" in res.stderr

@@ -73,7 +73,8 @@ def test_dynamic_spatial_dims_fail():
 def test_dtype_rules():
     # a string tensor and a non-float image input are rejected; DOUBLE is a warning
     nodes = [helper.make_node("Cast", ["images"], ["y"], name="to_double", to=TensorProto.DOUBLE)]
-    rep = check_trt_readiness(_model(nodes, outputs=[helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)]))
+    out = [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)]
+    rep = check_trt_readiness(_model(nodes, outputs=out))
     assert any("cast to DOUBLE" in e for e in rep.errors)
     inp = [helper.make_tensor_value_info("images", TensorProto.UINT8, [1, 3, 32, 32])]
     nodes = [helper.make_node("Cast", ["images"], ["y"], name="c", to=TensorProto.FLOAT)]
