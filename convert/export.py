@@ -46,25 +46,40 @@ def sha256_file(path: str | Path) -> str:
 def load_fused_checkpoint(path: str | Path) -> tuple[Any, ModelMetadata]:
     """Load a fused checkpoint and describe it as :class:`ModelMetadata`.
 
-    Uses ``train.fused.checkpoint.load_checkpoint`` (weights-only load), then fills the metadata from
-    the checkpoint's own meta (scale spec, image size, stride, metrics) plus the file's SHA-256.
+    Uses ``train.fused.checkpoint.load_checkpoint`` (weights-only: a checkpoint is a directory with
+    ``model.safetensors`` + ``config.json``), then fills the metadata from the checkpoint's config
+    (scale spec, image size, stride, metrics) plus the SHA-256 of its weights file.
 
     Raises:
         ExportError: The fused model package is not available or the checkpoint lacks a scale.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: no such checkpoint file")
+    if not path.exists():
+        raise ExportError(f"{path}: no such checkpoint (file or directory)")
     try:
         from train.fused.checkpoint import load_checkpoint
     except ImportError as e:
         raise ExportError(
             f"cannot load {path}: the fused model package (train.fused.checkpoint) is not available ({e})"
         ) from None
-    model, meta = load_checkpoint(path)
+    try:
+        model, meta = load_checkpoint(path)
+    except (ValueError, OSError) as e:
+        raise ExportError(f"{path}: cannot load the fused checkpoint: {e}") from None
     md = metadata_from_checkpoint_meta(meta, source=str(path))
-    md.source_sha256 = sha256_file(path)
+    md.source_sha256 = checkpoint_sha256(path)
     return model, md
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """SHA-256 identifying a checkpoint: of the file, or of a directory's ``model.safetensors``."""
+    path = Path(path)
+    if path.is_dir():
+        weights = sorted(path.glob("*.safetensors")) or sorted(p for p in path.iterdir() if p.is_file())
+        if not weights:
+            raise ExportError(f"{path}: checkpoint directory holds no weights file")
+        return sha256_file(weights[0])
+    return sha256_file(path)
 
 
 def metadata_from_checkpoint_meta(meta: Any, source: str = "<checkpoint>") -> ModelMetadata:
@@ -81,12 +96,19 @@ def metadata_from_checkpoint_meta(meta: Any, source: str = "<checkpoint>") -> Mo
     imgsz = meta.get("imgsz", 640)
     if isinstance(imgsz, int):
         imgsz = (imgsz, imgsz)
-    fields = {"scale": scale, "imgsz": tuple(imgsz)}
-    for key in ("stride", "mean", "std", "pad_value", "model_name", "channel_order"):
+    fields: dict[str, Any] = {"scale": scale, "imgsz": tuple(imgsz)}
+    stride = meta.get("stride")
+    if stride is not None:  # a list of per-level strides in fused checkpoints: keep the largest
+        fields["stride"] = int(max(stride)) if isinstance(stride, list | tuple) else int(stride)
+    for key in ("mean", "std", "pad_value", "model_name", "channel_order"):
         if meta.get(key) is not None:
             fields[key] = meta[key]
+    if "model_name" not in fields and meta.get("size"):
+        fields["model_name"] = f"fused-yolov5{meta['size']}-grade"
     metrics = meta.get("metrics") or {}
-    fields["metrics"] = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    fields["metrics"] = {
+        k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     return ModelMetadata(**fields)
 
 

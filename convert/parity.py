@@ -25,6 +25,8 @@ from edge.artifact import ModelMetadata
 from edge.results import Detections
 
 IOU_MIN = 0.99
+TIE_CONF = 1e-5
+"""Confidence difference under which two unmatched boxes count as an equal-score swap."""
 
 
 class ParityError(RuntimeError):
@@ -52,14 +54,18 @@ class Agreement:
         n_test: Boxes of the side under test.
         matched: Reference boxes with a test box of IoU >= ``iou_min`` (one-to-one).
         min_iou: Smallest IoU among matched pairs (1.0 when none).
-        unit_same: Matched pairs with the same unit.
-        grade_same: Matched pairs with the same argmax grade.
+        tie_swaps: Unmatched reference boxes paired with an unmatched test box of the same unit and
+            the same confidence (within :data:`TIE_CONF`): two candidates with equal scores where
+            float rounding decided which one NMS kept. Counted apart, not as disagreement.
+        unit_same: Matched (and tie-swapped) pairs with the same unit.
+        grade_same: Matched (and tie-swapped) pairs with the same argmax grade.
     """
 
     n_ref: int = 0
     n_test: int = 0
     matched: int = 0
     min_iou: float = 1.0
+    tie_swaps: int = 0
     unit_same: int = 0
     grade_same: int = 0
 
@@ -69,32 +75,39 @@ class Agreement:
         self.n_test += other.n_test
         self.matched += other.matched
         self.min_iou = min(self.min_iou, other.min_iou)
+        self.tie_swaps += other.tie_swaps
         self.unit_same += other.unit_same
         self.grade_same += other.grade_same
 
     @property
     def identical(self) -> bool:
-        """Same number of boxes, all matched, same units and argmax grades."""
-        return (
-            self.n_ref == self.n_test == self.matched == self.unit_same == self.grade_same
-        )
+        """Same number of boxes, all matched (or equal-score swaps), same units and argmax grades."""
+        paired = self.matched + self.tie_swaps
+        return self.n_ref == self.n_test == paired == self.unit_same == self.grade_same
 
     def summary(self) -> str:
         """One line of figures."""
+        paired = self.matched + self.tie_swaps
+        swaps = f" + {self.tie_swaps} equal-score swap(s)" if self.tie_swaps else ""
         return (
-            f"boxes ref {self.n_ref} / test {self.n_test}, matched (IoU>={IOU_MIN}) {self.matched}, "
-            f"min IoU {self.min_iou:.4f}, same unit {self.unit_same}/{self.matched}, "
-            f"same argmax grade {self.grade_same}/{self.matched}"
+            f"boxes ref {self.n_ref} / test {self.n_test}, matched (IoU>={IOU_MIN}) {self.matched}{swaps}, "
+            f"min IoU {self.min_iou:.4f}, same unit {self.unit_same}/{paired}, "
+            f"same argmax grade {self.grade_same}/{paired}"
         )
 
 
 def compare_detections(ref: Detections, test: Detections, iou_min: float = IOU_MIN) -> Agreement:
-    """Match boxes one-to-one (reference in confidence order, best IoU first) and count agreement."""
+    """Match boxes one-to-one (reference in confidence order, best IoU first) and count agreement.
+
+    Reference boxes left unmatched are then paired with unmatched test boxes of the same unit and
+    equal confidence (:data:`TIE_CONF`): equal-score candidates where rounding picked the other one.
+    """
     ag = Agreement(n_ref=len(ref), n_test=len(test))
     if len(ref) == 0 or len(test) == 0:
         return ag
     ious = box_iou(ref.xyxy, test.xyxy)
     used = np.zeros(len(test), bool)
+    matched_ref = np.zeros(len(ref), bool)
     ref_grade, test_grade = ref.argmax_grade, test.argmax_grade
     for i in np.argsort(-ref.confidence, kind="stable"):
         cand = np.where(used, -1.0, ious[i])
@@ -105,6 +118,17 @@ def compare_detections(ref: Detections, test: Detections, iou_min: float = IOU_M
         ag.matched += 1
         ag.min_iou = min(ag.min_iou, float(cand[j]))
         ag.unit_same += int(ref.unit[i] == test.unit[j])
+        ag.grade_same += int(ref_grade[i] == test_grade[j])
+        matched_ref[i] = True
+    for i in np.nonzero(~matched_ref)[0]:
+        cand = np.nonzero(~used & (test.unit == ref.unit[i])
+                          & (np.abs(test.confidence - ref.confidence[i]) <= TIE_CONF))[0]
+        if cand.size == 0:
+            continue
+        j = int(cand[np.argmax(ious[i, cand])])
+        used[j] = True
+        ag.tie_swaps += 1
+        ag.unit_same += 1
         ag.grade_same += int(ref_grade[i] == test_grade[j])
     return ag
 
@@ -253,6 +277,11 @@ def check_onnx_parity(
     if deltas:
         rep.raw_max_abs_parts = {k: max(d[k] for d in deltas) for k in deltas[0]}
         rep.raw_max_abs = rep.raw_max_abs_parts.pop("all")
+    if rep.agreement.n_ref == 0 and rep.agreement.n_test == 0:
+        rep.notes.append(
+            f"no box scored above conf {conf} on any image, so the post-processing comparison is empty; "
+            "use real images (--images) or a lower --conf"
+        )
     _judge(rep, atol, box_scale=float(max(meta.imgsz)))
     return rep
 

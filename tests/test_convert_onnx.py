@@ -230,24 +230,23 @@ def test_cli_onnx_missing_checkpoint(tmp_path):
     res = runner.invoke(_cli(), ["convert", "onnx", str(tmp_path / "nope.pt"),
                                  "--out", str(tmp_path / "x.onnx")])
     assert res.exit_code == 1
-    assert "no such checkpoint file" in res.output
+    assert "no such checkpoint" in res.output
 
 
 def test_cli_with_real_fused_checkpoint(tmp_path):
     """End to end from a real fused checkpoint (runs once train.fused is merged)."""
-    fused = pytest.importorskip("train.fused", reason="fused model (train.fused) not merged yet")
+    fused = pytest.importorskip("train.fused.model", reason="fused model (train.fused) not merged yet")
     ckpt_mod = pytest.importorskip("train.fused.checkpoint", reason="train.fused.checkpoint not merged yet")
-    if not hasattr(fused, "build_fused_model") or not hasattr(ckpt_mod, "save_checkpoint"):
-        pytest.skip("train.fused has no build_fused_model/save_checkpoint yet")
     model = fused.build_fused_model(RGS, "n", IMGSZ)
-    ckpt = tmp_path / "fused.pt"
-    ckpt_mod.save_checkpoint(ckpt, model, {"scale": RGS.to_dict(), "imgsz": IMGSZ})
+    meta = {"imgsz": IMGSZ, "metrics": {"grade_acc": 0.5}}
+    ckpt = ckpt_mod.save_checkpoint(model, tmp_path / "fused", meta)
     out = tmp_path / "fused.onnx"
     res = runner.invoke(_cli(), ["convert", "onnx", str(ckpt), "--imgsz", str(IMGSZ), "--out", str(out)])
     print(res.output)
     assert res.exit_code == 0, res.output
     md = export.read_onnx_metadata(out)
-    assert md.source_sha256 == export.sha256_file(ckpt)
+    assert md.source_sha256 == export.checkpoint_sha256(ckpt)
+    assert md.metrics == {"grade_acc": 0.5} and md.imgsz == (IMGSZ, IMGSZ)
     assert json.loads(md.to_json())["scale"]["name"] == "rgs"
 
 
