@@ -6,10 +6,10 @@ Two levels, both printed:
 * after post-processing (:mod:`convert.postproc`): the same boxes (each reference box matched to a
   box of the other side with IoU >= 0.99), the same units and the same argmax grades.
 
-FP32 exports must agree within ``atol`` (1e-4 by default) on the score and grade columns and within
-``atol`` relative to the input size on box coordinates (pixels; float32 rounding of a 640-px
-coordinate alone is 6e-5), and have identical post-NMS results. ``--half`` exports are reported, not
-failed: FP16 legitimately moves values by ~1e-3 and can flip boxes near the thresholds.
+FP32 exports must agree within ``atol`` (1e-4 by default) on the score and grade columns and on box
+coordinates measured in units of the input size (|Δ| / imgsz; boxes are pixels, and float32 rounding
+of a 640-px coordinate alone is 6e-5 px), and have identical post-NMS results. ``--half`` exports are
+reported, not failed: FP16 legitimately moves values by ~1e-3 and can flip boxes near the thresholds.
 """
 
 from __future__ import annotations
@@ -157,6 +157,7 @@ class ParityReport:
     postprocess: str = ""
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    box_rel: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -167,8 +168,10 @@ class ParityReport:
         """Human-readable figures."""
         out = [f"parity: {self.what} on {self.n_images} image(s){' [FP16]' if self.half else ''}"]
         if self.raw_max_abs is not None:
-            parts = ", ".join(f"{k} {v:.3g}" for k, v in self.raw_max_abs_parts.items())
-            out.append(f"  raw output max |Δ| {self.raw_max_abs:.3g} ({parts})")
+            parts = ", ".join(f"{k} {v:.3g}{' px' if k == 'boxes' else ''}"
+                              for k, v in self.raw_max_abs_parts.items())
+            rel = f"; boxes / imgsz {self.box_rel:.3g}" if self.box_rel is not None else ""
+            out.append(f"  raw output max |Δ| {self.raw_max_abs:.3g} ({parts}{rel})")
         out.append(f"  after post-processing: {self.agreement.summary()}")
         out.append(f"  post-processing: {self.postprocess}")
         out += [f"  note: {n}" for n in self.notes]
@@ -277,6 +280,8 @@ def check_onnx_parity(
     if deltas:
         rep.raw_max_abs_parts = {k: max(d[k] for d in deltas) for k in deltas[0]}
         rep.raw_max_abs = rep.raw_max_abs_parts.pop("all")
+    if rep.raw_max_abs_parts:
+        rep.box_rel = rep.raw_max_abs_parts["boxes"] / float(max(meta.imgsz))
     if rep.agreement.n_ref == 0 and rep.agreement.n_test == 0:
         rep.notes.append(
             f"no box scored above conf {conf} on any image, so the post-processing comparison is empty; "
@@ -298,9 +303,10 @@ def _judge(rep: ParityReport, atol: float, box_scale: float) -> None:
             rep.failures.append(
                 f"raw unit-score/grade max |Δ| {max(p['scores'], p['grades']):.3g} > {atol:g}"
             )
-        box_tol = atol * max(1.0, box_scale / 64.0)
-        if p["boxes"] > box_tol:
-            rep.failures.append(f"raw box max |Δ| {p['boxes']:.3g} px > {box_tol:.3g} px")
+        if p["boxes"] / box_scale > atol:
+            rep.failures.append(
+                f"raw box max |Δ| {p['boxes']:.3g} px = {p['boxes'] / box_scale:.3g} x imgsz > {atol:g}"
+            )
     if not rep.agreement.identical:
         rep.failures.append(f"post-processed detections differ: {rep.agreement.summary()}")
 
