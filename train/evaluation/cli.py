@@ -87,3 +87,174 @@ def _print_grade_summary(report: dict) -> None:
         lab = f["label"] if f else "undefined"
         g_s = "—" if not g or g["icc"] is None else f"{g['icc']:.3f}"
         typer.echo(f"{label:<22}{r['n']:>5}{wa_s:>8}{icc_s:>10}  {lab:<10}{g_s:>18}")
+
+
+@eval_app.command("detect")
+def eval_detect(
+    pred: Path = typer.Option(..., "--pred", help="Predictions, JSON lines (one record per image)."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder with data.yaml and label files."),
+    iou: float = typer.Option(0.5, "--iou", help="IoU needed for a true positive."),
+    split: list[str] = typer.Option([], "--split", help="Dataset split(s) for ground truth (default all)."),
+    out: Path = typer.Option(Path("eval_detect"), "--out", help="Output folder (JSON, Markdown, PNGs)."),
+) -> None:
+    """Detection precision and recall per unit vs confidence threshold (the rat seed's Fig. 1)."""
+    _need_eval("grimace eval detect")
+    from train.data.format import LabelError
+    from train.evaluation.detect import (
+        DetectFileError,
+        detection_markdown,
+        evaluate_detections,
+        plot_detection,
+    )
+    from train.evaluation.report import write_json
+
+    try:
+        report = evaluate_detections(pred, data, iou=iou, splits=list(split) or None)
+    except (DetectFileError, LabelError, OSError) as e:
+        _fail(str(e))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "detect_report.json", report)
+    md = detection_markdown(report)
+    (out / "detect_report.md").write_text(md)
+    plot_detection(report, out)
+    typer.echo(md)
+    typer.echo(f"written: {out}/detect_report.json, detect_report.md, precision/recall_confidence.png")
+
+
+def _svm_trainer(backbone: str, pretrained: bool, c: float, batch: int) -> object:
+    require("torch", "the SVM baseline")
+    require("sklearn", "the SVM baseline")
+    from train.evaluation.baseline import BACKBONES, FeatureExtractor, SVMTrainer
+
+    if backbone not in BACKBONES:
+        _fail(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
+    return SVMTrainer(FeatureExtractor(backbone=backbone, pretrained=pretrained, batch_size=batch), C=c)
+
+
+@cv_app.command("cv", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def cv_cmd(
+    ctx: typer.Context,
+    data: Path = typer.Option(..., "--data", help="Dataset folder (data.yaml, labels, subjects.csv)."),
+    scheme: str = typer.Option("subject-kfold", "--scheme", help=SCHEMES_HELP),
+    k: int = typer.Option(5, "--k", help="Folds for kfold / subject-kfold."),
+    model: str = typer.Option("svm", "--model", help="student (fused model, by subprocess) or svm."),
+    target: str = typer.Option("pain", "--target", help="svm class: pain (from graded labels) or group."),
+    seed: int = typer.Option(0, "--seed", help="Split seed."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Test share for --scheme split."),
+    backbone: str = typer.Option("vgg16", "--backbone", help="svm features: vgg16, or tiny (TEST OPTION)."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet weights for vgg16."),
+    c: float = typer.Option(1.0, "--C", help="SVM regularisation."),
+    batch: int = typer.Option(16, "--batch", help="Feature extraction batch size."),
+    out: Path = typer.Option(Path("cv_report"), "--out", help="Output folder (cv_report.json / .md)."),
+    train_cmd: str | None = typer.Option(None, "--train-cmd", help="student: training command template."),
+    predict_cmd: str | None = typer.Option(
+        None, "--predict-cmd", help="student: prediction command template."
+    ),
+) -> None:
+    """Cross-validate on a dataset: split | kfold | subject-kfold | loso.
+
+    Options after `--` go to the student's training command, e.g.
+    `grimace cv --data D --scheme loso --model student -- --epochs 5 --imgsz 320`.
+    Subject-wise schemes are checked: no subject is on both sides of any fold.
+    """
+    from train.data.format import LabelError
+    from train.evaluation.cv import StudentTrainer, cv_markdown, dataset_items, run_cv
+    from train.evaluation.report import write_json
+    from train.evaluation.splits import SCHEMES, SUBJECT_SCHEMES, SplitError
+
+    if scheme not in SCHEMES:
+        _fail(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    try:
+        items, info = dataset_items(
+            data, target="pain" if model == "student" else target, require_subjects=scheme in SUBJECT_SCHEMES
+        )
+    except (LabelError, ValueError, OSError) as e:
+        _fail(str(e))
+    for msg in info.raw.get("_skipped", [])[:5]:
+        typer.secho(f"skipped: {msg}", fg=typer.colors.YELLOW, err=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if model == "svm":
+        if ctx.args:
+            _fail(f"options after -- are for --model student; got {ctx.args}")
+        trainer = _svm_trainer(backbone, pretrained, c, batch)
+    elif model == "student":
+        trainer = StudentTrainer(spec=info.spec, work=out / "folds", extra_args=list(ctx.args))
+        if train_cmd:
+            trainer.train_cmd = train_cmd
+        if predict_cmd:
+            trainer.predict_cmd = predict_cmd
+    else:
+        _fail(f"unknown model {model!r}; expected student or svm")
+    try:
+        result = run_cv(
+            items, trainer, scheme, k=k, seed=seed, test_fraction=test_fraction, progress=typer.echo
+        )
+    except (SplitError, RuntimeError, ValueError) as e:
+        _fail(str(e))
+    result["data"] = str(data)
+    write_json(out / "cv_report.json", result)
+    md = cv_markdown(result)
+    (out / "cv_report.md").write_text(md)
+    typer.echo(md)
+    typer.echo(f"written: {out / 'cv_report.json'}, {out / 'cv_report.md'}")
+
+
+@baseline_app.command("svm")
+def baseline_svm(
+    videos: Path = typer.Option(..., "--videos", help="Folder with the videos."),
+    labels: Path = typer.Option(..., "--labels", help="CSV with columns video,animal,label."),
+    fps: list[float] = typer.Option(
+        [1.0], "--fps", help="Frames per second to extract (repeat: --fps 1 --fps 3)."
+    ),
+    scheme: list[str] = typer.Option(["subject-kfold"], "--scheme", help=SCHEMES_HELP + "; repeatable."),
+    k: int = typer.Option(10, "--k", help="Folds for kfold / subject-kfold."),
+    seed: int = typer.Option(0, "--seed", help="Split seed."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Test share for --scheme split."),
+    backbone: str = typer.Option(
+        "vgg16", "--backbone", help="vgg16, or tiny (a TEST OPTION: random 3-layer CNN)."
+    ),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet weights for vgg16."),
+    c: float = typer.Option(1.0, "--C", help="SVM regularisation."),
+    batch: int = typer.Option(16, "--batch", help="Feature extraction batch size."),
+    out: Path = typer.Option(Path("baseline_svm"), "--out", help="Output folder (frames, JSON, Markdown)."),
+) -> None:
+    """The goat seed baseline: frames at 1/3 fps, VGG-16 pooled features, linear SVM, CV schemes."""
+    from train.evaluation.baseline import VideoLabelError, seed_tables, video_items
+    from train.evaluation.cv import cv_markdown, run_cv
+    from train.evaluation.report import write_json
+    from train.evaluation.splits import SCHEMES, SplitError
+
+    for s in scheme:
+        if s not in SCHEMES:
+            _fail(f"unknown scheme {s!r}; expected one of {', '.join(SCHEMES)}")
+    trainer = _svm_trainer(backbone, pretrained, c, batch)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rate in fps:
+        try:
+            items = video_items(videos, labels, rate, out)
+        except (VideoLabelError, OSError) as e:
+            _fail(str(e))
+        typer.echo(f"{rate:g} fps: {len(items)} frames from {len({it.subject for it in items})} animals")
+        for s in scheme:
+            try:
+                r = run_cv(
+                    items, trainer, s, k=k, seed=seed, test_fraction=test_fraction, progress=typer.echo
+                )
+            except (SplitError, ValueError) as e:
+                _fail(f"{s} @ {rate:g} fps: {e}")
+            r["fps"] = rate
+            r["features"] = {"backbone": backbone, "weights": trainer.features.weights_used}
+            results.append(r)
+            tag = f"{s}_{rate:g}fps"
+            write_json(out / f"cv_{tag}.json", r)
+            (out / f"cv_{tag}.md").write_text(cv_markdown(r))
+    report = {"videos": str(videos), "labels": str(labels), "results": results}
+    write_json(out / "baseline_report.json", report)
+    md = (
+        f"# Goat baseline: {backbone} features ({trainer.features.weights_used}) + linear SVM\n\n"
+        + seed_tables(results)
+    )
+    (out / "baseline_report.md").write_text(md)
+    typer.echo(md)
+    typer.echo(f"written: {out / 'baseline_report.json'}, {out / 'baseline_report.md'}")
