@@ -64,9 +64,22 @@ def test_eval_grades_cli_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "report"
     res = CliRunner().invoke(
         app,
-        ["eval", "grades", "--pred", str(f["pred"]), "--human", str(f["grader1"]), str(f["grader2"]),
-         "--groups", str(f["subjects"]), "--scale", "rgs", "--out", str(out)],
-    )  # fmt: skip
+        [
+            "eval",
+            "grades",
+            "--pred",
+            str(f["pred"]),
+            "--human",
+            str(f["grader1"]),
+            str(f["grader2"]),
+            "--groups",
+            str(f["subjects"]),
+            "--scale",
+            "rgs",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["inputs"]["n_graders"] == 2
@@ -88,11 +101,23 @@ def test_eval_grades_cli_end_to_end(tmp_path: Path) -> None:
     (tp,) = groups["timepoints"]
     assert tp["timepoints"] == ["day1", "month1"] and "4 subjects" in tp["model"]["pairing"]
     html = (out / "report.html").read_text()
-    for needle in ("ICC(1,1)", "inter-grader", "Kruskal", "Wilcoxon", "Confusion matrices", "blast/day1",
-                   "data:image/png;base64"):  # fmt: skip
+    for needle in (
+        "ICC(1,1)",
+        "inter-grader",
+        "Kruskal",
+        "Wilcoxon",
+        "Confusion matrices",
+        "blast/day1",
+        "data:image/png;base64",
+    ):
         assert needle in html
     assert html.count("<img") == 6  # 3 units + total confusion, 2 group figures
-    for p in ("confusion_eye.png", "confusion_total.png", "groups_by_analysis.png", "groups_model_vs_human.png"):
+    for p in (
+        "confusion_eye.png",
+        "confusion_total.png",
+        "groups_by_analysis.png",
+        "groups_model_vs_human.png",
+    ):
         assert (out / p).stat().st_size > 1000
     assert "Orbital Tightening" in res.output
 
@@ -121,7 +146,9 @@ def test_missing_images_are_counted_not_fatal(tmp_path: Path) -> None:
 
 def test_bad_files_name_file_and_line(tmp_path: Path) -> None:
     p = tmp_path / "g.csv"
-    p.write_text("Filename,RGS,Orbital Tightening,Ear Changes,Nose Flattening\na.png,1,1,1,1\nb.png,1,1,x,1\n")
+    p.write_text(
+        "Filename,RGS,Orbital Tightening,Ear Changes,Nose Flattening\na.png,1,1,1,1\nb.png,1,1,x,1\n"
+    )
     with pytest.raises(GradeFileError, match=r"g\.csv:3: column 'Ear Changes'.*'x'"):
         read_grade_csv(p, RGS)
     p.write_text("Filename,Orbital Tightening\na.png,3\n")

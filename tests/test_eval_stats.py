@@ -53,10 +53,21 @@ def test_icc_degenerate_inputs_do_not_crash() -> None:
 
 @pytest.mark.parametrize(
     ("value", "label"),
-    [(0.935, "very good"), (0.81, "very good"), (0.801, "good"), (0.641, "good"), (0.61, "good"),
-     (0.584, "moderate"), (0.41, "moderate"), (0.3, "fair"), (0.21, "fair"), (0.2, "poor"), (-0.1, "poor"),
-     (float("nan"), "undefined")],
-)  # fmt: skip
+    [
+        (0.935, "very good"),
+        (0.81, "very good"),
+        (0.801, "good"),
+        (0.641, "good"),
+        (0.61, "good"),
+        (0.584, "moderate"),
+        (0.41, "moderate"),
+        (0.3, "fair"),
+        (0.21, "fair"),
+        (0.2, "poor"),
+        (-0.1, "poor"),
+        (float("nan"), "undefined"),
+    ],
+)
 def test_landis_koch_bands(value: float, label: str) -> None:
     assert stats.landis_koch(value) == label
 

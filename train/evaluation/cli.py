@@ -99,6 +99,8 @@ def eval_detect(
 ) -> None:
     """Detection precision and recall per unit vs confidence threshold (the rat seed's Fig. 1)."""
     _need_eval("grimace eval detect")
+    import warnings
+
     from train.data.format import LabelError
     from train.evaluation.detect import (
         DetectFileError,
@@ -109,9 +111,13 @@ def eval_detect(
     from train.evaluation.report import write_json
 
     try:
-        report = evaluate_detections(pred, data, iou=iou, splits=list(split) or None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = evaluate_detections(pred, data, iou=iou, splits=list(split) or None)
     except (DetectFileError, LabelError, OSError) as e:
         _fail(str(e))
+    for msg in report["skipped_lines"][:10] + report["label_problems"][:10]:
+        typer.secho(f"skipped: {msg}", fg=typer.colors.YELLOW, err=True)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "detect_report.json", report)
     md = detection_markdown(report)
