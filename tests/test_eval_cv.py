@@ -246,6 +246,7 @@ def test_student_trainer_wiring_with_stand_in_commands(tmp_path: Path) -> None:
             "--source {source} --out {csv}"
         ),
         weights_glob="best.pt",
+        pred_file="pred.csv",
     )
     rep = run_cv(items, trainer, "loso")
     assert rep["k"] == 4

@@ -44,16 +44,18 @@ def _write_preds(path: Path) -> None:
             "unit": [0, 0, "nose"],
             "confidence": [0.9, 0.8, 0.6],
         },
-        # edge-runtime style record: ear found at 0.4 (TP), a stray nose at 0.2 (FP)
+        # grimace predict --json style record: ear found at 0.4 (TP), a stray nose at 0.2 (FP)
         {
             "source": "b.png",
             "width": 100,
             "height": 100,
-            "detections": [
+            "boxes": [
                 {"xyxy": [30, 30, 70, 70], "unit": 1, "confidence": 0.4},
                 {"xyxy": [0, 0, 10, 10], "unit": 2, "conf": 0.2},
             ],
         },
+        # "detections" list form, empty: merges into b.png without adding anything
+        {"source": "/x/b.png", "detections": []},
     ]
     lines = [json.dumps(r) for r in recs] + [
         "{not json",
@@ -69,8 +71,8 @@ def test_precision_recall_vs_confidence(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="bad prediction line"):
         rep = evaluate_detections(pred, data)
     assert rep["n_images"] == 2 and len(rep["skipped_lines"]) == 2
-    assert "pred.jsonl:3: invalid JSON" in rep["skipped_lines"][0]
-    assert "pred.jsonl:4:" in rep["skipped_lines"][1]
+    assert "pred.jsonl:4: invalid JSON" in rep["skipped_lines"][0]
+    assert "pred.jsonl:5:" in rep["skipped_lines"][1]
     t = rep["thresholds"]
     allc = rep["curves"]["all"]
     assert allc["n_gt"] == 3 and allc["n_pred"] == 5 and allc["n_tp"] == 2

@@ -185,3 +185,32 @@ def test_total_computed_from_units_when_no_score_column(tmp_path: Path) -> None:
 
 def test_round_half_up() -> None:
     assert round_half_up(np.array([0.5, 1.5, 1.49, np.nan])).tolist()[:3] == [1.0, 2.0, 1.0]
+
+
+def test_prediction_json_lines_like_grimace_predict(tmp_path: Path) -> None:
+    f = make_grade_csvs(tmp_path)
+    g1 = read_grade_csv(f["grader1"], RGS, integer_grades=True)
+    lines = []
+    for i, name in enumerate(g1.images):
+        units = {u: float(g1.units[u][i]) for u in ("eye", "ear", "nose")}
+        rec = {
+            "source": f"/data/{name}",
+            "score": float(g1.total[i]),
+            "abstained": None,
+            "unit_scores": {**units, "whiskers": None},
+            "boxes": [],
+        }
+        if i == 0:
+            rec.update(score=None, abstained="missing required unit(s): eye", unit_scores={"eye": None})
+        lines.append(json.dumps(rec))
+    p = tmp_path / "pred.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    pred, humans = load_inputs(p, [f["grader1"]], RGS)
+    assert set(pred.units) == {"eye", "ear", "nose", "whiskers"} and np.isnan(pred.total[0])
+    rep = evaluate_grades(pred, humans, RGS)
+    assert rep["units"]["eye"]["classification"]["weighted_accuracy"] == 1.0
+    assert rep["total"]["icc_model_vs_human_mean"]["n_excluded"] == 1
+    assert "whiskers" not in rep["units"] or rep["units"]["whiskers"]["icc_model_vs_human_mean"]["n"] == 0
+    p.write_text('{"source": "a.png", "unit_scores": {"eye": "high"}}\n')
+    with pytest.raises(GradeFileError, match=r"pred\.jsonl:1: unit 'eye'"):
+        load_inputs(p, [f["grader1"]], RGS)

@@ -37,7 +37,7 @@ def _need_eval(what: str) -> None:
 @eval_app.command("grades", context_settings={"allow_extra_args": True})
 def eval_grades(
     ctx: typer.Context,
-    pred: Path = typer.Option(..., "--pred", help="Model grades CSV (grimace score/predict/teacher score)."),
+    pred: Path = typer.Option(..., "--pred", help="Model grades: CSV, or JSON lines (predict --json)."),
     human: list[Path] = typer.Option(..., "--human", help="Grader CSV; give once per grader."),
     groups: Path | None = typer.Option(
         None, "--groups", help="subjects.csv (image,subject,group,timepoint)."

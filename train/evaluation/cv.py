@@ -349,9 +349,12 @@ class StudentTrainer:
     ``fit`` writes a fold dataset (:func:`write_fold_dataset`) and runs ``train_cmd``; ``evaluate``
     runs ``predict_cmd`` on the test images and compares the CSV it writes with the ground-truth
     grades from the label files (weighted accuracy per unit, frame-score ICC(1,1) against the labels).
-    Placeholders ``{data}``, ``{out}``, ``{weights}``, ``{source}``, ``{csv}``, ``{python}`` are
-    filled in; ``extra_args`` (what follows ``--`` on the ``grimace cv`` command line) are appended to
-    the training command.
+    Placeholders ``{data}``, ``{out}``, ``{weights}``, ``{source}``, ``{pred}`` (also ``{csv}``),
+    ``{python}`` are filled in. The defaults follow the fused engineer's CLI as of writing
+    (``train student --data --out`` writes ``OUT/best/``; ``predict IMAGES --model --json`` writes
+    frame records with ``unit_scores``); the prediction file may be CSV or JSON lines.
+    ``extra_args`` (what follows ``--`` on the ``grimace cv`` command line) are appended to the
+    training command.
 
     Attributes:
         spec: The dataset's scale.
@@ -366,8 +369,9 @@ class StudentTrainer:
     work: Path
     extra_args: list[str] = field(default_factory=list)
     train_cmd: str = "{python} -m edge.cli train student --data {data} --out {out}"
-    predict_cmd: str = "{python} -m edge.cli predict --weights {weights} --source {source} --out {csv}"
-    weights_glob: str = "**/best.*"
+    predict_cmd: str = "{python} -m edge.cli predict {source} --model {weights} --json {pred}"
+    weights_glob: str = "best"
+    pred_file: str = "pred.jsonl"
     name: str = "student"
     _n: int = 0
 
@@ -396,7 +400,7 @@ class StudentTrainer:
     def evaluate(self, model: dict[str, Any], test_items: Sequence[Item]) -> dict[str, Any]:
         """Predict the held-out images and score them against their labelled grades."""
         from train.evaluation.grades import classify, round_half_up
-        from train.evaluation.io import read_grade_csv
+        from train.evaluation.io import read_grade_file
         from train.evaluation.stats import icc
 
         fold_dir = Path(model["fold_dir"])
@@ -406,12 +410,14 @@ class StudentTrainer:
             dst = src / it.path.name
             if not dst.exists():
                 dst.symlink_to(it.path.resolve())
-        csv_path = fold_dir / "pred.csv"
+        pred_path = fold_dir / self.pred_file
         cmd = shlex.split(
-            self.predict_cmd.format(python=sys.executable, weights=model["weights"], source=src, csv=csv_path)
+            self.predict_cmd.format(
+                python=sys.executable, weights=model["weights"], source=src, pred=pred_path, csv=pred_path
+            )
         )
         self._run(cmd, fold_dir / "predict.log")
-        pred = read_grade_csv(csv_path, self.spec)
+        pred = read_grade_file(pred_path, self.spec)
         idx = pred.index()
         out: dict[str, Any] = {"n_test": len(test_items)}
         truth_total = []

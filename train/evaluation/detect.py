@@ -9,7 +9,8 @@ Boxes are in original-image pixels. ``unit`` holds class indices or unit names o
 accepted, so the edge runtime's per-frame records can be read directly: ``source``/``file``/``path``
 for the image name (folders are dropped; names must match the dataset's image file names),
 ``xyxy`` for ``boxes``, ``conf``/``scores`` for ``confidence``, and a ``detections`` list of
-``{"xyxy" | "box": [...], "unit": ..., "confidence" | "conf": ...}`` objects instead of parallel lists.
+``{"xyxy" | "box": [...], "unit": ..., "confidence" | "conf": ...}`` objects instead of parallel lists
+(``grimace predict --json`` writes such objects under ``boxes``).
 Optional ``width``/``height`` save reading the image to learn its size.
 
 Ground truth comes from the dataset's label files. A prediction is a true positive when it overlaps
@@ -62,9 +63,14 @@ def parse_record(
     if not name:
         raise DetectFileError(f"{where}: no image name (keys image/source/file/path)")
     name = Path(str(name).replace("\\", "/")).name
-    if "detections" in rec and isinstance(rec["detections"], list):
+    dets = rec.get("detections")
+    if dets is None and rec.get("boxes") and isinstance(rec["boxes"][0], dict):
+        dets = rec["boxes"]  # grimace predict --json: "boxes": [{"xyxy", "unit", "confidence", ...}]
+    if isinstance(dets, list):
         boxes, units, confs = [], [], []
-        for d in rec["detections"]:
+        for d in dets:
+            if not isinstance(d, dict):
+                raise DetectFileError(f"{where}: a detection must be an object with xyxy/unit/confidence")
             boxes.append(d.get("xyxy", d.get("box")))
             units.append(d.get("unit", d.get("cls")))
             confs.append(d.get("confidence", d.get("conf")))

@@ -293,9 +293,10 @@ def load_inputs(
     human_csvs: list[str | Path],
     spec: ScaleSpec,
 ) -> tuple[GradeTable, list[GradeTable]]:
-    """Read the prediction table and the grader tables (grader grades must be whole numbers)."""
-    from train.evaluation.io import read_grade_csv
+    """Read the prediction table (CSV, or JSON lines from ``grimace predict --json``) and the grader
+    CSVs (grader grades must be whole numbers)."""
+    from train.evaluation.io import read_grade_csv, read_grade_file
 
-    pred = read_grade_csv(pred_csv, spec)
+    pred = read_grade_file(pred_csv, spec)
     humans = [read_grade_csv(p, spec, integer_grades=True) for p in human_csvs]
     return pred, humans

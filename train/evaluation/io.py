@@ -193,3 +193,70 @@ def read_grade_csv(path: str | Path, spec: ScaleSpec, *, integer_grades: bool = 
         total_from_file=score_col is not None,
         unit_columns={k: header[c] for k, c in unit_cols.items()},
     )
+
+
+def read_grade_jsonl(path: str | Path, spec: ScaleSpec) -> GradeTable:
+    """Read frame records (JSON lines) as written by ``grimace predict --json`` and the edge runtime.
+
+    Each record needs an image name (``source``/``image``/``file``/``path``) and may hold
+    ``unit_scores`` (unit name -> mean grade or null) and ``score`` (frame score or null when
+    abstained). Units are keyed by name (labels also accepted).
+
+    Raises:
+        GradeFileError: Invalid JSON, missing name, non-numeric grade, duplicate image (``file:line``).
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise GradeFileError(f"{path}: no such file")
+    by_label = {u.label.lower(): u.name for u in spec.units}
+    images: list[str] = []
+    seen: dict[str, int] = {}
+    vals: dict[str, list[float]] = {u.name: [] for u in spec.units}
+    present: set[str] = set()
+    totals: list[float] = []
+    has_score = False
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise GradeFileError(f"{where}: invalid JSON: {e.msg}") from None
+        if not isinstance(rec, dict):
+            raise GradeFileError(f"{where}: a record must be a JSON object")
+        name = next((rec[k] for k in ("source", "image", "file", "path", "filename") if rec.get(k)), None)
+        if not name:
+            raise GradeFileError(f"{where}: no image name (keys source/image/file/path)")
+        name = Path(str(name).replace("\\", "/")).name
+        if name in seen:
+            raise GradeFileError(f"{where}: image {name!r} listed twice (first on line {seen[name]})")
+        seen[name] = lineno
+        images.append(name)
+        scores = rec.get("unit_scores") or {}
+        if not isinstance(scores, dict):
+            raise GradeFileError(f"{where}: 'unit_scores' must be an object")
+        scores = {by_label.get(str(k).lower(), str(k)): v for k, v in scores.items()}
+        for u in spec.units:
+            v = scores.get(u.name)
+            if u.name in scores:
+                present.add(u.name)
+            vals[u.name].append(_parse_value("" if v is None else str(v), f"{where}: unit {u.name!r}"))
+        if "score" in rec:
+            has_score = True
+        s = rec.get("score")
+        totals.append(_parse_value("" if s is None else str(s), f"{where}: 'score'"))
+    if not images:
+        raise GradeFileError(f"{path}: no records")
+    units = {k: np.asarray(v, dtype=float) for k, v in vals.items() if k in present}
+    total = np.asarray(totals, dtype=float) if has_score else total_from_units(spec, units, len(images))
+    return GradeTable(path, images, units, total, has_score, {k: k for k in units})
+
+
+def read_grade_file(path: str | Path, spec: ScaleSpec, *, integer_grades: bool = False) -> GradeTable:
+    """:func:`read_grade_csv`, or :func:`read_grade_jsonl` for ``.jsonl``/``.json`` files."""
+    if Path(path).suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        return read_grade_jsonl(path, spec)
+    return read_grade_csv(path, spec, integer_grades=integer_grades)
