@@ -31,6 +31,7 @@ import numpy as np
 
 from edge.scales import ScaleError, ScaleSpec
 from train.data.format import image_to_label_path, load_dataset, read_labels
+from train.evaluation.io import NAME_KEYS
 
 
 class DetectFileError(ValueError):
@@ -59,7 +60,7 @@ def parse_record(
     """
     if not isinstance(rec, dict):
         raise DetectFileError(f"{where}: a record must be a JSON object")
-    name = next((rec[k] for k in ("image", "source", "file", "path", "filename") if rec.get(k)), None)
+    name = next((rec[k] for k in NAME_KEYS if rec.get(k)), None)
     if not name:
         raise DetectFileError(f"{where}: no image name (keys image/source/file/path)")
     name = Path(str(name).replace("\\", "/")).name

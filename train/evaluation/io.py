@@ -28,6 +28,8 @@ from edge.scales import ScaleSpec
 
 MISSING = {"", "na", "n/a", "nan", "none", "null", "-", "abstained", "abstain"}
 FILE_COLUMNS = ("filename", "file", "image", "source", "path")
+NAME_KEYS = ("image", "name", "filename", "file", "source", "path")
+"""Keys naming the image in a JSON record, in order of preference."""
 
 
 class GradeFileError(ValueError):
@@ -227,9 +229,9 @@ def read_grade_jsonl(path: str | Path, spec: ScaleSpec) -> GradeTable:
             raise GradeFileError(f"{where}: invalid JSON: {e.msg}") from None
         if not isinstance(rec, dict):
             raise GradeFileError(f"{where}: a record must be a JSON object")
-        name = next((rec[k] for k in ("source", "image", "file", "path", "filename") if rec.get(k)), None)
+        name = next((rec[k] for k in NAME_KEYS if rec.get(k)), None)
         if not name:
-            raise GradeFileError(f"{where}: no image name (keys source/image/file/path)")
+            raise GradeFileError(f"{where}: no image name (keys image/name/filename/file/source/path)")
         name = Path(str(name).replace("\\", "/")).name
         if name in seen:
             raise GradeFileError(f"{where}: image {name!r} listed twice (first on line {seen[name]})")
