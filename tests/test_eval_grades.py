@@ -214,3 +214,24 @@ def test_prediction_json_lines_like_grimace_predict(tmp_path: Path) -> None:
     p.write_text('{"source": "a.png", "unit_scores": {"eye": "high"}}\n')
     with pytest.raises(GradeFileError, match=r"pred\.jsonl:1: unit 'eye'"):
         load_inputs(p, [f["grader1"]], RGS)
+
+
+def test_reads_the_synthetic_generators_grader_files(tmp_path: Path) -> None:
+    """The CSVs of `grimace synth --graders 2` (ground truth as a stand-in model) go through end to end."""
+    from train.synth.dataset import generate
+
+    generate(tmp_path / "syn", "rgs", n=24, seed=3, imgsz=64, subjects=4, graders=2)
+    g = tmp_path / "syn" / "graders"
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(
+        app,
+        ["eval", "grades", "--pred", str(g / "ground_truth.csv"), "--human", str(g / "grader_1.csv"),
+         "--human", str(g / "grader_2.csv"), "--groups", str(tmp_path / "syn" / "subjects.csv"),
+         "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["units"]) == {"eye", "ear", "nose", "whiskers"}
+    assert rep["total"]["icc_model_vs_human_mean"]["n"] == 24
+    assert rep["total"]["icc_graders"]["forms"]["ICC1"]["icc"] is not None
+    assert {k.split("/")[0] for k in rep["groups"]["groups"]} == {"control", "injured"}
