@@ -178,6 +178,7 @@ def test_cv_subject_kfold_svm_end_to_end(tmp_path: Path) -> None:
     md = (out / "cv_report.md").read_text()
     assert "Mean ± SD over folds" in md and "| accuracy |" in md and "subject fold 3/3" in md
     assert "No subject is on both sides" in md
+    assert rep["trainer_info"]["weights"].startswith("random (tiny") and "weights: random (tiny" in md
 
 
 def test_cv_rejects_missing_subjects_and_bad_scheme(tmp_path: Path) -> None:

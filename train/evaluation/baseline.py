@@ -281,6 +281,15 @@ class SVMTrainer:
     def __post_init__(self) -> None:
         self.name = f"{self.features.backbone}+linear-svm"
 
+    def describe(self) -> dict[str, Any]:
+        """Settings shown in reports (backbone, the weights actually used, C)."""
+        return {
+            "backbone": self.features.backbone,
+            "weights": self.features.weights_used or "not built yet",
+            "image_size": self.features.image_size,
+            "C": self.C,
+        }
+
     def fit(self, train_items: Sequence[Item]) -> Any:
         """Standardise features and fit ``LinearSVC``."""
         from sklearn.pipeline import make_pipeline

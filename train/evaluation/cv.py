@@ -161,17 +161,23 @@ def run_cv(
                 + (f", accuracy {acc:.3f}" if acc is not None else "")
                 + f" ({dt:.1f} s)"
             )
+    describe = getattr(trainer, "describe", None)
     return {
         "scheme": scheme,
         "k": len(folds),
         "seed": seed,
         "trainer": trainer.name,
+        "trainer_info": describe() if callable(describe) else {},
         "n_items": len(items),
         "n_subjects": len(set(subjects)),
         "subject_leakage_checked": scheme in SUBJECT_SCHEMES,
         "folds": rows,
         "summary": summarise([r["metrics"] for r in rows]),
     }
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and abs(v) >= 1 else f"{v:.3f}"
 
 
 def _pm(s: dict[str, Any]) -> str:
@@ -188,7 +194,9 @@ def cv_markdown(result: dict[str, Any], metrics: Sequence[str] | None = None) ->
     lines = [
         f"# Cross-validation: {result['scheme']} ({result['k']} folds), trainer {result['trainer']}",
         "",
-        f"{result['n_items']} items from {result['n_subjects']} subjects, seed {result['seed']}. "
+        f"{result['n_items']} items from {result['n_subjects']} subjects, seed {result['seed']}"
+        + "".join(f"; {k}: {v}" for k, v in result.get("trainer_info", {}).items())
+        + ". "
         + (
             "No subject is on both sides of any fold (checked)."
             if result["subject_leakage_checked"]
@@ -211,7 +219,7 @@ def cv_markdown(result: dict[str, Any], metrics: Sequence[str] | None = None) ->
     for r in result["folds"]:
         flat = flatten(r["metrics"])
         subj = ", ".join(r["test_subjects"][:6]) + (" …" if len(r["test_subjects"]) > 6 else "")
-        vals = " | ".join("—" if k not in flat else f"{flat[k]:.3f}" for k in short)
+        vals = " | ".join("—" if k not in flat else _num(flat[k]) for k in short)
         lines.append(f"| {r['fold']} | {r['n_train']} | {r['n_test']} | {subj} | {vals} |")
     return "\n".join(lines) + "\n"
 
