@@ -18,7 +18,15 @@ from edge.cli import app
 from edge.scales import RGS
 from train.data.format import LabelBox, Subject, write_data_yaml, write_labels, write_subjects
 from train.evaluation import splits
-from train.evaluation.cv import Item, StudentTrainer, dataset_items, run_cv, summarise, write_fold_dataset
+from train.evaluation.cv import (
+    Item,
+    StudentTrainer,
+    dataset_items,
+    inner_validation_split,
+    run_cv,
+    summarise,
+    write_fold_dataset,
+)
 from train.evaluation.splits import (
     SubjectLeakageError,
     check_no_subject_leakage,
@@ -205,7 +213,9 @@ data = pathlib.Path(args["--data"]); out = pathlib.Path(args["--out"])
 assert yaml.safe_load((data / "data.yaml").read_text())["scale"]["name"] == "rgs"
 assert args.get("--epochs") == "1"  # options after -- reach the trainer
 out.mkdir(parents=True)
-names = [p.name for p in (data / "images/train").iterdir()]
+val = [p.name for p in (data / "images/val").iterdir()]
+assert val, "an inner validation split is written"
+names = [p.name for p in (data / "images/train").iterdir()] + val
 (out / "best.pt").write_text("\\n".join(names))
 """
 
@@ -257,6 +267,16 @@ def test_student_trainer_wiring_with_stand_in_commands(tmp_path: Path) -> None:
         assert trained_on and not any(n.startswith(f"r{held_out[3:]}_") for n in trained_on)
         m = fold["metrics"]
         assert m["eye"]["weighted_accuracy"] == 1.0 and m["n_abstained"] == 0
+
+
+def test_inner_validation_split_is_subject_wise() -> None:
+    items = [
+        Item(f"{s}_{i}.png", Path(f"{s}_{i}.png"), s) for s in ("a", "b", "c", "d", "e") for i in range(3)
+    ]
+    tr, va = inner_validation_split(items, 0.2, seed=1)
+    assert len({it.subject for it in va}) == 1 and not {it.subject for it in tr} & {it.subject for it in va}
+    tr, va = inner_validation_split(items[:3], 0.34)
+    assert len(tr) == 2 and len(va) == 1
 
 
 def test_write_fold_dataset_symlinks_and_subjects(tmp_path: Path) -> None:

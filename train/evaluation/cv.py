@@ -350,11 +350,34 @@ def write_fold_dataset(
     return out
 
 
+def inner_validation_split(
+    items: Sequence[Item], fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Item], list[Item]]:
+    """Split a fold's training side into train / validation by subject (at least one subject each).
+
+    With a single subject the items themselves are split (validation then shares that animal).
+    """
+    subs = sorted({it.subject for it in items})
+    rng = np.random.default_rng(seed)
+    if len(subs) >= 2:
+        n_val = min(max(1, round(len(subs) * fraction)), len(subs) - 1)
+        val_subs = set(rng.permutation(subs)[:n_val].tolist())
+        return [it for it in items if it.subject not in val_subs], [
+            it for it in items if it.subject in val_subs
+        ]
+    idx = rng.permutation(len(items))
+    n_val = max(1, round(len(items) * fraction)) if len(items) > 1 else 0
+    val = set(idx[:n_val].tolist())
+    return [it for i, it in enumerate(items) if i not in val], [it for i, it in enumerate(items) if i in val]
+
+
 @dataclass
 class StudentTrainer:
     """The fused student trained per fold by subprocess, evaluated on the held-out images.
 
-    ``fit`` writes a fold dataset (:func:`write_fold_dataset`) and runs ``train_cmd``; ``evaluate``
+    ``fit`` writes a fold dataset (:func:`write_fold_dataset`) whose ``val`` split is a subject-wise
+    share (``val_fraction``) of the *training* side (:func:`inner_validation_split`) — the held-out
+    test animals are never seen, not even for choosing the best epoch — and runs ``train_cmd``; ``evaluate``
     runs ``predict_cmd`` on the test images and compares the CSV it writes with the ground-truth
     grades from the label files (weighted accuracy per unit, frame-score ICC(1,1) against the labels).
     Placeholders ``{data}``, ``{out}``, ``{weights}``, ``{source}``, ``{pred}`` (also ``{csv}``),
@@ -380,6 +403,7 @@ class StudentTrainer:
     predict_cmd: str = "{python} -m edge.cli predict {source} --model {weights} --json {pred}"
     weights_glob: str = "best"
     pred_file: str = "pred.jsonl"
+    val_fraction: float = 0.2
     name: str = "student"
     _n: int = 0
 
@@ -393,8 +417,9 @@ class StudentTrainer:
     def fit(self, train_items: Sequence[Item]) -> dict[str, Any]:
         """Write the fold dataset (train side only is trained on) and train; returns run paths."""
         self._n += 1
-        fold_dir = self.work / f"fold{self._n:02d}"
-        data = write_fold_dataset(fold_dir / "data", self.spec, train_items, [])
+        fold_dir = self.work.resolve() / f"fold{self._n:02d}"
+        inner_train, inner_val = inner_validation_split(train_items, self.val_fraction, seed=self._n)
+        data = write_fold_dataset(fold_dir / "data", self.spec, inner_train, inner_val)
         run = fold_dir / "run"
         cmd = shlex.split(self.train_cmd.format(python=sys.executable, data=data, out=run)) + list(
             self.extra_args
