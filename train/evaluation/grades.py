@@ -145,10 +145,18 @@ def group_comparisons(
         subjects: ``subjects.csv`` rows keyed by image name.
     """
     keys: list[str | None] = []
+    rank: dict[str, tuple[int, int]] = {}
+    g_first: dict[str, int] = {}
+    t_first: dict[str, int] = {}
     for name in images:
         s = subjects.get(name)
         keys.append(_group_key(s) if s else None)
-    order = list(dict.fromkeys(k for k in keys if k is not None))
+        if s:
+            g_first.setdefault(s.group, len(g_first))
+            t_first.setdefault(s.timepoint, len(t_first))
+            rank.setdefault(_group_key(s), (g_first[s.group], t_first[s.timepoint]))
+    # groups in order of first appearance, timepoints within a group likewise (control, day1, month1)
+    order = sorted(dict.fromkeys(k for k in keys if k is not None), key=lambda k: rank[k])
     karr = np.array([k if k is not None else "" for k in keys], dtype=object)
     out: dict[str, Any] = {
         "n_without_subject": int(sum(k is None for k in keys)),

@@ -86,7 +86,9 @@ def plot_groups(groups: dict[str, Any], score_name: str, out_dir: Path) -> list[
         )
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         p = groups[kw]["p"] if groups[kw] else None
-        ax.set_title(f"{'model' if who == 'model' else 'graders'}: Kruskal–Wallis p={fmt_p(p)}", fontsize=9)
+        ptxt = fmt_p(p)
+        ptxt = f"p {ptxt}" if ptxt.startswith("<") else f"p={ptxt}"
+        ax.set_title(f"{'model' if who == 'model' else 'graders'}: Kruskal–Wallis {ptxt}", fontsize=9)
     axes[0].set_ylabel(f"mean {score_name} ± SEM")
     fig.tight_layout()
     p4 = out_dir / "groups_by_analysis.png"
