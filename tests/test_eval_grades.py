@@ -235,3 +235,24 @@ def test_reads_the_synthetic_generators_grader_files(tmp_path: Path) -> None:
     assert rep["total"]["icc_model_vs_human_mean"]["n"] == 24
     assert rep["total"]["icc_graders"]["forms"]["ICC1"]["icc"] is not None
     assert {k.split("/")[0] for k in rep["groups"]["groups"]} == {"control", "injured"}
+
+
+def test_xlsx_prediction_like_teacher_score(tmp_path: Path) -> None:
+    import openpyxl
+
+    f = make_grade_csvs(tmp_path)
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    with f["pred"].open() as fh:
+        for row in csv.reader(fh):
+            ws.append([float(c) if c.replace(".", "", 1).isdigit() else (c or None) for c in row])
+    ws.append(["bad.png", "x", 1, 1, 1])
+    wb.save(tmp_path / "pred.xlsx")
+    with pytest.raises(GradeFileError, match=r"pred\.xlsx:62: column 'RGS'"):
+        read_grade_csv(tmp_path / "pred.xlsx", RGS)
+    ws.delete_rows(62)
+    wb.save(tmp_path / "pred.xlsx")
+    xl = read_grade_csv(tmp_path / "pred.xlsx", RGS)
+    cs = read_grade_csv(f["pred"], RGS)
+    assert xl.images == cs.images
+    np.testing.assert_allclose(xl.units["eye"], cs.units["eye"])

@@ -37,8 +37,12 @@ def _need_eval(what: str) -> None:
 @eval_app.command("grades", context_settings={"allow_extra_args": True})
 def eval_grades(
     ctx: typer.Context,
-    pred: Path = typer.Option(..., "--pred", help="Model grades: CSV, or JSON lines (predict --json)."),
-    human: list[Path] = typer.Option(..., "--human", help="Grader CSV; give once per grader."),
+    pred: Path = typer.Option(
+        ..., "--pred", help="Model grades: CSV or XLSX, or JSON lines (predict --json)."
+    ),
+    human: list[Path] = typer.Option(
+        ..., "--human", help="Grader CSV or XLSX; repeat, or list several after it."
+    ),
     groups: Path | None = typer.Option(
         None, "--groups", help="subjects.csv (image,subject,group,timepoint)."
     ),
@@ -57,9 +61,9 @@ def eval_grades(
     from train.evaluation.report import write_grades_report
 
     extra = [Path(a) for a in ctx.args]
-    bad = [str(a) for a in extra if a.suffix.lower() != ".csv"]
+    bad = [str(a) for a in extra if a.suffix.lower() not in (".csv", ".xlsx", ".xlsm")]
     if bad:
-        _fail(f"unexpected arguments {bad}; grader files after --human must be .csv files")
+        _fail(f"unexpected arguments {bad}; grader files after --human must be .csv or .xlsx files")
     try:
         spec = load_scale(scale)
         p, hs = load_inputs(pred, [*human, *extra], spec)

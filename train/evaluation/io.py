@@ -109,11 +109,30 @@ def total_from_units(spec: ScaleSpec, units: dict[str, np.ndarray], n: int) -> n
     return total
 
 
+def _xlsx_rows(path: Path) -> list[list[str]]:
+    """Rows of the first worksheet as strings (``None`` -> ``""``); line numbers = sheet rows."""
+    try:
+        import openpyxl
+    except ImportError:
+        raise GradeFileError(
+            f"{path}: reading .xlsx needs openpyxl (pip install 'grimace-edge[eval]')"
+        ) from None
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as e:  # zipfile/openpyxl raise many kinds
+        raise GradeFileError(f"{path}: cannot read workbook: {e}") from None
+    try:
+        ws = wb.worksheets[0]
+        return [["" if v is None else str(v) for v in row] for row in ws.iter_rows(values_only=True)]
+    finally:
+        wb.close()
+
+
 def read_grade_csv(path: str | Path, spec: ScaleSpec, *, integer_grades: bool = False) -> GradeTable:
-    """Read a prediction or grader CSV.
+    """Read a prediction or grader table: CSV, or the first sheet of an ``.xlsx`` workbook.
 
     Args:
-        path: The CSV file.
+        path: The CSV (or ``.xlsx``, as ``grimace teacher score`` writes by default) file.
         spec: Scale whose unit labels/names name the columns.
         integer_grades: Require unit values to be whole grades (human graders); model files may hold
             mean grades such as 1.5 (mean of two eyes) or expected grades.
@@ -125,11 +144,14 @@ def read_grade_csv(path: str | Path, spec: ScaleSpec, *, integer_grades: bool = 
     path = Path(path)
     if not path.is_file():
         raise GradeFileError(f"{path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise GradeFileError(f"{path}: cannot read: {e}") from None
-    reader = csv.reader(text.splitlines())
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        reader = iter(_xlsx_rows(path))
+    else:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise GradeFileError(f"{path}: cannot read: {e}") from None
+        reader = csv.reader(text.splitlines())
     try:
         header = next(reader)
     except StopIteration:
