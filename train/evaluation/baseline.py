@@ -324,7 +324,7 @@ class SVMTrainer:
                 d["f1"] = None
         return {
             "accuracy": pr["accuracy"],
-            "weighted_accuracy": weighted_accuracy(y, pred, labels),
+            "weighted_accuracy": weighted_accuracy(y, pred, labels=labels),
             "precision": pr["precision_macro"],
             "recall": pr["recall_macro"],
             "f1": pr["f1_macro"],

@@ -71,6 +71,19 @@ def eval_grades(
     except (GradeFileError, LabelError, ScaleError, OSError) as e:
         _fail(str(e))
     report = evaluate_grades(p, hs, spec, subjects)
+    cnt = report["counts"]
+    n_pred = cnt["images_in_prediction"]
+    for h, missing in zip(hs, cnt["prediction_images_missing_in_grader"], strict=True):
+        if missing == n_pred:
+            msg = (
+                f"none of the {n_pred} predicted images is in {h.path} (rows are matched by file name, "
+                f"e.g. {p.images[0]!r} vs {h.images[0]!r})"
+            )
+        elif missing:
+            msg = f"{missing} predicted image(s) have no row in {h.path}; left out of its comparisons"
+        else:
+            continue
+        typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
     files = write_grades_report(report, out)
     _print_grade_summary(report)
     typer.echo(f"report: {files['html']}\njson:   {files['json']}")

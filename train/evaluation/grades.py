@@ -84,7 +84,7 @@ def classify(
         return out
     t = reference[keep].astype(int)
     p = model[keep].astype(int)
-    out["weighted_accuracy"] = weighted_accuracy(t, p, labels)
+    out["weighted_accuracy"] = weighted_accuracy(t, p, labels=labels)
     pr = precision_recall(t, p, labels)
     out.update({k: pr[k] for k in pr if k != "labels"})
     out["confusion"] = confusion_matrix(t, p, labels).tolist()
