@@ -256,3 +256,20 @@ def test_xlsx_prediction_like_teacher_score(tmp_path: Path) -> None:
     cs = read_grade_csv(f["pred"], RGS)
     assert xl.images == cs.images
     np.testing.assert_allclose(xl.units["eye"], cs.units["eye"])
+
+
+def test_no_overlap_and_constant_grades_never_crash(tmp_path: Path) -> None:
+    pred = tmp_path / "pred.csv"
+    pred.write_text("Filename,RGS,Orbital Tightening,Ear Changes,Nose Flattening\nx.png,1,1,1,1\ny.png,,,,\n")
+    g = tmp_path / "g.csv"
+    g.write_text("Filename,Orbital Tightening,Ear Changes,Nose Flattening\na.png,1,1,1\nb.png,1,1,1\n")
+    out = tmp_path / "o"
+    res = CliRunner().invoke(
+        app, ["eval", "grades", "--pred", str(pred), "--human", str(g), str(g), "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "none of the 2 predicted images is in" in res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["units"]["eye"]["classification"]["error"]
+    graders = rep["units"]["eye"]["icc_graders"]  # graded-only images count for the graders' own ICC
+    assert graders["n"] == 2 and "identical" in graders["error"]

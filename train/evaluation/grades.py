@@ -15,7 +15,8 @@ file name) and returns a plain dict (written as ``report.json``) with, per unit 
   seen at both timepoints, else Mann–Whitney).
 
 Rows missing on one side (an abstained frame, an ungraded image, an image absent from a file) are
-excluded pair by pair, and every exclusion is counted in the report.
+excluded pair by pair, and every exclusion is counted in the report. The inter-grader ICC uses every
+image all graders graded, predicted or not; the group statistics use the predicted images.
 """
 
 from __future__ import annotations
@@ -98,7 +99,11 @@ def _unit_block(
     label_names: list[str],
     to_class: Any,
 ) -> dict[str, Any]:
-    """Everything reported for one unit (or the total), from aligned arrays."""
+    """Everything reported for one unit (or the total), from aligned arrays.
+
+    ``n_model_missing`` counts rows without a model value: abstained frames and images only the
+    graders have.
+    """
     hmean = _nanmean_rows(humans)
     block: dict[str, Any] = {
         "n_images": len(model),
@@ -243,6 +248,11 @@ def evaluate_grades(
     images = list(pred.images)
     n = len(images)
     hsets = [set(h.images) for h in humans]
+    # rows: the predicted images, then images only graders graded (they count for the graders' own
+    # ICC; every comparison with the model excludes them pairwise, as the model has no value there)
+    in_pred = set(images)
+    extra = list(dict.fromkeys(x for h in humans for x in h.images if x not in in_pred))
+    rows = images + extra
     report: dict[str, Any] = {
         "scale": spec.to_dict(),
         "inputs": {
@@ -262,8 +272,8 @@ def evaluate_grades(
         if unit.name not in pred.units and not any(unit.name in h.units for h in humans):
             continue
         top = unit.grades - 1
-        m = _align(pred, images, unit.name)
-        h = np.stack([_align(t, images, unit.name) for t in humans], axis=1)
+        m = _align(pred, rows, unit.name)
+        h = np.stack([_align(t, rows, unit.name) for t in humans], axis=1)
         labels = list(range(unit.grades))
         names = list(unit.grade_names) or [str(v) for v in labels]
 
@@ -275,8 +285,8 @@ def evaluate_grades(
         block["in_prediction"] = unit.name in pred.units
         report["units"][unit.name] = block
 
-    m_tot = _align(pred, images, None)
-    h_tot = np.stack([_align(t, images, None) for t in humans], axis=1)
+    m_tot = _align(pred, rows, None)
+    h_tot = np.stack([_align(t, rows, None) for t in humans], axis=1)
     thr = spec.pain_threshold
 
     def total_class(x: np.ndarray) -> np.ndarray:
@@ -292,7 +302,8 @@ def evaluate_grades(
     report["total"] = total
 
     if subjects is not None:
-        report["groups"] = group_comparisons(images, m_tot, _nanmean_rows(h_tot), subjects)
+        # groups on the predicted images only, so model and graders are compared on one image set
+        report["groups"] = group_comparisons(images, m_tot[:n], _nanmean_rows(h_tot[:n]), subjects)
     return report
 
 
