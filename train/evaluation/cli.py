@@ -189,7 +189,7 @@ def cv_cmd(
         _fail(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
     try:
         items, info = dataset_items(
-            data, target="pain" if model == "student" else target, require_subjects=scheme in SUBJECT_SCHEMES
+            data, target="none" if model == "student" else target, require_subjects=scheme in SUBJECT_SCHEMES
         )
     except (LabelError, ValueError, OSError) as e:
         _fail(str(e))

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -454,12 +455,14 @@ class StudentTrainer:
         idx = pred.index()
         out: dict[str, Any] = {"n_test": len(test_items)}
         truth_total = []
-        model_total = []
+        boxes_of = {}
+        for it in test_items:
+            lbl = it.meta.get("labels")
+            boxes_of[it.key] = read_labels(lbl, self.spec) if lbl and Path(lbl).exists() else []
         for ui, unit in enumerate(self.spec.units):
             t_vals, m_vals = [], []
             for it in test_items:
-                boxes = read_labels(it.meta["labels"], self.spec) if it.meta.get("labels") else []
-                g = [b.grade for b in boxes if b.unit == ui and b.grade is not None]
+                g = [b.grade for b in boxes_of[it.key] if b.unit == ui and b.grade is not None]
                 j = idx.get(it.key)
                 t_vals.append(float(np.mean(g)) if g else math.nan)
                 m_vals.append(
@@ -471,8 +474,9 @@ class StudentTrainer:
             keep = ("n", "weighted_accuracy", "precision_weighted", "recall_weighted")
             out[unit.name] = {key: c[key] for key in keep if key in c}
             truth_total.append(t_vals)
-            model_total.append(m_vals)
-        tt = np.nanmean(np.array(truth_total, dtype=float), axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # images with no graded box: NaN
+            tt = np.nanmean(np.array(truth_total, dtype=float), axis=0)
         mm = np.array([pred.total[idx[it.key]] if it.key in idx else math.nan for it in test_items])
         r = icc(np.stack([mm, tt], axis=1))
         out["total_icc1"] = r["forms"]["ICC1"]["icc"] if r["forms"]["ICC1"] else None
