@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +287,11 @@ class ScaleSpec:
                     raise ScaleError(
                         f"{source}: 'required' names unknown unit {r!r}; known units: {spec.unit_names}"
                     )
+            units_req = tuple(replace(u, required=u.name in set(required)) for u in spec.units)
+            try:
+                spec = replace(spec, units=units_req)
+            except ScaleError as e:
+                raise ScaleError(f"{source}: {e}") from None
         return spec
 
     def check_compatible(self, other: ScaleSpec | dict[str, Any], what: str = "artifact") -> None:
