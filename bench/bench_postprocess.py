@@ -22,7 +22,9 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def make_raw(spec, n: int, pass_frac: float, seed: int = 0, imgsz: int = 640, clusters: int = 10) -> np.ndarray:
+def make_raw(
+    spec, n: int, pass_frac: float, seed: int = 0, imgsz: int = 640, clusters: int = 10
+) -> np.ndarray:
     """Synthetic raw output ``(n, 4 + nc + nc*ng)`` where about ``pass_frac`` of rows pass conf 0.25."""
     rng = np.random.default_rng(seed)
     nc, ng = spec.nc, spec.ng
@@ -82,8 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         pass
 
-    print(f"post-processing {args.candidates} candidates, scale {spec.name} ({4 + spec.nc + spec.nc * spec.ng} "
-          f"columns), conf 0.25, iou 0.45, 1 thread, {args.repeats} runs")
+    print(
+        f"post-processing {args.candidates} candidates, scale {spec.name} ({4 + spec.nc + spec.nc * spec.ng} "
+        f"columns), conf 0.25, iou 0.45, 1 thread, {args.repeats} runs"
+    )
     header = f"{'scenario':<34}{'over conf':>10}{'kept':>6}{'median ms':>11}{'p90 ms':>9}"
     if ref is not None:
         header += f"{'ultralytics+torch ms':>22}"
@@ -98,8 +102,9 @@ def main(argv: list[str] | None = None) -> None:
         raw = make_raw(spec, args.candidates, frac)
         over = int((raw[:, 4 : 4 + spec.nc].max(1) > 0.25).sum())
         kept = len(postprocess(raw, spec, 0.25, 0.45, 300, letterbox_info=info))
-        med, p90 = timeit(lambda raw=raw: postprocess(raw, spec, 0.25, 0.45, 300, letterbox_info=info),
-                          args.repeats)
+        med, p90 = timeit(
+            lambda raw=raw: postprocess(raw, spec, 0.25, 0.45, 300, letterbox_info=info), args.repeats
+        )
         line = f"{label:<34}{over:>10}{kept:>6}{med:>11.3f}{p90:>9.3f}"
         if ref is not None:
             rmed, _ = timeit(lambda raw=raw: ref(raw), max(20, args.repeats // 5))

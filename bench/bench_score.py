@@ -50,14 +50,23 @@ def build_standin_onnx(path: Path, scale: str = "rgs", imgsz: int = 640) -> Path
             xy, wh = y[..., :2], y[..., 2:4]
             boxes = torch.cat([xy - wh / 2, xy + wh / 2], -1)
             units = y[..., 4 : 4 + nc]
-            grades = torch.softmax(y[..., 4 + nc :].reshape(*y.shape[:2], nc, ng), -1).reshape(*y.shape[:2], nc * ng)
+            grades = torch.softmax(y[..., 4 + nc :].reshape(*y.shape[:2], nc, ng), -1).reshape(
+                *y.shape[:2], nc * ng
+            )
             return torch.cat([boxes, units, grades], -1)
 
     model = Contract().eval()
     x = torch.zeros(1, 3, imgsz, imgsz)
     with torch.no_grad():
-        torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["output0"],
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model,
+            (x,),
+            str(path),
+            input_names=["images"],
+            output_names=["output0"],
+            opset_version=17,
+            dynamo=False,
+        )
     import onnx
 
     m = onnx.load(str(path))
@@ -77,9 +86,27 @@ def make_video(path: Path, frames: int, fps: float = 10.0) -> Path:
 
         out = path.parent / "synth"
         subprocess.run(
-            [sys.executable, "-m", "edge.cli", "synth", "--out", str(out), "--n", "1", "--video", "1",
-             "--video-seconds", str(frames / fps), "--fps", str(fps), "--imgsz", "640", "--overwrite"],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "edge.cli",
+                "synth",
+                "--out",
+                str(out),
+                "--n",
+                "1",
+                "--video",
+                "1",
+                "--video-seconds",
+                str(frames / fps),
+                "--fps",
+                str(fps),
+                "--imgsz",
+                "640",
+                "--overwrite",
+            ],
+            check=True,
+            capture_output=True,
         )
         return next((out / "videos").glob("*.mp4"))
     except ImportError:
@@ -108,13 +135,24 @@ def main(argv: list[str] | None = None) -> None:
     model = args.model or build_standin_onnx(tmp / "standin.onnx")
     video = args.video or make_video(tmp / "session.mp4", args.frames)
     print(f"model {model} | video {video} | setup {time.perf_counter() - t0:.1f}s")
-    run = score_inputs([video], model, tmp / "out", progress=False, annotate_images=False, threads=args.threads)
+    run = score_inputs(
+        [video], model, tmp / "out", progress=False, annotate_images=False, threads=args.threads
+    )
     ms = run.times.per_frame_ms()
     print(f"\n{'frames':>8}{'wall s':>9}{'frames/s':>10}" + "".join(f"{k + ' ms':>10}" for k in ms))
-    print(f"{len(run.records):>8}{run.wall_s:>9.2f}{run.frames_per_s:>10.2f}"
-          + "".join(f"{v:>10.2f}" for v in ms.values()))
-    print(json.dumps({"frames": len(run.records), "frames_per_s": round(run.frames_per_s, 2),
-                      "stage_ms": {k: round(v, 2) for k, v in ms.items()}}))
+    print(
+        f"{len(run.records):>8}{run.wall_s:>9.2f}{run.frames_per_s:>10.2f}"
+        + "".join(f"{v:>10.2f}" for v in ms.values())
+    )
+    print(
+        json.dumps(
+            {
+                "frames": len(run.records),
+                "frames_per_s": round(run.frames_per_s, 2),
+                "stage_ms": {k: round(v, 2) for k, v in ms.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
