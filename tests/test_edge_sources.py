@@ -216,3 +216,14 @@ def test_video_file_as_camera_resumes_and_ends(tmp_path: Path) -> None:
     frames = list(cam)
     assert [f.index for f in frames] == [15, 20, 25]
     assert cam.events[-1].kind == "ended"
+
+
+def test_gstreamer_camera_without_gstreamer_support_is_reported_not_raised() -> None:
+    from edge.sources import gstreamer_available
+
+    if gstreamer_available():
+        pytest.skip("this OpenCV build has GStreamer")
+    cam = CameraSource("videotestsrc ! videoconvert ! appsink", max_retries=2, sleep=lambda s: None)
+    assert list(cam) == []
+    assert any("no GStreamer support" in e.message for e in cam.events)
+    assert cam.events[-1].kind == "gave_up"
