@@ -227,3 +227,17 @@ def test_gstreamer_camera_without_gstreamer_support_is_reported_not_raised() -> 
     assert list(cam) == []
     assert any("no GStreamer support" in e.message for e in cam.events)
     assert cam.events[-1].kind == "gave_up"
+
+
+def test_video_cut_mid_stream_keeps_frames_read_and_reports_the_cut(tmp_path: Path) -> None:
+    vw = cv2.VideoWriter(str(tmp_path / "a.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(50):
+        vw.write(np.full((48, 64, 3), i * 5, np.uint8))
+    vw.release()
+    data = (tmp_path / "a.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    items = list(iter_video(tmp_path / "cut.avi"))
+    frames = [i for i in items if isinstance(i, Frame)]
+    assert 5 < len(frames) < 50
+    assert isinstance(items[-1], ItemError) and "of 50 stated in its header" in items[-1].message
+    assert items[-1].frames_read == len(frames)
