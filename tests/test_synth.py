@@ -224,3 +224,17 @@ def test_cli_synth(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["synth", "--scale", "nosuch", "--n", "2", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown scale" in bad.output
     assert load_scale("goat").name == "goat"
+
+
+def test_generator_is_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import train.synth, train.synth.video, train.cli_synth; "
+        "bad = [m for m in ('torch', 'ultralytics', 'transformers') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    root = Path(__file__).parents[1]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert res.returncode == 0, res.stderr

@@ -41,7 +41,7 @@ COATS: dict[str, tuple[str, ...]] = {
 EXTENT: dict[str, tuple[float, float, float, float]] = {
     "rat": (-2.0, 2.0, -1.9, 1.9),
     "mouse": (-2.0, 2.0, -2.1, 1.8),
-    "goat": (-2.0, 2.0, -1.9, 2.2),
+    "goat": (-2.0, 2.0, -1.9, 2.6),
 }
 
 WHITE: Color = (245.0, 245.0, 245.0)
