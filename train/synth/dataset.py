@@ -136,7 +136,10 @@ def generate(
     truth: list[tuple[str, dict[str, float]]] = []
     levels: list[dict[str, float]] = []
     score_acc: dict[str, list[float]] = defaultdict(list)
-    cells = [(s, t) for t in TIMEPOINTS for s in subs]
+    # image i shows subject i % S; timepoints alternate in pairs of subjects (one control, one
+    # injured) and flip every round, so even n < S covers both groups at both timepoints
+    n_tp = len(TIMEPOINTS)
+    cells = [(sub, TIMEPOINTS[(j // 2 + r) % n_tp]) for r in range(n_tp) for j, sub in enumerate(subs)]
     for i in tqdm(range(n), desc=f"synth {spec.name}", unit="img", disable=not progress):
         sub, tp = cells[i % len(cells)]
         rng = np.random.default_rng([seed, 2, i])

@@ -301,7 +301,7 @@ def _draw_rodent(
     ny = (bottom - 0.28) * m.head_h
     # body/shoulders behind the head
     body = (205.0, 214.0, 220.0) if m.coat == "hooded" else shade(m.fur, 0.92)
-    c.ellipse(0, 1.55 * m.head_h, 1.45 * m.head_w, 0.95, body, 0, 0, -1.5)
+    c.ellipse(0, 1.55 * m.head_h, 1.45 * m.head_w, 0.95, body, 0, 0, -0.5)
     for k, side in enumerate((-1, 1)):
         _rodent_ear(c, m, side, sev["ear"][k], ids.get(("ear", k), 0), mouse)
     c.poly(_head_outline(m, 1.05, bottom), m.fur, 0, 0.0)
