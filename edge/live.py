@@ -132,10 +132,12 @@ def watch(
     kind = describe_camera(camera)[0]
     n_intervals = math.ceil(session_s / interval_s - 1e-9)
     db_path = out / "grimace.sqlite"
-    stop = {"why": ""}
+    stop: dict[str, Any] = {"why": "", "source": None}
 
     def _on_signal(signum: int, _frame: Any) -> None:
         stop["why"] = f"signal {signal.Signals(signum).name}"
+        if stop["source"] is not None:  # also ends a reconnect wait
+            stop["source"].closed = True
 
     old_handlers = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -191,6 +193,7 @@ def watch(
                 max_retries=max_retries,
                 on_event=on_event,
             )
+            stop["source"] = src
             t_run = time.perf_counter()
             tty = bool(getattr(stream, "isatty", lambda: False)())
             status_state: dict[str, Any] = {"at": 0.0, "interval": None}

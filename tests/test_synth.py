@@ -63,7 +63,12 @@ def test_drawn_unit_pixels_lie_inside_their_box(scale) -> None:
         for ins in full.instances:
             assert ins.box is not None, f"{ins.unit}#{ins.k} not visible"
             hidden = render_frontal(
-                scale, morph, sev, np.random.default_rng([13, trial]), (160, 160), augment=False,
+                scale,
+                morph,
+                sev,
+                np.random.default_rng([13, trial]),
+                (160, 160),
+                augment=False,
                 hide={(ins.unit, ins.k)},
             )
             changed = np.any(full.image != hidden.image, axis=2)
@@ -124,8 +129,11 @@ def test_dataset_labels_subjects_and_splits(tmp_path: Path) -> None:
 def test_scale_class_order_and_unknown_units(tmp_path: Path) -> None:
     root = generate_dataset(tmp_path / "seed", RGS_SEED, n=3, imgsz=128, subjects=2, val_frac=0, test_frac=0)
     info = load_dataset(root, expect_scale=RGS_SEED)
-    boxes = [b for p in list_images(root / "images") for b in read_labels(
-        root / "labels" / p.parent.name / f"{p.stem}.txt", spec=info.spec)]
+    boxes = [
+        b
+        for p in list_images(root / "images")
+        for b in read_labels(root / "labels" / p.parent.name / f"{p.stem}.txt", spec=info.spec)
+    ]
     assert {b.unit for b in boxes} <= {0, 1, 2}
     # ears (class 0 in rgs-seed) sit above eyes (class 1)
     ear_y = np.mean([b.cy for b in boxes if b.unit == 0])
@@ -213,8 +221,24 @@ def test_cli_synth(tmp_path: Path) -> None:
 
     runner = CliRunner()
     out = tmp_path / "cli"
-    res = runner.invoke(app, ["synth", "--scale", "mgs", "--n", "5", "--out", str(out), "--imgsz", "96",
-                              "--subjects", "3", "--graders", "2"])
+    res = runner.invoke(
+        app,
+        [
+            "synth",
+            "--scale",
+            "mgs",
+            "--n",
+            "5",
+            "--out",
+            str(out),
+            "--imgsz",
+            "96",
+            "--subjects",
+            "3",
+            "--graders",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "wrote 5 images" in res.output and "not evidence" in res.output
     assert load_dataset(out).spec.fingerprint == MGS.fingerprint

@@ -71,6 +71,16 @@ def _rows(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+def _count_frames(db: Path) -> int:
+    """Committed frames, 0 while the database is still being created."""
+    if not db.exists():
+        return 0
+    try:
+        return _rows(db, "SELECT COUNT(*) FROM frames")[0][0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 def test_watch_selects_one_frame_per_interval(setup: tuple[Path, Path], tmp_path: Path) -> None:
     model, video = setup
     out = tmp_path / "run"
@@ -110,11 +120,7 @@ def test_watch_survives_kill9_and_resumes(setup: tuple[Path, Path], tmp_path: Pa
         deadline = time.monotonic() + 60
         committed = 0
         while time.monotonic() < deadline:
-            if db.exists():
-                try:
-                    committed = _rows(db, "SELECT COUNT(*) FROM frames")[0][0]
-                except sqlite3.OperationalError:
-                    committed = 0
+            committed = _count_frames(db)
             if committed >= 25:
                 break
             assert proc.poll() is None, proc.stderr.read().decode()
@@ -150,3 +156,33 @@ def test_watch_survives_kill9_and_resumes(setup: tuple[Path, Path], tmp_path: Pa
     assert kinds[0] == "start" and "resume" in kinds and kinds[-1] == "complete"
     leftovers = [p for p in (out / "selected").rglob("*.tmp")]
     assert not leftovers or all(p.name.startswith(".") for p in leftovers)
+
+
+def test_watch_stops_cleanly_on_sigterm_and_stays_resumable(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    model, video = setup
+    out = tmp_path / "term"
+    db = out / "grimace.sqlite"
+    proc = subprocess.Popen(
+        _cmd(model, video, out, "--realtime", "4", "--quiet"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _count_frames(db) >= 5:
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "signal SIGTERM" in stdout
+    assert _rows(db, "SELECT status FROM sessions")[0][0] == "running"
+    n = _rows(db, "SELECT COUNT(*) FROM frames")[0][0]
+    assert 5 <= n < SECONDS * SAMPLE_FPS
