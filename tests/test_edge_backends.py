@@ -114,6 +114,8 @@ def _meta(**engine: object) -> ModelMetadata:
 def test_engine_compat_refuses_other_trt_or_gpu() -> None:
     p = Path("/models/rgs.engine")
     check_engine_compat(_meta(), p, "10.3.0", ("Orin", "8.7"))
+    # tensorrt.__version__ has a 4th (build) part that trtexec does not print: same release
+    check_engine_compat(_meta(), p, "10.3.0.30", ("Orin", "8.7"))
     with pytest.raises(
         EngineMismatchError, match=r"TensorRT 10\.3\.0 but this machine has TensorRT 10\.7\.0"
     ):
