@@ -57,7 +57,11 @@ def make_dataset(root: Path, n: dict[str, int], size: int = 128, seed: int = 0, 
     for split, count in n.items():
         for i in range(count):
             level = int(rng.integers(0, 3))
-            grades = {u: int(np.clip(level + rng.integers(-1, 2), 0, 2)) for u in ("eye", "ear", "nose")}
+            jitter = rng.random() < 0.3
+            grades = {
+                u: int(np.clip(level + (rng.integers(-1, 2) if jitter else 0), 0, 2))
+                for u in ("eye", "ear", "nose")
+            }
             img, boxes = draw_face(size, grades, rng)
             name = f"{split}_{i:04d}"
             (root / "images" / split).mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.results import FrameResult
+from edge.scales import ScaleSpec
 from edge.scoring import score_frame
 from train.data.format import IMG_EXTS, list_images
 from train.teacher.teacher import Teacher
@@ -44,11 +45,29 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[str]]:
     return paths, errors
 
 
-def _row(
-    path: Path, fr: FrameResult | None, teacher: Teacher, min_units: int, error: str = ""
+def frame_row(
+    path: Path,
+    fr: FrameResult | None,
+    spec: ScaleSpec,
+    graded: list[str] | None = None,
+    min_units: int = 1,
+    error: str = "",
 ) -> dict[str, Any]:
-    spec = teacher.spec
-    units = [u for u in spec.units if u.name in teacher.graders]
+    """One spreadsheet row from a scored frame.
+
+    Args:
+        path: Image path.
+        fr: The frame result (``None`` when the image could not be read).
+        spec: The scale.
+        graded: Units that have a grader (columns are made for these; default all units).
+        min_units: Fewest units found for a total.
+        error: Flag text when ``fr`` is ``None``.
+
+    Returns:
+        Column -> value (``None`` for empty cells, never NaN).
+    """
+    graded = spec.unit_names if graded is None else graded
+    units = [u for u in spec.units if u.name in graded]
     row: dict[str, Any] = {"Filename": path.name, "RGS": None}
     for u in units:
         row[u.label] = None
@@ -66,7 +85,7 @@ def _row(
     sel = fr.selected
     present = []
     for i, u in enumerate(spec.units):
-        if u.name not in teacher.graders:
+        if u.name not in graded:
             continue
         mine = sel[fr.detections.unit[sel] == i]
         row[f"{u.name} count"] = int(mine.size)
@@ -121,7 +140,8 @@ def score_paths(
         for p in chunk:
             im = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if im is None:
-                rows.append(_row(p, None, teacher, min_units, f"cannot read image {p}"))
+                err = f"cannot read image {p}"
+                rows.append(frame_row(p, None, teacher.spec, list(teacher.graders), min_units, err))
             else:
                 imgs.append(im)
                 ok.append(p)
@@ -131,7 +151,7 @@ def score_paths(
         pain = teacher.pain_probability(imgs)
         for k, (p, d) in enumerate(zip(ok, dets, strict=True)):
             fr = score_frame(d, teacher.spec, min_units=max(min_units, 1), source=str(p))
-            row = _row(p, fr, teacher, min_units)
+            row = frame_row(p, fr, teacher.spec, list(teacher.graders), min_units)
             if pain is not None:
                 row["Pain probability"] = float(pain[k])
             if heatmaps is not None:

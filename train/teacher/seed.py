@@ -143,11 +143,17 @@ def load_ultralytics_detector(path: str | Path) -> tuple[dict[str, Any], dict[st
     Returns:
         ``(state_dict, model_yaml, class names, imgsz)``.
     """
-    from ultralytics.nn.tasks import torch_safe_load
+    from ultralytics.nn import tasks
 
     path = Path(path)
     if not path.exists():
         raise SeedImportError(f"{path}: detector checkpoint not found")
+    if not getattr(getattr(tasks, "_SafeLoad", None), "SUPPORTED", False):
+        raise SeedImportError(
+            f"{path}: this ultralytics/torch install cannot load checkpoints weights-only; refusing to "
+            "unpickle an untrusted file"
+        )
+    torch_safe_load = tasks.torch_safe_load
     try:
         ckpt, _ = torch_safe_load(str(path), safe_only=True)
     except (TypeError, ModuleNotFoundError) as e:

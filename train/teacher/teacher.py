@@ -121,7 +121,7 @@ class Teacher:
         if ungraded:
             warnings.warn(
                 f"teacher has no grader for detected unit(s) {ungraded}; their boxes are dropped",
-                stacklevel=2,
+                stacklevel=3,
             )
 
     # ---------------------------------------------------------------------------------- grading
