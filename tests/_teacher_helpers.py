@@ -56,7 +56,7 @@ def make_dataset(root: Path, n: dict[str, int], size: int = 128, seed: int = 0, 
     rng = np.random.default_rng(seed)
     for split, count in n.items():
         for i in range(count):
-            level = int(rng.integers(0, 3))
+            level = i % 3  # balanced: level 0 frames are 'no pain', 1 and 2 'pain'
             jitter = rng.random() < 0.3
             grades = {
                 u: int(np.clip(level + (rng.integers(-1, 2) if jitter else 0), 0, 2))

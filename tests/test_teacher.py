@@ -233,6 +233,8 @@ def test_tiny_train_writes_run_folder(tiny_run: tuple[Path, Path]) -> None:
     assert held["n"] == 8 and 0 <= held["weighted_accuracy"] <= 1
     assert man["metrics"]["detector"]["best_epoch"] == 1
     assert man["metrics"]["detector"]["init"].endswith(".yaml")  # offline: random init from yaml
+    assert man["has_pain"] and (run / "pain" / "model.safetensors").exists()
+    assert man["metrics"]["pain"]["train_class_counts"][0] > 0
 
 
 def test_teacher_predict_and_grade_boxes(tiny_run: tuple[Path, Path]) -> None:
@@ -264,8 +266,9 @@ def test_score_cli_writes_spreadsheet_and_flags_no_face(tiny_run: tuple[Path, Pa
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     out = tmp_path / "res.xlsx"
+    heat = tmp_path / "heat"
     res = CliRunner().invoke(app, ["teacher", "score", str(data / "images" / "test"), str(bad),
-                                   "--teacher", str(run), "--out", str(out)])
+                                   "--teacher", str(run), "--out", str(out), "--heatmaps", str(heat)])
     assert res.exit_code == 0, res.output
     assert "s/image" in res.output
     ws = load_workbook(out).active
@@ -280,6 +283,9 @@ def test_score_cli_writes_spreadsheet_and_flags_no_face(tiny_run: tuple[Path, Pa
     assert "cannot read" in by_name["broken.png"]["Flag"]
     for r in by_name.values():
         assert r["RGS"] is None or np.isfinite(r["RGS"])
+    # the pain ViT was trained (balanced levels) and wrote one attention overlay per readable image
+    assert 0.0 <= by_name["blank_0.png"]["Pain probability"] <= 1.0
+    assert len(list(heat.glob("*_attention.png"))) == 5
 
 
 def test_pain_heatmap(tmp_path: Path) -> None:

@@ -302,7 +302,10 @@ class Detector:
                 f"{w_p}: weights do not match the architecture in {meta_p} "
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
-        return cls(model.float(), meta["names"], meta["imgsz"])
+        model = model.float().eval()
+        if hasattr(model, "fuse"):
+            model = model.fuse(verbose=False)  # Conv+BN folding for inference
+        return cls(model, meta["names"], meta["imgsz"])
 
     def _letterbox(self, img: np.ndarray) -> tuple[np.ndarray, float, tuple[float, float]]:
         h, w = img.shape[:2]
