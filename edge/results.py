@@ -69,9 +69,7 @@ class Detections:
 
     def __getitem__(self, idx: Any) -> Detections:
         idx = np.atleast_1d(np.arange(len(self))[idx])
-        return Detections(
-            self.xyxy[idx], self.unit[idx], self.confidence[idx], self.grade_probs[idx]
-        )
+        return Detections(self.xyxy[idx], self.unit[idx], self.confidence[idx], self.grade_probs[idx])
 
     @property
     def expected_grade(self) -> np.ndarray:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +118,7 @@ class ScaleSpec:
                 raise ScaleError(f"{where}: unit {u.name!r} per_frame must be >= 1, got {u.per_frame}")
             if u.grade_names and len(u.grade_names) != u.grades:
                 raise ScaleError(
-                    f"{where}: unit {u.name!r} has {u.grades} grades but "
-                    f"{len(u.grade_names)} grade_names"
+                    f"{where}: unit {u.name!r} has {u.grades} grades but {len(u.grade_names)} grade_names"
                 )
         if self.aggregation == "binary" and (len(self.units) != 1 or self.units[0].grades != 2):
             raise ScaleError(f"{where}: a binary scale needs exactly one unit with 2 grades")
@@ -273,9 +272,7 @@ class ScaleSpec:
             species=str(data.get("species", "")),
             units=tuple(units),
             aggregation=str(data.get("aggregation", "mean_of_unit_means")),
-            pain_threshold=(
-                None if data.get("pain_threshold") is None else float(data["pain_threshold"])
-            ),
+            pain_threshold=(None if data.get("pain_threshold") is None else float(data["pain_threshold"])),
             description=str(data.get("description", "")),
             version=str(data.get("version", "1")),
         )
@@ -290,6 +287,11 @@ class ScaleSpec:
                     raise ScaleError(
                         f"{source}: 'required' names unknown unit {r!r}; known units: {spec.unit_names}"
                     )
+            units_req = tuple(replace(u, required=u.name in set(required)) for u in spec.units)
+            try:
+                spec = replace(spec, units=units_req)
+            except ScaleError as e:
+                raise ScaleError(f"{source}: {e}") from None
         return spec
 
     def check_compatible(self, other: ScaleSpec | dict[str, Any], what: str = "artifact") -> None:
@@ -349,9 +351,7 @@ MGS = ScaleSpec(
 GOAT = ScaleSpec(
     name="goat",
     species="goat",
-    units=(
-        Unit("face", "Face", grades=2, per_frame=1, required=True, grade_names=("no pain", "pain")),
-    ),
+    units=(Unit("face", "Face", grades=2, per_frame=1, required=True, grade_names=("no pain", "pain")),),
     aggregation="binary",
     pain_threshold=0.5,
     description="Goat facial pain, binary (pain / no pain) per frame, as in the goat video seed.",

@@ -18,6 +18,7 @@ omitted or ``-1`` means ungraded). ``subjects.csv`` keys rows by image file name
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,8 @@ def parse_label_line(line: str, where: str = "<label>", spec: ScaleSpec | None =
         grade_f = float(parts[5]) if len(parts) == 6 else -1.0
     except ValueError:
         raise LabelError(f"{where}: non-numeric field in {line.strip()!r}") from None
+    if not all(math.isfinite(v) for v in (unit_f, *vals, grade_f)):
+        raise LabelError(f"{where}: non-finite field (nan/inf) in {line.strip()!r}")
     if unit_f != int(unit_f) or unit_f < 0:
         raise LabelError(f"{where}: unit index must be a non-negative integer, got {parts[0]!r}")
     if grade_f != int(grade_f):
@@ -258,6 +261,8 @@ def load_dataset(root: str | Path, expect_scale: ScaleSpec | None = None) -> Dat
         raw = yaml.safe_load(yml.read_text()) or {}
     except yaml.YAMLError as e:
         raise LabelError(f"{yml}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise LabelError(f"{yml}:1: data.yaml must be a mapping, got {type(raw).__name__}")
     if "scale" not in raw:
         raise LabelError(f"{yml}:1: no 'scale' key; a grimace dataset must name its scale")
     try:

@@ -1,0 +1,347 @@
+"""Per-frame records and per-animal / per-session aggregation of grimace scores.
+
+A :class:`FrameRecord` flattens one scored frame (expected-grade score, argmax-grade score, unit
+scores, abstention, quality) with where it came from and which animal it shows. :func:`aggregate`
+groups records (by subject, session or source) into :class:`GroupSummary` rows: number of frames,
+scored and abstained, mean and standard error of the mean (SEM) of the frame scores (expected and
+argmax), mean per unit; for binary scales (goats) also the mean pain probability, the share of
+painful frames and a verdict at the scale's threshold.
+
+:func:`load_subject_map` reads ``--subject-map`` CSVs that map files/videos to animal ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.results import FrameResult
+from edge.scales import ScaleSpec
+
+KEY_COLUMNS = ("file", "filename", "image", "video", "path", "source")
+SUBJECT_COLUMNS = ("subject", "animal", "animal_id", "id")
+
+
+class SubjectMapError(ValueError):
+    """A subject map CSV is invalid (the message names the file and line)."""
+
+
+def argmax_frame_score(result: FrameResult, spec: ScaleSpec) -> float | None:
+    """Frame score from argmax grades (``None`` when the frame abstained).
+
+    Graded scales: mean of the per-unit argmax means present. Binary: 1.0 when the best box's most
+    likely grade is the top grade ("pain"), else 0.0.
+    """
+    if not result.scored:
+        return None
+    if spec.aggregation == "binary":
+        best = int(result.selected[0])
+        top = spec.units[0].grades - 1
+        return float(result.detections.argmax_grade[best] == top)
+    vals = [v for v in result.unit_argmax.values() if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+@dataclass
+class FrameRecord:
+    """One scored (or abstained) frame, flat.
+
+    Attributes:
+        name: Display name (``Filename`` column): file name, ``video.mp4@000123`` for video frames.
+        source: Path of the file or camera.
+        index: Frame index in its video (0 for images).
+        time_s: Video/session time.
+        subject: Animal id.
+        session: Session id (video file or live session).
+        score: Frame score from expected grades (``None`` when abstained).
+        score_argmax: Frame score from argmax grades.
+        abstained: Reason when not scored.
+        quality: Frame quality in ``[0, 1]``.
+        unit_scores: Expected-grade score per unit name.
+        unit_argmax: Argmax-grade score per unit name.
+        unit_counts: Selected boxes per unit name.
+        n_boxes: All kept boxes.
+        pain: For binary scales, whether ``score >= threshold``.
+    """
+
+    name: str
+    source: str
+    index: int
+    time_s: float
+    subject: str
+    session: str
+    score: float | None
+    score_argmax: float | None
+    abstained: str | None
+    quality: float | None
+    unit_scores: dict[str, float | None] = field(default_factory=dict)
+    unit_argmax: dict[str, float | None] = field(default_factory=dict)
+    unit_counts: dict[str, int] = field(default_factory=dict)
+    n_boxes: int = 0
+    pain: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        return asdict(self)
+
+
+def frame_record(
+    result: FrameResult,
+    spec: ScaleSpec,
+    *,
+    name: str,
+    source: str,
+    index: int = 0,
+    time_s: float = 0.0,
+    subject: str = "",
+    session: str = "",
+    threshold: float | None = None,
+) -> FrameRecord:
+    """Flatten a :class:`~edge.results.FrameResult`.
+
+    Args:
+        threshold: Pain threshold of binary scales (default: the scale's ``pain_threshold``).
+    """
+    thr = spec.pain_threshold if threshold is None else threshold
+    pain = None
+    if spec.aggregation == "binary" and result.score is not None and thr is not None:
+        pain = bool(result.score >= thr)
+    return FrameRecord(
+        name=name,
+        source=source,
+        index=int(index),
+        time_s=float(time_s),
+        subject=subject,
+        session=session,
+        score=result.score,
+        score_argmax=argmax_frame_score(result, spec),
+        abstained=result.abstained,
+        quality=result.quality,
+        unit_scores=dict(result.unit_scores),
+        unit_argmax=dict(result.unit_argmax),
+        unit_counts=dict(result.unit_counts),
+        n_boxes=len(result.detections),
+        pain=pain,
+    )
+
+
+def mean_sem(values: Iterable[float]) -> tuple[float | None, float | None]:
+    """Mean and standard error of the mean (``None`` when undefined: no values / one value for SEM)."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if v.size == 0:
+        return None, None
+    mean = float(v.mean())
+    sem = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else None
+    return mean, sem
+
+
+@dataclass
+class GroupSummary:
+    """Aggregate of one group (animal, session or source).
+
+    Attributes:
+        group: The group key (e.g. subject id).
+        n_frames: Frames in the group.
+        n_scored: Frames with a score.
+        n_abstained: Frames that abstained.
+        mean: Mean of the expected-grade frame scores.
+        sem: Its standard error.
+        mean_argmax: Mean of the argmax-grade frame scores.
+        sem_argmax: Its standard error.
+        unit_means: Mean expected-grade score per unit name over frames where the unit was found.
+        abstain_reasons: Count per abstention reason.
+        mean_pain_prob: Binary scales: mean pain probability of scored frames.
+        share_painful: Binary scales: share of scored frames at or above the threshold.
+        verdict: Binary scales: ``"pain"`` / ``"no pain"`` (mean pain probability vs threshold).
+        threshold: The threshold used.
+    """
+
+    group: str
+    n_frames: int
+    n_scored: int
+    n_abstained: int
+    mean: float | None
+    sem: float | None
+    mean_argmax: float | None
+    sem_argmax: float | None
+    unit_means: dict[str, float | None] = field(default_factory=dict)
+    abstain_reasons: dict[str, int] = field(default_factory=dict)
+    mean_pain_prob: float | None = None
+    share_painful: float | None = None
+    verdict: str | None = None
+    threshold: float | None = None
+
+    def row(self, spec: ScaleSpec) -> dict[str, Any]:
+        """Flat row for CSV output (unit means under the units' labels)."""
+        r: dict[str, Any] = {
+            "group": self.group,
+            "n_frames": self.n_frames,
+            "n_scored": self.n_scored,
+            "n_abstained": self.n_abstained,
+            f"{spec.name.upper()}_mean": self.mean,
+            f"{spec.name.upper()}_sem": self.sem,
+            f"{spec.name.upper()}_argmax_mean": self.mean_argmax,
+            f"{spec.name.upper()}_argmax_sem": self.sem_argmax,
+        }
+        for u in spec.units:
+            r[f"{u.label} mean"] = self.unit_means.get(u.name)
+        if spec.aggregation == "binary":
+            r.update(
+                mean_pain_prob=self.mean_pain_prob,
+                share_painful=self.share_painful,
+                verdict=self.verdict,
+                threshold=self.threshold,
+            )
+        r["abstain_reasons"] = "; ".join(f"{k} ({v})" for k, v in sorted(self.abstain_reasons.items()))
+        return r
+
+
+def aggregate(
+    records: Iterable[FrameRecord], spec: ScaleSpec, by: str = "subject", threshold: float | None = None
+) -> list[GroupSummary]:
+    """Group frame records and summarise each group.
+
+    Args:
+        records: Frame records.
+        spec: The scale.
+        by: Record attribute to group by (``"subject"``, ``"session"`` or ``"source"``).
+        threshold: Pain threshold for binary scales (default: the scale's).
+
+    Returns:
+        One :class:`GroupSummary` per group, sorted by group key.
+    """
+    thr = spec.pain_threshold if threshold is None else threshold
+    groups: dict[str, list[FrameRecord]] = {}
+    for r in records:
+        groups.setdefault(str(getattr(r, by)) or "(none)", []).append(r)
+    out = []
+    for key in sorted(groups):
+        rs = groups[key]
+        scored = [r for r in rs if r.score is not None]
+        mean, sem = mean_sem(r.score for r in scored)
+        mean_a, sem_a = mean_sem(r.score_argmax for r in scored if r.score_argmax is not None)
+        reasons: dict[str, int] = {}
+        for r in rs:
+            if r.abstained:
+                reasons[r.abstained] = reasons.get(r.abstained, 0) + 1
+        unit_means = {u.name: mean_sem(r.unit_scores.get(u.name) for r in scored)[0] for u in spec.units}
+        s = GroupSummary(
+            group=key,
+            n_frames=len(rs),
+            n_scored=len(scored),
+            n_abstained=len(rs) - len(scored),
+            mean=mean,
+            sem=sem,
+            mean_argmax=mean_a,
+            sem_argmax=sem_a,
+            unit_means=unit_means,
+            abstain_reasons=reasons,
+            threshold=thr,
+        )
+        if spec.aggregation == "binary" and scored and thr is not None:
+            s.mean_pain_prob = mean
+            s.share_painful = float(np.mean([r.score >= thr for r in scored]))  # type: ignore[operator]
+            s.verdict = "pain" if mean is not None and mean >= thr else "no pain"
+        out.append(s)
+    return out
+
+
+@dataclass
+class SubjectInfo:
+    """What a subject map says about one file."""
+
+    subject: str
+    group: str = ""
+    timepoint: str = ""
+    session: str = ""
+
+
+class SubjectMap:
+    """Maps files/videos to animal ids; looked up by full path, relative path, file name or stem.
+
+    Attributes:
+        path: The CSV it was read from.
+        entries: Key (as written in the CSV) -> :class:`SubjectInfo`.
+    """
+
+    def __init__(self, entries: dict[str, SubjectInfo], path: str = "<map>") -> None:
+        self.path = path
+        self.entries = entries
+        self._by_name: dict[str, SubjectInfo] = {}
+        self._by_stem: dict[str, SubjectInfo | None] = {}
+        for k, v in entries.items():
+            p = Path(k)
+            self._by_name[p.name] = v
+            self._by_stem[p.stem] = v if p.stem not in self._by_stem else None  # ambiguous stems -> None
+        self.unmatched: set[str] = set()
+
+    def lookup(self, source: str | Path) -> SubjectInfo | None:
+        """The entry for a file, or ``None`` (and the file is remembered in :attr:`unmatched`)."""
+        p = Path(source)
+        for key in (str(source), p.as_posix(), str(p.resolve()) if p.exists() else None):
+            if key and key in self.entries:
+                return self.entries[key]
+        hit = self._by_name.get(p.name) or self._by_stem.get(p.stem)
+        if hit is None:
+            self.unmatched.add(str(source))
+        return hit
+
+
+def load_subject_map(path: str | Path) -> SubjectMap:
+    """Read a subject map CSV.
+
+    Columns (header row required, case-insensitive): a file column (one of
+    ``file, filename, image, video, path, source``), a subject column (one of
+    ``subject, animal, animal_id, id``), optional ``group``, ``timepoint``, ``session``. The project's
+    ``subjects.csv`` (``image,subject,group,timepoint``) is accepted as is.
+
+    Raises:
+        SubjectMapError: Missing file/columns, empty subject, or one file mapped to two subjects
+            (the message names the file and line).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise SubjectMapError(f"{p}: cannot read subject map: {e.strerror or e}") from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise SubjectMapError(f"{p}: subject map is empty")
+    header = [h.strip().lower() for h in rows[0]]
+    key_col = next((header.index(c) for c in KEY_COLUMNS if c in header), None)
+    subj_col = next((header.index(c) for c in SUBJECT_COLUMNS if c in header), None)
+    if key_col is None or subj_col is None:
+        raise SubjectMapError(
+            f"{p}:1: header {rows[0]} needs a file column (one of {list(KEY_COLUMNS)}) and a subject "
+            f"column (one of {list(SUBJECT_COLUMNS)})"
+        )
+    opt = {c: header.index(c) for c in ("group", "timepoint", "session") if c in header}
+    entries: dict[str, SubjectInfo] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) <= max(key_col, subj_col):
+            raise SubjectMapError(f"{p}:{line}: expected {len(header)} columns, got {len(row)}: {row}")
+        key, subject = row[key_col].strip(), row[subj_col].strip()
+        if not key or not subject:
+            raise SubjectMapError(f"{p}:{line}: empty file or subject in {row}")
+        info = SubjectInfo(subject, **{c: row[i].strip() for c, i in opt.items() if i < len(row)})
+        if key in entries and entries[key].subject != subject:
+            raise SubjectMapError(
+                f"{p}:{line}: {key!r} is mapped to subject {subject!r} but an earlier line says "
+                f"{entries[key].subject!r}"
+            )
+        entries[key] = info
+    return SubjectMap(entries, str(p))
+
+
+def default_subject(source: str | Path, kind: str) -> str:
+    """Subject id when no map is given: a video's file stem, an image's parent folder name."""
+    p = Path(source)
+    return p.stem if kind in ("video", "camera") else (p.parent.name or "all")

@@ -1,0 +1,286 @@
+"""The live capture loop behind ``grimace watch`` (RGS protocol beside the cage).
+
+The session (default 15 min) is cut into intervals (default 1.5 min). Frames are taken from the camera
+at ``fps``, scored, and every scored frame is committed to SQLite at once. Within each interval the best
+frame (scored frames first, then by quality) is kept: its image is written atomically to
+``selected/<session>/interval_NNN.jpg`` (plus an annotated copy) and its row in ``intervals`` is
+replaced whenever a better frame arrives, so a crash loses at most the frame being processed. With
+``continuous`` every frame's boxes are stored too and the running mean of all frames is reported.
+
+Restarting with the same output folder and camera resumes the unfinished session: a video file
+standing in for a camera continues after its last committed frame; a live camera continues the
+session clock from the last committed time. Camera loss is reconnected with backoff and logged as
+events; the loop never crashes on it. SIGTERM/SIGINT stop cleanly and leave the session resumable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.aggregate import argmax_frame_score, mean_sem
+from edge.backends import Predictor, load_model
+from edge.quality import frame_quality
+from edge.report import annotate, write_csv
+from edge.sources import CameraEvent, CameraSource, describe_camera
+from edge.storage import Store, atomic_write_image
+
+
+@dataclass
+class WatchResult:
+    """Outcome of a :func:`watch` run.
+
+    Attributes:
+        session_id: The session.
+        resumed: Whether an earlier run's session was continued.
+        frames: Frames scored in this run.
+        complete: Whether the session reached its end (duration or end of file).
+        stopped: Why the loop ended (``complete``, ``source ended``, ``camera gave up``, ``signal``).
+        selected: Interval index -> frame index of the selected frame (whole session).
+        session_score: Mean score of the selected frames.
+        session_sem: Its SEM.
+        continuous_mean: Mean score over every scored frame of the session.
+        db: The SQLite path.
+        events: Camera events of this run.
+    """
+
+    session_id: str
+    resumed: bool
+    frames: int = 0
+    complete: bool = False
+    stopped: str = ""
+    selected: dict[int, int] = field(default_factory=dict)
+    session_score: float | None = None
+    session_sem: float | None = None
+    continuous_mean: float | None = None
+    db: str = ""
+    events: list[CameraEvent] = field(default_factory=list)
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+    return s[-40:] or "camera"
+
+
+def _rank(scored: bool, quality: float | None) -> float:
+    """Selection rank: any scored frame beats an abstained one; then quality."""
+    return (1.0 if scored else 0.0) + (quality or 0.0) / 2.0
+
+
+def watch(
+    camera: str,
+    model: str | Path,
+    out: str | Path,
+    *,
+    scale: str | None = None,
+    interval_s: float = 90.0,
+    session_s: float = 900.0,
+    fps: float = 2.0,
+    continuous: bool = False,
+    min_quality: float | None = None,
+    session_id: str | None = None,
+    realtime: float = 0.0,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    threads: int = 0,
+    backoff_s: float = 0.5,
+    max_backoff_s: float = 30.0,
+    max_retries: int | None = None,
+    status: bool = True,
+    stream: Any = None,
+) -> WatchResult:
+    """Run (or resume) a live scoring session.
+
+    Args:
+        camera: Camera index, ``/dev/videoN``, ``csi[:N]``, GStreamer pipeline, RTSP URL or video file.
+        model: ONNX model or TensorRT engine.
+        out: Output folder (``grimace.sqlite``, ``selected/``, ``session_<id>.csv``).
+        scale: Scale the model must be made for.
+        interval_s: Protocol interval (one selected frame each).
+        session_s: Session length; the loop ends when the session clock reaches it.
+        fps: Frames per second taken from the camera for scoring.
+        continuous: Also store every frame's boxes and report the mean of all frames.
+        min_quality: Frames below this quality abstain (and are never selected over scored frames).
+        session_id: Session to create or resume; default: resume the unfinished session on this
+            camera in ``out``, else start a new one.
+        realtime: For a video file: play at this multiple of its speed (0 = as fast as possible).
+        conf: Detection confidence threshold.
+        iou: NMS IoU threshold.
+        threads: ONNX Runtime threads.
+        backoff_s: First reconnect wait after camera loss.
+        max_backoff_s: Longest reconnect wait.
+        max_retries: Reconnect attempts in a row before giving up (``None`` = forever).
+        status: Print a live status line.
+        stream: Where the status line goes (default stderr).
+
+    Returns:
+        The :class:`WatchResult`.
+    """
+    if interval_s <= 0 or session_s <= 0:
+        raise ValueError(f"interval ({interval_s}) and session ({session_s}) must be > 0 seconds")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stream = stream or sys.stderr
+    kind = describe_camera(camera)[0]
+    n_intervals = math.ceil(session_s / interval_s - 1e-9)
+    db_path = out / "grimace.sqlite"
+    stop = {"why": ""}
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        stop["why"] = f"signal {signal.Signals(signum).name}"
+
+    old_handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: no handlers
+            old_handlers[sig] = signal.signal(sig, _on_signal)
+
+    try:
+        with load_model(model, scale=scale, threads=threads) as m, Store(db_path) as store:
+            spec = m.spec
+            if session_id is None:
+                rows = store.db.execute(
+                    "SELECT id FROM sessions WHERE status='running' AND source=? ORDER BY started_at DESC",
+                    (str(camera),),
+                ).fetchall()
+                session_id = rows[0][0] if rows else f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(str(camera))}"
+            state = store.open_session(
+                session_id,
+                source=str(camera),
+                model=str(m.path),
+                scale=spec.name,
+                interval_s=interval_s,
+                duration_s=session_s,
+            )
+            result = WatchResult(session_id, state.resumed, db=str(db_path))
+            if state.status == "complete":
+                result.complete, result.stopped = True, "already complete"
+                _finish(store, result, session_id, out, spec.name)
+                return result
+            sel_dir = out / "selected" / session_id
+            best = dict(state.best)
+            pred = Predictor(m, conf=conf, iou=iou, min_quality=min_quality, quality_fn=frame_quality)
+            index_offset = 0 if kind == "file" else state.last_frame_index + 1
+            time_offset = 0.0 if kind == "file" else state.last_t_s
+
+            def on_event(ev: CameraEvent) -> None:
+                result.events.append(ev)
+                store.event(session_id, ev.time_s, f"camera_{ev.kind}", ev.message)
+                if status and ev.kind not in ("opened", "ended"):
+                    stream.write(f"\n[camera] {ev.message}\n")
+                    stream.flush()
+
+            src = CameraSource(
+                camera,
+                fps=fps,
+                realtime=realtime,
+                start_frame=state.last_frame_index + 1 if kind == "file" else 0,
+                time_offset_s=time_offset,
+                backoff_s=backoff_s,
+                max_backoff_s=max_backoff_s,
+                max_retries=max_retries,
+                on_event=on_event,
+            )
+            t_run = time.perf_counter()
+            last_t = state.last_t_s
+            last_interval = int(last_t // interval_s) if state.n_frames else -1
+            with src:
+                for frame in src:
+                    if stop["why"]:
+                        break
+                    t = frame.time_s
+                    if t >= session_s:
+                        result.complete, result.stopped = True, "complete"
+                        break
+                    k = int(t // interval_s)
+                    if k != last_interval and last_interval >= 0:
+                        store.finalize_interval(session_id, last_interval)
+                    last_interval = k
+                    pred.times.add("decode", frame.decode_s)
+                    res = pred([frame.image], [frame.source])[0]
+                    fidx = frame.index + index_offset
+                    fid = store.add_frame(
+                        session_id,
+                        frame_index=fidx,
+                        t_s=t,
+                        interval_index=k,
+                        result=res,
+                        score_argmax=argmax_frame_score(res, spec),
+                        store_detections=continuous,
+                        wall_time=frame.meta.get("wall_time"),
+                    )
+                    result.frames += 1
+                    last_t = t
+                    rank = _rank(res.scored, res.quality)
+                    if k not in best or rank > best[k][0]:
+                        path = sel_dir / f"interval_{k:03d}.jpg"
+                        atomic_write_image(path, frame.image)
+                        atomic_write_image(
+                            sel_dir / f"interval_{k:03d}_annotated.jpg",
+                            annotate(
+                                frame.image, res, spec, title=f"interval {k + 1}/{n_intervals} t={t:.1f}s"
+                            ),
+                        )
+                        store.set_interval_best(session_id, k, fid, res, str(path))
+                        best[k] = (rank, fid)
+                    if status:
+                        el = time.perf_counter() - t_run
+                        sc = "-" if res.score is None else f"{res.score:.2f}"
+                        q = "-" if res.quality is None else f"{res.quality:.2f}"
+                        stream.write(
+                            f"\r[{session_id}] t={t:6.1f}/{session_s:.0f}s interval {k + 1}/{n_intervals} "
+                            f"frames {result.frames} ({result.frames / max(el, 1e-9):.1f}/s) "
+                            f"score {sc} quality {q} selected {len(best)}   "
+                        )
+                        stream.flush()
+                else:
+                    ended = [e for e in src.events if e.kind in ("ended", "gave_up")]
+                    if ended and ended[-1].kind == "ended":
+                        result.complete, result.stopped = True, "source ended"
+                    elif ended:
+                        result.stopped = "camera gave up"
+                if stop["why"]:
+                    result.stopped = stop["why"]
+            if status:
+                stream.write("\n")
+            if result.complete:
+                store.complete(session_id, last_t)
+            _finish(store, result, session_id, out, spec.name)
+            result.events = list(src.events)
+            return result
+    finally:
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+
+
+def _finish(store: Store, result: WatchResult, session_id: str, out: Path, scale_name: str) -> None:
+    intervals = store.intervals(session_id)
+    frames = store.frames(session_id)
+    result.selected = {int(r["interval_index"]): int(r["frame_index"]) for r in intervals}
+    result.session_score, result.session_sem = mean_sem(
+        r["score"] for r in intervals if r["score"] is not None
+    )
+    result.continuous_mean = mean_sem(r["score"] for r in frames if r["score"] is not None)[0]
+    rows = [
+        {
+            "interval": r["interval_index"] + 1,
+            "frame_index": r["frame_index"],
+            "t_s": round(r["t_s"], 3),
+            scale_name.upper(): None if r["score"] is None else round(r["score"], 4),
+            "quality": None if r["quality"] is None else round(r["quality"], 4),
+            "final": r["final"],
+            "image": r["image_path"],
+        }
+        for r in intervals
+    ]
+    write_csv(
+        out / f"session_{session_id}.csv",
+        rows,
+        ["interval", "frame_index", "t_s", scale_name.upper(), "quality", "final", "image"],
+    )

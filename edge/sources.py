@@ -1,0 +1,543 @@
+"""Frame sources: image files and folders, video files, live cameras (USB/V4L2, GStreamer, RTSP).
+
+Everything yields :class:`Frame` objects holding an 8-bit BGR image, whatever the file held:
+
+* images (jpg/png/bmp/tiff/webp) are decoded with their EXIF orientation applied; grayscale is
+  expanded to BGR, alpha is dropped, 16-bit is scaled to 8-bit (full 16-bit range, or the 12-bit range
+  when no value exceeds 4095, as machine-vision cameras store it), float images are scaled from
+  ``[0, 1]``.
+* videos are sampled at ``fps`` frames per second of video time (``None`` = every frame); skipped frames
+  are only grabbed, not decoded.
+* cameras are read live; when the camera is lost the source reconnects with exponential backoff,
+  reports each attempt through a callback and never raises.
+
+A bad input (zero-byte, undecodable, truncated JPEG, unopenable or truncated video) becomes an
+:class:`ItemError` naming the file; iteration continues with the next input.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"})
+
+
+class SourceError(RuntimeError):
+    """An input cannot be read; the message names it."""
+
+
+@dataclass
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        image: BGR uint8 ``(H, W, 3)``.
+        source: File path, video path or camera description.
+        index: Frame index within its video/stream (0 for a still image).
+        time_s: Video time (files) or seconds since the stream started (cameras).
+        decode_s: Seconds spent reading and decoding this frame.
+        meta: Extra fields (original dtype/channels, wall-clock time...).
+    """
+
+    image: np.ndarray
+    source: str
+    index: int = 0
+    time_s: float = 0.0
+    decode_s: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """Display name: the file name, plus ``@frame`` for video frames."""
+        base = Path(self.source).name if self.source else "frame"
+        return base if self.meta.get("kind") == "image" else f"{base}@{self.index:06d}"
+
+
+@dataclass
+class ItemError:
+    """A bad input that was skipped.
+
+    Attributes:
+        source: The file (or camera).
+        message: What went wrong.
+        frames_read: Frames already yielded from it before the error (videos).
+    """
+
+    source: str
+    message: str
+    frames_read: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message}"
+
+
+# ---------------------------------------------------------------------------------------- images
+def to_bgr8(img: np.ndarray, source: str = "<image>") -> np.ndarray:
+    """Convert any decoded image to 8-bit 3-channel BGR.
+
+    Args:
+        img: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` of uint8, uint16 or float.
+        source: For error messages.
+
+    Returns:
+        uint8 ``(H, W, 3)`` BGR.
+    """
+    if img.dtype == np.uint16:
+        peak = 4095.0 if int(img.max()) <= 4095 else 65535.0
+        img = np.clip(np.rint(img.astype(np.float32) * (255.0 / peak)), 0, 255).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        scale = 255.0 if float(np.nanmax(img)) <= 1.0 else 1.0
+        img = np.clip(np.nan_to_num(img) * scale, 0, 255).round().astype(np.uint8)
+    elif img.dtype == np.int8 or img.dtype == np.int16 or img.dtype == np.int32:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise SourceError(f"{source}: unsupported pixel type {img.dtype}")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3:
+        c = img.shape[2]
+        if c == 1:
+            return cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2BGR)
+        if c == 3:
+            return np.ascontiguousarray(img)
+        if c == 4:
+            return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    raise SourceError(f"{source}: unsupported image layout {img.shape}")
+
+
+def _check_jpeg_complete(data: bytes, source: str) -> None:
+    """A JPEG must end its last scan with an end-of-image marker (else it is truncated)."""
+    last_sos = data.rfind(b"\xff\xda")
+    if last_sos < 0 or data.rfind(b"\xff\xd9") < last_sos:
+        raise SourceError(
+            f"{source}: truncated or corrupt JPEG (no end-of-image marker after the image data)"
+        )
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read one image file as 8-bit BGR with EXIF orientation applied.
+
+    Raises:
+        SourceError: Missing, empty, undecodable or truncated file (the message names it).
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise SourceError(f"{p}: cannot read file: {e.strerror or e}") from None
+    if not data:
+        raise SourceError(f"{p}: empty file (0 bytes)")
+    if data[:2] == b"\xff\xd8":
+        _check_jpeg_complete(data, str(p))
+    buf = np.frombuffer(data, np.uint8)
+    # ANYDEPTH keeps 16-bit, ANYCOLOR keeps grayscale; EXIF orientation is applied (not IMREAD_UNCHANGED)
+    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if img is None or img.size == 0:
+        kind = data[:8].hex()
+        raise SourceError(f"{p}: not a decodable image (first bytes {kind}); is it really {p.suffix}?")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
+        raise SourceError(f"{p}: truncated PNG (no IEND chunk)")
+    return to_bgr8(img, str(p))
+
+
+def iter_images(paths: Iterable[str | Path]) -> Iterator[Frame | ItemError]:
+    """Frames of still images; bad files become :class:`ItemError`."""
+    for path in paths:
+        t0 = time.perf_counter()
+        try:
+            img = read_image(path)
+        except SourceError as e:
+            yield ItemError(str(path), str(e).removeprefix(f"{path}: "))
+            continue
+        yield Frame(img, str(path), 0, 0.0, time.perf_counter() - t0, {"kind": "image"})
+
+
+# ---------------------------------------------------------------------------------------- videos
+def video_info(path: str | Path) -> dict[str, float]:
+    """``fps``, ``frames`` and ``duration_s`` of a video (``fps`` 0 when unknown).
+
+    Raises:
+        SourceError: When the file cannot be opened as a video.
+    """
+    cap = _open_video_file(path)
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        n = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+    finally:
+        cap.release()
+    fps = fps if math.isfinite(fps) and fps > 0 else 0.0
+    return {"fps": fps, "frames": n, "duration_s": n / fps if fps else 0.0}
+
+
+def _open_video_file(path: str | Path) -> cv2.VideoCapture:
+    p = Path(path)
+    if not p.is_file():
+        raise SourceError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise SourceError(f"{p}: empty file (0 bytes)")
+    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(f"{p}: cannot open as a video (corrupt, truncated or unsupported container/codec)")
+    return cap
+
+
+def sample_indices_due(t: float, next_t: float) -> bool:
+    """Whether a frame at time ``t`` is due for sampling (small tolerance for float rounding)."""
+    return t + 1e-6 >= next_t
+
+
+def iter_video(
+    path: str | Path,
+    fps: float | None = None,
+    start_frame: int = 0,
+    realtime: float = 0.0,
+) -> Iterator[Frame | ItemError]:
+    """Frames of a video file, sampled at ``fps`` per second of video time.
+
+    Args:
+        path: Video file.
+        fps: Frames per second to keep (the goat seed used 1 and 3); ``None`` or ``<= 0`` keeps all.
+        start_frame: Skip to this frame index first (resuming).
+        realtime: Pace reading at ``realtime`` × the video's speed (0 = as fast as possible); used
+            when a file stands in for a camera.
+
+    Yields:
+        :class:`Frame` objects, then an :class:`ItemError` if the file cannot be opened or ends
+        before its stated frame count (truncated).
+    """
+    src = str(path)
+    try:
+        cap = _open_video_file(path)
+    except SourceError as e:
+        yield ItemError(src, str(e).removeprefix(f"{path}: "))
+        return
+    try:
+        vfps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not (math.isfinite(vfps) and vfps > 0):
+            vfps = 0.0
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        step = 1.0 / fps if fps and fps > 0 else 0.0
+        i = 0
+        if start_frame > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
+            i = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+            if i != start_frame:  # seeking unsupported: grab forward
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                i = 0
+                while i < start_frame and cap.grab():
+                    i += 1
+        next_t = math.ceil((i / vfps) / step - 1e-9) * step if (step and vfps and i) else 0.0
+        yielded = 0
+        wall0 = time.perf_counter()
+        t_ref = i / vfps if vfps else 0.0
+        t0 = time.perf_counter()  # decode time of a kept frame includes grabbing the skipped ones
+        while True:
+            t = i / vfps if vfps else float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0
+            want = not step or sample_indices_due(t, next_t)
+            if not cap.grab():
+                break
+            if want:
+                ok, img = cap.retrieve()
+                if not ok or img is None:
+                    yield ItemError(src, f"frame {i} could not be decoded (corrupt data?)", yielded)
+                    return
+                if realtime > 0 and vfps:
+                    lag = (t - t_ref) / realtime - (time.perf_counter() - wall0)
+                    if lag > 0:
+                        time.sleep(lag)
+                        t0 += lag  # pacing is not decoding
+                if step:
+                    next_t += step * max(1, math.floor((t - next_t) / step + 1e-9) + 1)
+                yielded += 1
+                frame = Frame(
+                    to_bgr8(img, src),
+                    src,
+                    i,
+                    t,
+                    time.perf_counter() - t0,
+                    {"kind": "video", "video_fps": vfps},
+                )
+                yield frame
+                t0 = time.perf_counter()
+            i += 1
+        if total > 0 and i < total - 1:
+            yield ItemError(
+                src, f"video ended at frame {i} of {total} stated in its header (truncated file?)", yielded
+            )
+        elif i == start_frame == 0:
+            yield ItemError(src, "video has no decodable frames", 0)
+    finally:
+        cap.release()
+
+
+# ------------------------------------------------------------------------------------- file lists
+def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[ItemError]]:
+    """Expand folders (recursively, sorted) into image/video files.
+
+    Files named explicitly are kept whatever their extension (they are then reported when they turn
+    out unreadable); inside folders only known image/video extensions are taken.
+
+    Returns:
+        ``(files, errors)``; errors for paths that do not exist or folders with no inputs.
+    """
+    files: list[Path] = []
+    errors: list[ItemError] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS
+            )
+            if not found:
+                errors.append(ItemError(str(p), "folder holds no image or video files"))
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            errors.append(ItemError(str(p), "no such file or folder"))
+    return files, errors
+
+
+def is_video(path: str | Path) -> bool:
+    """Whether a path names a video file (by extension)."""
+    return Path(path).suffix.lower() in VIDEO_EXTS
+
+
+def iter_inputs(paths: Iterable[str | Path], fps: float | None = None) -> Iterator[Frame | ItemError]:
+    """Frames of every image and video under ``paths``; bad items become :class:`ItemError`."""
+    files, errors = expand_inputs(paths)
+    yield from errors
+    for f in files:
+        if is_video(f):
+            yield from iter_video(f, fps=fps)
+        elif f.suffix.lower() in IMAGE_EXTS:
+            yield from iter_images([f])
+        else:
+            yield ItemError(
+                str(f), f"unsupported file type {f.suffix or '(none)'}; expected an image or a video"
+            )
+
+
+# ---------------------------------------------------------------------------------------- cameras
+def csi_pipeline(
+    sensor_id: int = 0, width: int = 1920, height: int = 1080, fps: int = 30, flip: int = 0
+) -> str:
+    """GStreamer pipeline for a Jetson CSI camera (``nvarguscamerasrc``) delivering BGR to OpenCV."""
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+        f"framerate={fps}/1, format=NV12 ! nvvidconv flip-method={flip} ! video/x-raw, format=BGRx ! "
+        "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1"
+    )
+
+
+def describe_camera(src: str) -> tuple[str, Any, int]:
+    """Classify a camera spec: ``(kind, cv2 argument, api preference)``.
+
+    Kinds: ``"usb"`` (integer index or ``/dev/videoN``), ``"gstreamer"`` (a pipeline with ``!``),
+    ``"csi"`` (``csi`` or ``csi:N``: a Jetson CSI sensor via ``nvarguscamerasrc``), ``"stream"``
+    (``rtsp://``, ``http(s)://``...), ``"file"`` (a video file standing in for a camera).
+    """
+    s = str(src).strip()
+    if s.isdigit():
+        return "usb", int(s), getattr(cv2, "CAP_V4L2", cv2.CAP_ANY)
+    if s.startswith("/dev/video"):
+        return "usb", s, getattr(cv2, "CAP_V4L2", cv2.CAP_ANY)
+    if s == "csi" or s.startswith("csi:"):
+        sensor = int(s.split(":", 1)[1]) if ":" in s else 0
+        return "csi", csi_pipeline(sensor), cv2.CAP_GSTREAMER
+    if "!" in s:
+        return "gstreamer", s, cv2.CAP_GSTREAMER
+    if "://" in s:
+        return "stream", s, cv2.CAP_FFMPEG
+    return "file", s, cv2.CAP_FFMPEG
+
+
+def gstreamer_available() -> bool:
+    """Whether this OpenCV build can open GStreamer pipelines."""
+    for line in cv2.getBuildInformation().splitlines():
+        if "GStreamer" in line:
+            return "YES" in line
+    return False
+
+
+@dataclass
+class CameraEvent:
+    """Something that happened to a camera: ``opened``, ``lost``, ``retry``, ``reconnected``,
+    ``ended`` (a file reached its end) or ``gave_up``."""
+
+    kind: str
+    message: str
+    time_s: float
+    attempt: int = 0
+    wait_s: float = 0.0
+
+
+class CameraSource:
+    """A live camera (or a video file standing in for one) that survives camera loss.
+
+    Iterating yields :class:`Frame` objects. When a read fails the camera is released and reopened
+    with exponential backoff (``backoff_s``, doubling, at most ``max_backoff_s``); every event goes to
+    ``on_event`` and is kept in :attr:`events`. Nothing raises during iteration; after
+    ``max_retries`` failed attempts in a row (``None`` = forever) the iteration ends with a
+    ``gave_up`` event. A file source ends at its last frame (``ended``).
+
+    Args:
+        src: Camera index, ``/dev/videoN``, ``csi[:N]``, GStreamer pipeline, RTSP/HTTP URL or video file.
+        fps: Frames per second to deliver (``None`` = every frame read).
+        realtime: For a file: pace at this multiple of its speed (0 = as fast as possible).
+        start_frame: For a file: start at this frame (resuming).
+        time_offset_s: Added to frame times (a resumed session continues its clock).
+        backoff_s: First reconnect wait.
+        max_backoff_s: Longest reconnect wait.
+        max_retries: Attempts in a row before giving up; ``None`` retries forever.
+        on_event: Callback for :class:`CameraEvent`.
+        opener: ``f(arg, api) -> cv2.VideoCapture``-like object (tests inject a flaky camera).
+        sleep: Sleep function (tests pass a fake clock).
+    """
+
+    def __init__(
+        self,
+        src: str | int,
+        fps: float | None = None,
+        realtime: float = 0.0,
+        start_frame: int = 0,
+        time_offset_s: float = 0.0,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        max_retries: int | None = None,
+        on_event: Callable[[CameraEvent], None] | None = None,
+        opener: Callable[[Any, int], Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.src = str(src)
+        self.kind, self._arg, self._api = describe_camera(self.src)
+        self.fps = fps
+        self.realtime = realtime
+        self.start_frame = start_frame
+        self.time_offset_s = time_offset_s
+        self.backoff_s, self.max_backoff_s, self.max_retries = backoff_s, max_backoff_s, max_retries
+        self.on_event = on_event
+        self._opener = opener or (lambda arg, api: cv2.VideoCapture(arg, api))
+        self._sleep = sleep
+        self.events: list[CameraEvent] = []
+        self._cap: Any = None
+        self._t0 = time.monotonic()
+        self.frames_read = 0
+        self.closed = False
+
+    # -- events
+    def _emit(self, kind: str, message: str, attempt: int = 0, wait_s: float = 0.0) -> None:
+        ev = CameraEvent(kind, message, self._now(), attempt, wait_s)
+        self.events.append(ev)
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def _now(self) -> float:
+        return self.time_offset_s + (time.monotonic() - self._t0)
+
+    # -- open / reconnect
+    def _open(self) -> bool:
+        if self.kind in ("gstreamer", "csi") and not gstreamer_available():
+            self._emit("retry", "this OpenCV build has no GStreamer support; install OpenCV with GStreamer")
+            return False
+        try:
+            cap = self._opener(self._arg, self._api)
+        except Exception as e:  # a camera driver may raise anything
+            self._emit("retry", f"opening {self.src} raised {type(e).__name__}: {e}")
+            return False
+        if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
+            return False
+        self._cap = cap
+        return True
+
+    def _reconnect(self) -> bool:
+        wait = self.backoff_s
+        attempt = 0
+        while not self.closed:
+            attempt += 1
+            if self._open():
+                self._emit("reconnected" if self.frames_read else "opened", f"{self.src} open", attempt)
+                return True
+            if self.max_retries is not None and attempt >= self.max_retries:
+                self._emit("gave_up", f"{self.src}: no frames after {attempt} attempts", attempt)
+                return False
+            self._emit("retry", f"{self.src} unavailable; retry {attempt} in {wait:.1f}s", attempt, wait)
+            self._sleep(wait)
+            wait = min(wait * 2, self.max_backoff_s)
+        return False
+
+    def close(self) -> None:
+        """Stop iterating and release the camera."""
+        self.closed = True
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __enter__(self) -> CameraSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.kind == "file":
+            yield from self._iter_file()
+            return
+        step = 1.0 / self.fps if self.fps else 0.0
+        next_t = 0.0
+        index = 0
+        if not self._reconnect():
+            return
+        while not self.closed:
+            t0 = time.perf_counter()
+            ok, img = self._cap.read() if self._cap is not None else (False, None)
+            if not ok or img is None:
+                self._emit(
+                    "lost", f"{self.src}: camera read failed (unplugged, network loss or driver error)"
+                )
+                if self._cap is not None:
+                    self._cap.release()
+                    self._cap = None
+                if not self._reconnect():
+                    return
+                continue
+            t = self._now()
+            index += 1
+            if step and t + 1e-6 < next_t:
+                continue
+            next_t = t + step if step else 0.0
+            self.frames_read += 1
+            yield Frame(
+                to_bgr8(img, self.src),
+                self.src,
+                index,
+                t,
+                time.perf_counter() - t0,
+                {"kind": "camera", "camera": self.kind, "wall_time": time.time()},
+            )
+
+    def _iter_file(self) -> Iterator[Frame]:
+        for item in iter_video(self.src, fps=self.fps, start_frame=self.start_frame, realtime=self.realtime):
+            if isinstance(item, ItemError):
+                self._emit("lost" if item.frames_read else "gave_up", str(item))
+                break
+            self.frames_read += 1
+            item.meta["kind"] = "camera"
+            item.meta["camera"] = "file"
+            item.meta["wall_time"] = time.time()
+            yield item
+            if self.closed:
+                return
+        self._emit("ended", f"{self.src}: end of file after {self.frames_read} frame(s)")

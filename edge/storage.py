@@ -1,0 +1,414 @@
+"""Crash-safe storage of live sessions: SQLite in WAL mode plus atomically written frame images.
+
+Durability rules:
+
+* The database runs with ``journal_mode=WAL`` and ``synchronous=FULL``: a transaction that returned
+  from ``COMMIT`` survives a ``kill -9`` of the process and a power cut (the WAL is fsynced on each
+  commit). Each scored frame is one short transaction.
+* Images are written to a temporary file in the same folder, flushed, fsynced and renamed over the
+  target (then the folder is fsynced), so a reader sees either the old file or the complete new
+  one, never a torn JPEG. The row referencing an image is written after the image.
+* A session that did not reach ``complete`` is resumed by :meth:`Store.open_session`: its frames,
+  interval selections and clock continue where the last committed row left them.
+
+Tables: ``sessions``, ``frames`` (every scored frame), ``detections`` (boxes of stored frames),
+``intervals`` (the best frame of each protocol interval), ``events`` (start, resume, camera loss,
+reconnect, completion).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.results import FrameResult
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    model TEXT NOT NULL,
+    scale TEXT NOT NULL,
+    interval_s REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'running',
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    resumes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS frames (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    frame_index INTEGER NOT NULL,
+    t_s REAL NOT NULL,
+    wall_time REAL NOT NULL,
+    interval_index INTEGER NOT NULL,
+    score REAL,
+    score_argmax REAL,
+    abstained TEXT,
+    quality REAL,
+    unit_scores TEXT NOT NULL,
+    n_boxes INTEGER NOT NULL,
+    UNIQUE (session_id, frame_index)
+);
+CREATE TABLE IF NOT EXISTS detections (
+    frame_id INTEGER NOT NULL REFERENCES frames(id),
+    unit INTEGER NOT NULL,
+    confidence REAL NOT NULL,
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+    expected_grade REAL NOT NULL,
+    argmax_grade INTEGER NOT NULL,
+    grade_probs TEXT NOT NULL,
+    selected INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS intervals (
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    interval_index INTEGER NOT NULL,
+    frame_id INTEGER NOT NULL REFERENCES frames(id),
+    quality REAL,
+    score REAL,
+    image_path TEXT,
+    final INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (session_id, interval_index)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    t_s REAL NOT NULL,
+    wall_time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS frames_session ON frames (session_id, frame_index);
+CREATE INDEX IF NOT EXISTS detections_frame ON detections (frame_id);
+"""
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename + folder fsync)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(p.parent)
+    return p
+
+
+def atomic_write_image(path: str | Path, image: np.ndarray, jpeg_quality: int = 95) -> Path:
+    """Encode ``image`` (BGR) by the path's extension and write it atomically."""
+    p = Path(path)
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if p.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(p.suffix or ".jpg", image, params)
+    if not ok:
+        raise OSError(f"{p}: could not encode image")
+    return atomic_write_bytes(p, buf.tobytes())
+
+
+@dataclass
+class SessionState:
+    """Where a (possibly resumed) session stands.
+
+    Attributes:
+        session_id: Its id.
+        resumed: Whether rows from an earlier run existed.
+        n_frames: Committed frames.
+        last_frame_index: Highest committed frame index (-1 when none).
+        last_t_s: Session time of the last committed frame (0 when none).
+        best: Interval index -> (quality, frame_id) of the committed best frame.
+        status: ``running`` or ``complete``.
+    """
+
+    session_id: str
+    resumed: bool
+    n_frames: int
+    last_frame_index: int
+    last_t_s: float
+    best: dict[int, tuple[float, int]]
+    status: str
+
+
+class Store:
+    """The session database.
+
+    Args:
+        path: SQLite file (created with its folder when missing).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        self.db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        mode = self.db.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode}); use a local disk")
+
+    def close(self) -> None:
+        """Close the connection (a WAL checkpoint runs on close)."""
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------- sessions
+    def open_session(
+        self,
+        session_id: str,
+        *,
+        source: str,
+        model: str,
+        scale: str,
+        interval_s: float,
+        duration_s: float,
+    ) -> SessionState:
+        """Create a session or resume the one with this id.
+
+        Raises:
+            ValueError: When an existing session with this id used another scale.
+        """
+        now = time.time()
+        row = self.db.execute("SELECT scale, status FROM sessions WHERE id=?", (session_id,)).fetchone()
+        if row is None:
+            self.db.execute(
+                "INSERT INTO sessions (id, source, model, scale, interval_s, duration_s, started_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, source, model, scale, interval_s, duration_s, now, now),
+            )
+            self.event(session_id, 0.0, "start", f"session {session_id} started on {source}")
+            return SessionState(session_id, False, 0, -1, 0.0, {}, "running")
+        if row[0] != scale:
+            raise ValueError(
+                f"{self.path}: session {session_id!r} was recorded with scale {row[0]!r}, not {scale!r}; "
+                "use another --session-id or output folder"
+            )
+        st = self.state(session_id)
+        if st.status != "complete":
+            self.db.execute(
+                "UPDATE sessions SET resumes=resumes+1, updated_at=? WHERE id=?", (now, session_id)
+            )
+            self.event(
+                session_id,
+                st.last_t_s,
+                "resume",
+                f"resumed after frame {st.last_frame_index} ({st.n_frames} committed frames)",
+            )
+        st.resumed = True
+        return st
+
+    def state(self, session_id: str) -> SessionState:
+        """Committed state of a session."""
+        n, last_i, last_t = self.db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(frame_index), -1), COALESCE(MAX(t_s), 0) FROM frames "
+            "WHERE session_id=?",
+            (session_id,),
+        ).fetchone()
+        best = {
+            int(i): (float(q if q is not None else -1.0), int(f))
+            for i, q, f in self.db.execute(
+                "SELECT interval_index, quality, frame_id FROM intervals WHERE session_id=?", (session_id,)
+            )
+        }
+        status_row = self.db.execute("SELECT status FROM sessions WHERE id=?", (session_id,)).fetchone()
+        return SessionState(
+            session_id,
+            n > 0,
+            int(n),
+            int(last_i),
+            float(last_t),
+            best,
+            status_row[0] if status_row else "none",
+        )
+
+    def complete(self, session_id: str, t_s: float) -> None:
+        """Mark a session complete and finalise its interval selections."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("UPDATE intervals SET final=1 WHERE session_id=?", (session_id,))
+        self.db.execute(
+            "UPDATE sessions SET status='complete', updated_at=? WHERE id=?", (time.time(), session_id)
+        )
+        self.db.execute("COMMIT")
+        self.event(session_id, t_s, "complete", "session complete")
+
+    def event(self, session_id: str, t_s: float, kind: str, message: str) -> None:
+        """Record an event (its own committed transaction)."""
+        self.db.execute(
+            "INSERT INTO events (session_id, t_s, wall_time, kind, message) VALUES (?, ?, ?, ?, ?)",
+            (session_id, float(t_s), time.time(), kind, message),
+        )
+
+    # --------------------------------------------------------------------------------- frames
+    def add_frame(
+        self,
+        session_id: str,
+        *,
+        frame_index: int,
+        t_s: float,
+        interval_index: int,
+        result: FrameResult,
+        score_argmax: float | None,
+        store_detections: bool = False,
+        wall_time: float | None = None,
+    ) -> int:
+        """Insert one scored frame (and optionally its boxes) in one committed transaction.
+
+        Returns:
+            The frame's row id.
+        """
+        d = result.detections
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self.db.execute(
+                "INSERT INTO frames (session_id, frame_index, t_s, wall_time, interval_index, score, "
+                "score_argmax, abstained, quality, unit_scores, n_boxes) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    session_id,
+                    int(frame_index),
+                    float(t_s),
+                    float(wall_time if wall_time is not None else time.time()),
+                    int(interval_index),
+                    result.score,
+                    score_argmax,
+                    result.abstained,
+                    result.quality,
+                    json.dumps(result.unit_scores),
+                    len(d),
+                ),
+            )
+            fid = int(cur.lastrowid)
+            if store_detections:
+                self._insert_detections(fid, result)
+            self.db.execute("UPDATE sessions SET updated_at=? WHERE id=?", (time.time(), session_id))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return fid
+
+    def _insert_detections(self, frame_id: int, result: FrameResult) -> None:
+        d = result.detections
+        if not len(d):
+            return
+        sel = set(result.selected.tolist())
+        exp, arg = d.expected_grade, d.argmax_grade
+        self.db.executemany(
+            "INSERT INTO detections VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    frame_id,
+                    int(d.unit[i]),
+                    float(d.confidence[i]),
+                    *(float(v) for v in d.xyxy[i]),
+                    float(exp[i]),
+                    int(arg[i]),
+                    json.dumps([round(float(p), 6) for p in d.grade_probs[i]]),
+                    int(i in sel),
+                )
+                for i in range(len(d))
+            ],
+        )
+
+    def set_interval_best(
+        self,
+        session_id: str,
+        interval_index: int,
+        frame_id: int,
+        result: FrameResult,
+        image_path: str | None,
+        final: bool = False,
+    ) -> None:
+        """Record (or replace) the best frame of an interval, with its boxes, in one transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            has = self.db.execute("SELECT 1 FROM detections WHERE frame_id=? LIMIT 1", (frame_id,)).fetchone()
+            if not has:
+                self._insert_detections(frame_id, result)
+            self.db.execute(
+                "INSERT INTO intervals (session_id, interval_index, frame_id, quality, score, image_path, "
+                "final) VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id, interval_index) DO UPDATE SET "
+                "frame_id=excluded.frame_id, quality=excluded.quality, score=excluded.score, "
+                "image_path=excluded.image_path, final=excluded.final",
+                (session_id, interval_index, frame_id, result.quality, result.score, image_path, int(final)),
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def finalize_interval(self, session_id: str, interval_index: int) -> None:
+        """Mark an interval's selection final."""
+        self.db.execute(
+            "UPDATE intervals SET final=1 WHERE session_id=? AND interval_index=?",
+            (session_id, interval_index),
+        )
+
+    # -------------------------------------------------------------------------------- reading
+    def frames(self, session_id: str) -> list[dict[str, Any]]:
+        """All committed frames of a session, by frame index."""
+        cur = self.db.execute("SELECT * FROM frames WHERE session_id=? ORDER BY frame_index", (session_id,))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def intervals(self, session_id: str) -> list[dict[str, Any]]:
+        """Interval selections of a session, by interval."""
+        cur = self.db.execute(
+            "SELECT i.*, f.frame_index, f.t_s FROM intervals i JOIN frames f ON f.id=i.frame_id "
+            "WHERE i.session_id=? ORDER BY i.interval_index",
+            (session_id,),
+        )
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def events(self, session_id: str) -> list[dict[str, Any]]:
+        """Events of a session in order."""
+        cur = self.db.execute("SELECT * FROM events WHERE session_id=? ORDER BY id", (session_id,))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def running_sessions(self) -> list[str]:
+        """Ids of sessions that did not complete (candidates for resuming)."""
+        return [
+            r[0]
+            for r in self.db.execute("SELECT id FROM sessions WHERE status='running' ORDER BY started_at")
+        ]
