@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import yaml
 
@@ -307,17 +306,6 @@ class Detector:
             model = model.fuse(verbose=False)  # Conv+BN folding for inference
         return cls(model, meta["names"], meta["imgsz"])
 
-    def _letterbox(self, img: np.ndarray) -> tuple[np.ndarray, float, tuple[float, float]]:
-        h, w = img.shape[:2]
-        s = self.imgsz
-        r = min(s / h, s / w)
-        nh, nw = round(h * r), round(w * r)
-        resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nh, nw) != (h, w) else img
-        top, left = (s - nh) // 2, (s - nw) // 2
-        canvas = np.full((s, s, 3), 114, np.uint8)
-        canvas[top : top + nh, left : left + nw] = resized
-        return canvas, r, (left, top)
-
     def __call__(
         self, images: list[np.ndarray], conf: float = 0.25, iou: float = 0.45, max_det: int = 100
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -335,27 +323,19 @@ class Detector:
         import torch
         from ultralytics.utils.nms import non_max_suppression
 
+        from edge.postprocess import preprocess, scale_boxes
+
         if not images:
             return []
-        batch, meta = [], []
-        for img in images:
-            if img is None or img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(f"expected BGR images (H, W, 3), got shape {getattr(img, 'shape', None)}")
-            lb, r, pad = self._letterbox(img)
-            batch.append(lb[:, :, ::-1].transpose(2, 0, 1))
-            meta.append((r, pad, img.shape[:2]))
-        x = torch.from_numpy(np.ascontiguousarray(np.stack(batch))).float() / 255.0
+        x, infos = preprocess(images, self.imgsz, stride=self.stride, return_info=True)
         with torch.inference_mode():
-            pred = self.model(x)
+            pred = self.model(torch.from_numpy(x))
         pred = pred[0] if isinstance(pred, (list, tuple)) else pred
         out = non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=max_det)
         results = []
-        for det, (r, (left, top), (h, w)) in zip(out, meta, strict=True):
+        for det, info in zip(out, infos, strict=True):
             d = det.cpu().numpy()
-            xyxy = d[:, :4].copy()
-            xyxy[:, [0, 2]] = ((xyxy[:, [0, 2]] - left) / r).clip(0, w)
-            xyxy[:, [1, 3]] = ((xyxy[:, [1, 3]] - top) / r).clip(0, h)
             results.append(
-                (xyxy.astype(np.float32), d[:, 4].astype(np.float32), d[:, 5].astype(np.int64))
+                (scale_boxes(d[:, :4], info), d[:, 4].astype(np.float32), d[:, 5].astype(np.int64))
             )
         return results
