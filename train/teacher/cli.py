@@ -35,6 +35,9 @@ def train_cmd(
         "SGD", "--det-optimizer",
         help="Detector optimiser (SGD as in the seed; 'auto' = ultralytics' choice).",
     ),
+    det_init: Path | None = typer.Option(
+        None, "--det-init", help="Start the detector from this teacher run folder's detector."
+    ),
     vit_batch: int = typer.Option(16, "--vit-batch", min=1),
     lr: float = typer.Option(0.01, "--lr", help="ViT SGD learning rate."),
     margin: float = typer.Option(0.1, "--margin", min=0.0, help="Crop context margin (fraction of box)."),
@@ -51,7 +54,7 @@ def train_cmd(
     train_teacher(
         data, out, detector=detector, vit=vit, epochs_det=epochs_det, epochs_vit=epochs_vit,
         imgsz=imgsz, vit_size=vit_size, det_batch=det_batch, det_optimizer=det_optimizer,
-        vit_batch=vit_batch, lr=lr,
+        det_init=det_init, vit_batch=vit_batch, lr=lr,
         margin=margin, pain=pain, pretrained=pretrained, seed=seed, verbose=not quiet, echo=typer.echo,
     )
 

@@ -143,6 +143,7 @@ def train_detector(
     workers: int = 0,
     mosaic: float = 1.0,
     optimizer: str = "SGD",
+    init: str | Path | None = None,
     seed: int = 0,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -161,6 +162,9 @@ def train_detector(
         device: Torch device string.
         workers: Data loader workers.
         mosaic: Mosaic augmentation probability (the seed used mosaic).
+        init: Start from the detector of an existing teacher run folder (or its
+            ``detector.safetensors``) instead of COCO/random weights, e.g. to continue training or to
+            adapt the seed's detector. Layers whose shapes differ (another class count) start fresh.
         optimizer: ultralytics optimizer name (the seed used ``SGD`` with momentum; ``auto`` lets
             ultralytics choose, AdamW for short runs).
         seed: Random seed.
@@ -174,9 +178,18 @@ def train_detector(
     if size not in SIZES:
         raise DetectorError(f"detector size must be one of {SIZES}, got {size!r}")
     out_dir = Path(out_dir).resolve()
+    init_from = init
     init = f"yolov5{size}.yaml"
     model = None
-    if pretrained and _pretrained_available():
+    if init_from is not None:
+        src = Path(init_from)
+        src = src.parent if src.name == DETECTOR_WEIGHTS else src
+        start = Detector.load(src, fuse=False)
+        model = YOLO(init)
+        model.model = start.model.train()
+        model.ckpt = {"init": str(src)}  # ultralytics then seeds the trainer's model from model.model
+        init = f"{src} ({DETECTOR_WEIGHTS})"
+    elif pretrained and _pretrained_available():
         try:
             model = YOLO(f"yolov5{size}u.pt")
             init = f"yolov5{size}u.pt"
@@ -281,8 +294,13 @@ class Detector:
         self.stride = int(max(model.stride)) if hasattr(model, "stride") else 32
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> Detector:
-        """Load ``detector.safetensors`` + ``detector.json`` from a teacher run folder."""
+    def load(cls, run_dir: str | Path, fuse: bool = True) -> Detector:
+        """Load ``detector.safetensors`` + ``detector.json`` from a teacher run folder.
+
+        Args:
+            run_dir: The folder.
+            fuse: Fold Conv+BN for inference (leave off to train the model further).
+        """
         from safetensors.torch import load_file
         from ultralytics.nn.tasks import DetectionModel
 
@@ -302,7 +320,7 @@ class Detector:
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
         model = model.float().eval()
-        if hasattr(model, "fuse"):
+        if fuse and hasattr(model, "fuse"):
             model = model.fuse(verbose=False)  # Conv+BN folding for inference
         return cls(model, meta["names"], meta["imgsz"])
 

@@ -60,6 +60,7 @@ def train_teacher(
     vit_size: int | None = None,
     det_batch: int = 16,
     det_optimizer: str = "SGD",
+    det_init: str | Path | None = None,
     vit_batch: int = 16,
     lr: float = 0.01,
     momentum: float = 0.9,
@@ -84,6 +85,7 @@ def train_teacher(
         vit_size: ViT input size; default the backbone's ``image_size`` (224 for ViT-Base).
         det_batch: Detector batch size.
         det_optimizer: Detector optimiser (ultralytics name; the seed used SGD with momentum).
+        det_init: Start the detector from an existing teacher run's detector.
         vit_batch: ViT batch size.
         lr: ViT learning rate (SGD).
         momentum: SGD momentum.
@@ -116,7 +118,7 @@ def train_teacher(
     det_yaml = write_detector_dataset(ds, out / "work" / "det_data", seed=seed)
     det_summary = train_detector(
         det_yaml, out, size=detector, epochs=epochs_det, imgsz=imgsz, batch=det_batch,
-        optimizer=det_optimizer, pretrained=pretrained, seed=seed, verbose=verbose,
+        optimizer=det_optimizer, init=det_init, pretrained=pretrained, seed=seed, verbose=verbose,
     )
     det_summary["seconds"] = time.perf_counter() - t
     echo(
@@ -153,6 +155,10 @@ def train_teacher(
         )
         clf = ImageClassifier(model, prep)
         graders[name] = clf
+        echo(
+            f"      {name}: {len(tr)} train / {len(sel_y)} selection crops; lowest val loss "
+            f"{hist['best_val_loss']:.4f} at epoch {hist['best_epoch']}/{epochs_vit}"
+        )
         m: dict[str, Any] = {
             "n_train": len(tr), "n_select": len(sel_y), "train_class_counts":
             np.bincount(tr.grades, minlength=unit.grades).tolist(), **hist,
