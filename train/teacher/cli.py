@@ -38,8 +38,19 @@ def train_cmd(
     det_init: Path | None = typer.Option(
         None, "--det-init", help="Start the detector from this teacher run folder's detector."
     ),
+    reuse_detector: Path | None = typer.Option(
+        None, "--reuse-detector", help="Copy this teacher run's detector instead of training one."
+    ),
     vit_batch: int = typer.Option(16, "--vit-batch", min=1),
-    lr: float = typer.Option(0.01, "--lr", help="ViT SGD learning rate."),
+    lr: float = typer.Option(0.01, "--lr", help="ViT learning rate."),
+    vit_optimizer: str = typer.Option(
+        "sgd", "--vit-optimizer", help="sgd (the seed; with momentum) or adamw (for random-init ViTs)."
+    ),
+    augment: float = typer.Option(0.5, "--augment", min=0.0, help="ViT augmentation strength (0 = flips)."),
+    grey: bool = typer.Option(False, "--grey/--colour", help="Grade grey-level crops (ignore fur colour)."),
+    standardize: bool = typer.Option(
+        False, "--standardize/--fixed-norm", help="Per-image standardisation of ViT inputs."
+    ),
     margin: float = typer.Option(0.1, "--margin", min=0.0, help="Crop context margin (fraction of box)."),
     pain: bool = typer.Option(True, "--pain/--no-pain", help="Also train the whole-face pain ViT."),
     pretrained: bool = typer.Option(True, "--pretrained/--scratch", help="Try pretrained weights first."),
@@ -54,7 +65,8 @@ def train_cmd(
     train_teacher(
         data, out, detector=detector, vit=vit, epochs_det=epochs_det, epochs_vit=epochs_vit,
         imgsz=imgsz, vit_size=vit_size, det_batch=det_batch, det_optimizer=det_optimizer,
-        det_init=det_init, vit_batch=vit_batch, lr=lr,
+        det_init=det_init, reuse_detector=reuse_detector, vit_batch=vit_batch, lr=lr,
+        vit_optimizer=vit_optimizer, augment=augment, grey=grey, standardize=standardize,
         margin=margin, pain=pain, pretrained=pretrained, seed=seed, verbose=not quiet, echo=typer.echo,
     )
 

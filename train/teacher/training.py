@@ -48,6 +48,22 @@ def _splits(ds: Any, seed: int, select_fraction: float) -> tuple[list[Path], lis
     return train, select, held, held_name
 
 
+def _copy_detector(src: Path, out: Path) -> dict[str, Any]:
+    """Copy a run's detector files into ``out``; return its training summary (from its manifest)."""
+    import json
+    import shutil
+
+    from train.teacher.detector import DETECTOR_META, DETECTOR_WEIGHTS, Detector
+
+    Detector.load(src)  # fail early with a clear message if it is not a usable detector
+    if src.resolve() != out.resolve():
+        for f in (DETECTOR_WEIGHTS, DETECTOR_META):
+            shutil.copy2(src / f, out / f)
+    man = src / "manifest.json"
+    summary = json.loads(man.read_text()).get("metrics", {}).get("detector", {}) if man.exists() else {}
+    return {**summary, "reused_from": str(src.resolve()), "seconds": float(summary.get("seconds", 0.0))}
+
+
 def train_teacher(
     data: str | Path,
     out: str | Path,
@@ -61,9 +77,14 @@ def train_teacher(
     det_batch: int = 16,
     det_optimizer: str = "SGD",
     det_init: str | Path | None = None,
+    reuse_detector: str | Path | None = None,
     vit_batch: int = 16,
     lr: float = 0.01,
     momentum: float = 0.9,
+    vit_optimizer: str = "sgd",
+    augment: float = 0.5,
+    grey: bool = False,
+    standardize: bool = False,
     margin: float = 0.1,
     pain: bool = True,
     pretrained: bool = True,
@@ -86,9 +107,15 @@ def train_teacher(
         det_batch: Detector batch size.
         det_optimizer: Detector optimiser (ultralytics name; the seed used SGD with momentum).
         det_init: Start the detector from an existing teacher run's detector.
+        reuse_detector: Skip detector training and copy the detector of this teacher run folder
+            (e.g. to retrain only the graders); its training summary is carried over.
         vit_batch: ViT batch size.
         lr: ViT learning rate (SGD).
         momentum: SGD momentum.
+        vit_optimizer: ``sgd`` (the seed) or ``adamw`` (better for randomly initialised ViTs).
+        augment: ViT training augmentation strength (0 = flips only).
+        grey: Grade grey-level crops (no fur colour).
+        standardize: Per-image standardisation instead of the fixed mean/std.
         margin: Context margin around unit boxes, fraction of box size per side.
         pain: Also train the whole-face binary pain ViT.
         pretrained: Try pretrained detector/backbone weights first.
@@ -113,17 +140,23 @@ def train_teacher(
     )
 
     # ---------------------------------------------------------------- stage 1: detector
-    echo(f"[1/3] detector: YOLOv5{detector}, {epochs_det} epochs at imgsz {imgsz}")
     t = time.perf_counter()
-    det_yaml = write_detector_dataset(ds, out / "work" / "det_data", seed=seed)
-    det_summary = train_detector(
-        det_yaml, out, size=detector, epochs=epochs_det, imgsz=imgsz, batch=det_batch,
-        optimizer=det_optimizer, init=det_init, pretrained=pretrained, seed=seed, verbose=verbose,
-    )
-    det_summary["seconds"] = time.perf_counter() - t
+    if reuse_detector is not None:
+        src = Path(reuse_detector)
+        echo(f"[1/3] detector: reusing the detector of {src}")
+        det_summary = _copy_detector(src, out)
+    else:
+        echo(f"[1/3] detector: YOLOv5{detector}, {epochs_det} epochs at imgsz {imgsz}")
+        det_yaml = write_detector_dataset(ds, out / "work" / "det_data", seed=seed)
+        det_summary = train_detector(
+            det_yaml, out, size=detector, epochs=epochs_det, imgsz=imgsz, batch=det_batch,
+            optimizer=det_optimizer, init=det_init, pretrained=pretrained, seed=seed, verbose=verbose,
+        )
+        det_summary["seconds"] = time.perf_counter() - t
     echo(
-        f"      detector init {det_summary['init']}; lowest val loss {det_summary['best_val_loss']:.4f} "
-        f"at epoch {det_summary['best_epoch']} ({det_summary['seconds']:.0f} s)"
+        f"      detector init {det_summary.get('init', '?')}; lowest val loss "
+        f"{det_summary.get('best_val_loss', float('nan')):.4f} at epoch {det_summary.get('best_epoch', '?')} "
+        f"({det_summary['seconds']:.0f} s)"
     )
 
     # ---------------------------------------------------------------- stage 2: graders
@@ -136,7 +169,7 @@ def train_teacher(
     del probe
     if size != 224 and vit != "tiny":
         echo(f"      note: ViT input size {size} (the seed used 224)")
-    prep = Preprocess(size=size, margin=margin)
+    prep = Preprocess(size=size, margin=margin, grey=grey, standardize=standardize)
     crops_tr, errs = collect_crops(train_imgs, spec, prep, "train crops")
     crops_sel, e2 = collect_crops(select_imgs, spec, prep, "selection crops")
     crops_ho, e3 = collect_crops(held_imgs, spec, prep, "held-out crops")
@@ -151,7 +184,8 @@ def train_teacher(
         sel_y = sel.grades if sel is not None else tr.grades[:0]
         hist = train_classifier(
             model, prep, tr.images, tr.grades, sel_x, sel_y, epochs=epochs_vit, batch=vit_batch,
-            lr=lr, momentum=momentum, seed=seed, desc=f"grader {name}",
+            lr=lr, momentum=momentum, seed=seed, desc=f"grader {name}", optimizer=vit_optimizer,
+            augment_strength=augment,
         )
         clf = ImageClassifier(model, prep)
         graders[name] = clf
@@ -180,7 +214,7 @@ def train_teacher(
     if pain:
         echo("[3/3] whole-face pain ViT (RGS <= 0.33 no pain, >= 1 pain)")
         t = time.perf_counter()
-        fprep = Preprocess(size=size, margin=0.0)
+        fprep = Preprocess(size=size, margin=0.0, grey=grey, standardize=standardize)
         f_tr, _ = collect_frames(train_imgs, spec, fprep, "train frames")
         f_sel, _ = collect_frames(select_imgs, spec, fprep, "selection frames")
         f_ho, _ = collect_frames(held_imgs, spec, fprep, "held-out frames")
@@ -193,6 +227,7 @@ def train_teacher(
             hist = train_classifier(
                 model, fprep, f_tr.images, f_tr.grades, f_sel.images, f_sel.grades,
                 epochs=epochs_vit, batch=vit_batch, lr=lr, momentum=momentum, seed=seed, desc="pain",
+                optimizer=vit_optimizer, augment_strength=augment,
             )
             pain_clf = ImageClassifier(model, fprep)
             pain_metrics = {"n_train": len(f_tr), "train_class_counts": counts.tolist(), **hist}
@@ -211,6 +246,7 @@ def train_teacher(
         "settings": {
             "detector": detector, "vit": vit, "vit_init": vit_init, "epochs_det": epochs_det,
             "epochs_vit": epochs_vit, "imgsz": imgsz, "vit_size": size, "lr": lr, "momentum": momentum,
+            "vit_optimizer": vit_optimizer, "augment": augment, "grey": grey, "standardize": standardize,
             "margin": margin, "seed": seed,
         },
         "metrics": {

@@ -38,6 +38,16 @@ TINY_VIT = {
     "patch_size": 8,
 }
 """The ``tiny`` backbone: small enough to train in seconds on a CPU (tests, smoke runs)."""
+SMALL_VIT = {
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "image_size": 48,
+    "patch_size": 6,
+}
+"""The ``small`` backbone: still CPU-trainable in minutes, for from-scratch runs on small data."""
+PRESETS = {"tiny": TINY_VIT, "small": SMALL_VIT}
 
 # ViT-Base/16 at 224 (the seed's backbone); transformers' ViTConfig defaults are exactly this.
 _KNOWN_OFFLINE = {DEFAULT_VIT: {}, "google/vit-base-patch16-224": {}}
@@ -72,8 +82,9 @@ def build_vit(
     """Build a ``ViTForImageClassification`` with a fresh ``num_labels`` head.
 
     Args:
-        name_or_path: ``tiny``, a local folder (``save_pretrained`` output or containing a
-            ``config.json``), a ``.json`` config file, or a Hugging Face model id.
+        name_or_path: ``tiny`` / ``small`` (presets, random init), a local folder
+            (``save_pretrained`` output or containing a ``config.json``), a ``.json`` config file,
+            or a Hugging Face model id.
         num_labels: Classes of the new head.
         id2label: Optional class names.
         image_size: Input size for randomly initialised backbones (pretrained weights keep theirs).
@@ -88,9 +99,9 @@ def build_vit(
         "num_labels": num_labels, "id2label": labels, "label2id": {v: k for k, v in labels.items()}
     }
     size_kw = {"image_size": int(image_size)} if image_size else {}
-    if name_or_path == "tiny":
-        cfg = ViTConfig(**{**TINY_VIT, **size_kw}, **kw)
-        return ViTForImageClassification(cfg), "random init (tiny config)"
+    if name_or_path in PRESETS:
+        cfg = ViTConfig(**{**PRESETS[name_or_path], **size_kw}, **kw)
+        return ViTForImageClassification(cfg), f"random init ({name_or_path} config)"
     path = Path(name_or_path)
     if path.suffix == ".json" and path.is_file():
         cfg = ViTConfig.from_json_file(str(path))
@@ -137,34 +148,55 @@ def build_vit(
 # ---------------------------------------------------------------------------------- preprocessing
 @dataclass
 class Preprocess:
-    """Image preprocessing of a classifier: resize to ``size`` (square), RGB, ``(x/255 - mean) / std``."""
+    """Image preprocessing of a classifier: resize to ``size`` (square), RGB, ``(x/255 - mean) / std``.
+
+    With ``grey`` the image is converted to grey (replicated to 3 channels) first, so a grader cannot
+    key on fur colour; with ``standardize`` each image is scaled to zero mean and unit variance
+    instead of the fixed ``mean``/``std`` (invariance to fur brightness and lighting). Both help
+    when few animals are in the training data; pretrained backbones keep their own normalisation.
+    """
 
     size: int
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     margin: float = 0.1
+    grey: bool = False
+    standardize: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"size": self.size, "mean": list(self.mean), "std": list(self.std), "margin": self.margin}
+        return {
+            "size": self.size, "mean": list(self.mean), "std": list(self.std), "margin": self.margin,
+            "grey": self.grey, "standardize": self.standardize,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         """Inverse of :meth:`to_dict`."""
-        return cls(int(d["size"]), tuple(d["mean"]), tuple(d["std"]), float(d.get("margin", 0.1)))
+        return cls(
+            int(d["size"]), tuple(d["mean"]), tuple(d["std"]), float(d.get("margin", 0.1)),
+            bool(d.get("grey", False)), bool(d.get("standardize", False)),
+        )
 
     def resize(self, bgr: np.ndarray) -> np.ndarray:
         """BGR image (any size) -> RGB uint8 ``(size, size, 3)``."""
         if bgr.size == 0:
             raise ValueError("empty crop")
         interp = cv2.INTER_AREA if min(bgr.shape[:2]) > self.size else cv2.INTER_LINEAR
-        return cv2.resize(bgr, (self.size, self.size), interpolation=interp)[:, :, ::-1].copy()
+        out = cv2.resize(bgr, (self.size, self.size), interpolation=interp)
+        if self.grey:
+            return np.repeat(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)[:, :, None], 3, axis=2)
+        return out[:, :, ::-1].copy()
 
     def to_tensor(self, rgb: np.ndarray) -> Any:
         """RGB uint8 ``(N, S, S, 3)`` -> normalised float tensor ``(N, 3, S, S)``."""
         import torch
 
         x = torch.from_numpy(np.ascontiguousarray(rgb)).float().div_(255.0).permute(0, 3, 1, 2)
+        if self.standardize:
+            m = x.mean(dim=(1, 2, 3), keepdim=True)
+            s = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+            return (x - m) / s
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return (x - mean) / std
@@ -201,6 +233,38 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
+def augment(
+    batch: np.ndarray, rng: np.random.Generator, flip: bool = True, strength: float = 1.0
+) -> np.ndarray:
+    """Cheap photometric + geometric augmentation of RGB uint8 images ``(N, S, S, 3)``.
+
+    Random horizontal flip, RGB channel permutation and grey conversion (so a grader cannot key on
+    one animal's fur colour), brightness/contrast jitter, and a shift of up to 10 % of the side.
+    ``strength`` 0 returns the batch unchanged.
+    """
+    if strength <= 0:
+        return batch
+    out = batch.astype(np.float32)
+    n, s = len(out), out.shape[1]
+    for i in range(n):
+        im = out[i]
+        if flip and rng.random() < 0.5:
+            im = im[:, ::-1]
+        if rng.random() < 0.5 * strength:
+            im = im[:, :, rng.permutation(3)]
+        if rng.random() < 0.2 * strength:
+            im = np.repeat(im.mean(axis=2, keepdims=True), 3, axis=2)
+        c = 1 + rng.uniform(-0.3, 0.3) * strength
+        b = rng.uniform(-25, 25) * strength
+        im = (im - im.mean()) * c + im.mean() + b
+        m = round(0.1 * s * strength)
+        if m:
+            dy, dx = (int(v) for v in rng.integers(-m, m + 1, 2))
+            im = np.roll(im, (dy, dx), axis=(0, 1))
+        out[i] = im
+    return out.clip(0, 255).astype(np.uint8)
+
+
 def _val_loss(model: Any, x: Any, y: Any, weight: Any, batch: int) -> float:
     import torch
 
@@ -228,6 +292,8 @@ def train_classifier(
     lr: float = 0.01,
     momentum: float = 0.9,
     flip: bool = True,
+    augment_strength: float = 1.0,
+    optimizer: str = "sgd",
     seed: int = 0,
     desc: str = "vit",
 ) -> dict[str, Any]:
@@ -248,6 +314,9 @@ def train_classifier(
         lr: Initial learning rate.
         momentum: SGD momentum.
         flip: Random horizontal flips of training images.
+        augment_strength: Strength of the other augmentations (:func:`augment`; 0 = none).
+        optimizer: ``sgd`` (with ``momentum``, the seed's choice for fine-tuning pretrained ViTs) or
+            ``adamw`` (trains randomly initialised ViTs far better).
         seed: Random seed.
         desc: Progress-bar label.
 
@@ -266,7 +335,12 @@ def train_classifier(
     w = torch.from_numpy(class_weights(np.asarray(y_train), n_classes))
     xv = prep.to_tensor(x_val)
     yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=1e-4)
+    if optimizer == "sgd":
+        opt: Any = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=1e-4)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
     steps = max(1, epochs * int(np.ceil(len(y_train) / batch)))
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=steps, pct_start=0.1, anneal_strategy="cos"
@@ -281,8 +355,8 @@ def train_classifier(
         run, seen = 0.0, 0
         for i in range(0, len(order), batch):
             idx = order[i : i + batch]
-            imgs = x_train[idx]
-            if flip:
+            imgs = augment(x_train[idx], rng, flip=flip, strength=augment_strength)
+            if flip and augment_strength <= 0:
                 f = rng.random(len(idx)) < 0.5
                 imgs = imgs.copy()
                 imgs[f] = imgs[f, :, ::-1]
