@@ -317,3 +317,47 @@ def test_train_classifier_keeps_lowest_val_loss_and_learns() -> None:
     assert hist["best_epoch"] == int(np.argmin(vals)) + 1
     pred = ImageClassifier(model, prep).probs_rgb(x[48:]).argmax(1)
     assert weighted_accuracy(y[48:], pred, 2) > 0.8
+
+
+def test_reuse_detector_trains_only_graders(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    data, run = tiny_run
+    out = tmp_path / "run2"
+    res = CliRunner().invoke(app, [
+        "teacher", "train", "--data", str(data), "--out", str(out), "--reuse-detector", str(run),
+        "--vit", "tiny", "--epochs-vit", "1", "--no-pain", "--vit-optimizer", "adamw", "--lr", "0.002",
+        "--grey", "--standardize", "--class-weighting", "sqrt",
+    ])
+    assert res.exit_code == 0, res.output
+    assert (out / "detector.safetensors").read_bytes() == (run / "detector.safetensors").read_bytes()
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["metrics"]["detector"]["reused_from"] == str(run.resolve())
+    assert not man["has_pain"]
+    prep = json.loads((out / "graders" / "eye" / "preprocess.json").read_text())
+    assert prep["grey"] and prep["standardize"]
+
+
+def test_class_weights_and_preprocess_options() -> None:
+    from train.teacher.vit import Preprocess, augment, class_weights
+
+    y = np.array([0, 0, 0, 1])
+    np.testing.assert_allclose(class_weights(y, 3), [4 / 6, 2.0, 0.0])
+    np.testing.assert_allclose(class_weights(y, 3, "sqrt"), [np.sqrt(4 / 6), np.sqrt(2.0), 0.0])
+    np.testing.assert_allclose(class_weights(y, 3, "none"), [1.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="class weighting"):
+        class_weights(y, 3, "bogus")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    p = Preprocess(16, grey=True, standardize=True)
+    assert Preprocess.from_dict(p.to_dict()) == p
+    rgb = p.resize(img)
+    assert rgb.shape == (16, 16, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    x = p.to_tensor(rgb[None]).numpy()
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 0.05
+    batch = np.stack([rgb] * 4)
+    aug = augment(batch, rng)
+    assert aug.shape == batch.shape and aug.dtype == np.uint8
+    assert (augment(batch, rng, flip=False, strength=0.0) == batch).all()

@@ -47,6 +47,9 @@ def train_cmd(
         "sgd", "--vit-optimizer", help="sgd (the seed; with momentum) or adamw (for random-init ViTs)."
     ),
     augment: float = typer.Option(0.5, "--augment", min=0.0, help="ViT augmentation strength (0 = flips)."),
+    class_weighting: str = typer.Option(
+        "inverse", "--class-weighting", help="Cross-entropy class weights: inverse, sqrt or none."
+    ),
     grey: bool = typer.Option(False, "--grey/--colour", help="Grade grey-level crops (ignore fur colour)."),
     standardize: bool = typer.Option(
         False, "--standardize/--fixed-norm", help="Per-image standardisation of ViT inputs."
@@ -67,6 +70,7 @@ def train_cmd(
         imgsz=imgsz, vit_size=vit_size, det_batch=det_batch, det_optimizer=det_optimizer,
         det_init=det_init, reuse_detector=reuse_detector, vit_batch=vit_batch, lr=lr,
         vit_optimizer=vit_optimizer, augment=augment, grey=grey, standardize=standardize,
+        class_weighting=class_weighting,
         margin=margin, pain=pain, pretrained=pretrained, seed=seed, verbose=not quiet, echo=typer.echo,
     )
 

@@ -83,6 +83,7 @@ def train_teacher(
     momentum: float = 0.9,
     vit_optimizer: str = "sgd",
     augment: float = 0.5,
+    class_weighting: str = "inverse",
     grey: bool = False,
     standardize: bool = False,
     margin: float = 0.1,
@@ -114,6 +115,7 @@ def train_teacher(
         momentum: SGD momentum.
         vit_optimizer: ``sgd`` (the seed) or ``adamw`` (better for randomly initialised ViTs).
         augment: ViT training augmentation strength (0 = flips only).
+        class_weighting: ``inverse`` (balanced, default), ``sqrt`` or ``none`` cross-entropy weights.
         grey: Grade grey-level crops (no fur colour).
         standardize: Per-image standardisation instead of the fixed mean/std.
         margin: Context margin around unit boxes, fraction of box size per side.
@@ -185,7 +187,7 @@ def train_teacher(
         hist = train_classifier(
             model, prep, tr.images, tr.grades, sel_x, sel_y, epochs=epochs_vit, batch=vit_batch,
             lr=lr, momentum=momentum, seed=seed, desc=f"grader {name}", optimizer=vit_optimizer,
-            augment_strength=augment,
+            augment_strength=augment, class_weighting=class_weighting,
         )
         clf = ImageClassifier(model, prep)
         graders[name] = clf
@@ -227,7 +229,7 @@ def train_teacher(
             hist = train_classifier(
                 model, fprep, f_tr.images, f_tr.grades, f_sel.images, f_sel.grades,
                 epochs=epochs_vit, batch=vit_batch, lr=lr, momentum=momentum, seed=seed, desc="pain",
-                optimizer=vit_optimizer, augment_strength=augment,
+                optimizer=vit_optimizer, augment_strength=augment, class_weighting=class_weighting,
             )
             pain_clf = ImageClassifier(model, fprep)
             pain_metrics = {"n_train": len(f_tr), "train_class_counts": counts.tolist(), **hist}
@@ -246,7 +248,8 @@ def train_teacher(
         "settings": {
             "detector": detector, "vit": vit, "vit_init": vit_init, "epochs_det": epochs_det,
             "epochs_vit": epochs_vit, "imgsz": imgsz, "vit_size": size, "lr": lr, "momentum": momentum,
-            "vit_optimizer": vit_optimizer, "augment": augment, "grey": grey, "standardize": standardize,
+            "vit_optimizer": vit_optimizer, "augment": augment, "class_weighting": class_weighting,
+            "grey": grey, "standardize": standardize,
             "margin": margin, "seed": seed,
         },
         "metrics": {

@@ -224,12 +224,28 @@ def crop_box(image: np.ndarray, xyxy: np.ndarray | list[float], margin: float = 
 
 
 # ------------------------------------------------------------------------------------- training
-def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Inverse-frequency weights ``N / (C_present * N_c)`` (0 for absent classes), shape ``(C,)``."""
+CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")
+
+
+def class_weights(y: np.ndarray, n_classes: int, mode: str = "inverse") -> np.ndarray:
+    """Cross-entropy class weights, shape ``(C,)`` (0 for classes absent from ``y``).
+
+    Args:
+        y: Training labels ``(N,)``.
+        n_classes: Number of classes.
+        mode: ``inverse`` = ``N / (C_present * N_c)`` (balanced); ``sqrt`` = its square root
+            (milder); ``none`` = 1 for every present class.
+    """
+    if mode not in CLASS_WEIGHTINGS:
+        raise ValueError(f"class weighting must be one of {CLASS_WEIGHTINGS}, got {mode!r}")
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     present = counts > 0
     w = np.zeros(n_classes, np.float64)
     w[present] = counts.sum() / (present.sum() * counts[present])
+    if mode == "sqrt":
+        w = np.sqrt(w)
+    elif mode == "none":
+        w = present.astype(np.float64)
     return w.astype(np.float32)
 
 
@@ -294,13 +310,17 @@ def train_classifier(
     flip: bool = True,
     augment_strength: float = 1.0,
     optimizer: str = "sgd",
+    class_weighting: str = "inverse",
     seed: int = 0,
     desc: str = "vit",
 ) -> dict[str, Any]:
     """Fine-tune a classifier; the model ends with the weights of its lowest-validation-loss epoch.
 
-    Loss: cross-entropy weighted by inverse training class frequency (the same weights on the
-    validation loss). Optimiser: SGD with momentum and a cosine learning-rate decay.
+    Loss: cross-entropy with class weights from the training labels (``class_weighting``). The
+    validation loss used for selection is weighted the same way but from the *validation* labels'
+    own frequencies, so a selection set with another grade mix (e.g. other animals) does not reward
+    a model for predicting that set's majority grade. Optimiser: SGD with momentum (or AdamW) and a
+    one-cycle cosine learning-rate schedule.
 
     Args:
         model: ``ViTForImageClassification``.
@@ -317,6 +337,7 @@ def train_classifier(
         augment_strength: Strength of the other augmentations (:func:`augment`; 0 = none).
         optimizer: ``sgd`` (with ``momentum``, the seed's choice for fine-tuning pretrained ViTs) or
             ``adamw`` (trains randomly initialised ViTs far better).
+        class_weighting: Cross-entropy class weights (:func:`class_weights`).
         seed: Random seed.
         desc: Progress-bar label.
 
@@ -332,7 +353,8 @@ def train_classifier(
         raise ValueError(f"{desc}: no training samples")
     if len(y_val) == 0:
         x_val, y_val = x_train, y_train
-    w = torch.from_numpy(class_weights(np.asarray(y_train), n_classes))
+    w = torch.from_numpy(class_weights(np.asarray(y_train), n_classes, class_weighting))
+    wv = torch.from_numpy(class_weights(np.asarray(y_val), n_classes, class_weighting))
     xv = prep.to_tensor(x_val)
     yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
     if optimizer == "sgd":
@@ -370,7 +392,7 @@ def train_classifier(
             sched.step()
             run += loss.item() * len(idx)
             seen += len(idx)
-        vl = _val_loss(model, xv, yv, w, max(batch, 64))
+        vl = _val_loss(model, xv, yv, wv, max(batch, 64))
         history.append((ep, run / max(seen, 1), vl))
         bar.set_postfix(train=f"{run / max(seen, 1):.3f}", val=f"{vl:.3f}")
         if vl < best[0]:
