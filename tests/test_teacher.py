@@ -335,6 +335,7 @@ def test_reuse_detector_trains_only_graders(tiny_run: tuple[Path, Path], tmp_pat
     assert (out / "detector.safetensors").read_bytes() == (run / "detector.safetensors").read_bytes()
     man = json.loads((out / "manifest.json").read_text())
     assert man["metrics"]["detector"]["reused_from"] == str(run.resolve())
+    assert man["settings"]["detector"] == "n" and man["settings"]["imgsz"] == 64  # the source's
     assert not man["has_pain"]
     prep = json.loads((out / "graders" / "eye" / "preprocess.json").read_text())
     assert prep["grey"] and prep["standardize"]

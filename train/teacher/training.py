@@ -241,6 +241,10 @@ def train_teacher(
         pain_metrics["seconds"] = time.perf_counter() - t
 
     total = time.perf_counter() - t0
+    if reuse_detector is not None:  # the detector settings are those of the run it came from
+        detector = det_summary.get("size", detector)
+        epochs_det = det_summary.get("epochs", epochs_det)
+        imgsz = det_summary.get("imgsz", imgsz)
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(),
