@@ -13,6 +13,7 @@ that occur) and ``weighted`` (weighted by the true class counts, like the weight
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -141,3 +142,125 @@ def precision_recall(
         "accuracy": float(tp.sum() / cm.sum()),
         "undefined_precision": [str(lab) for i, lab in enumerate(labels) if pred_n[i] == 0],
     }
+
+
+@dataclass
+class ClassificationReport:
+    """Metrics of one classifier on one set (the seed's Table 1 row plus the confusion matrix).
+
+    Attributes:
+        n: Number of samples.
+        weighted_accuracy: Seed equation 3.
+        accuracy: Plain accuracy (fraction correct).
+        precision: Support-weighted mean of per-class precision.
+        recall: Support-weighted mean of per-class recall.
+        per_class_precision: ``(C,)``.
+        per_class_recall: ``(C,)``.
+        support: True instances per class ``(C,)``.
+        confusion: ``(C, C)`` rows true, columns predicted.
+        baseline_class: The majority class of the reference labels.
+        baseline_weighted_accuracy: Weighted accuracy of always predicting ``baseline_class``.
+        extra: More JSON-safe fields to report.
+    """
+
+    n: int
+    weighted_accuracy: float
+    accuracy: float
+    precision: float
+    recall: float
+    per_class_precision: np.ndarray
+    per_class_recall: np.ndarray
+    support: np.ndarray
+    confusion: np.ndarray
+    baseline_class: int
+    baseline_weighted_accuracy: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def beats_baseline(self) -> bool:
+        """Whether the weighted accuracy is above the majority-class baseline."""
+        return self.weighted_accuracy > self.baseline_weighted_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "n": self.n,
+            "weighted_accuracy": self.weighted_accuracy,
+            "accuracy": self.accuracy,
+            "precision": self.precision,
+            "recall": self.recall,
+            "per_class_precision": self.per_class_precision.tolist(),
+            "per_class_recall": self.per_class_recall.tolist(),
+            "support": self.support.tolist(),
+            "confusion": self.confusion.tolist(),
+            "baseline_class": self.baseline_class,
+            "baseline_weighted_accuracy": self.baseline_weighted_accuracy,
+            **self.extra,
+        }
+
+    def format(self, title: str = "") -> str:
+        """Human-readable block with the confusion matrix."""
+        rows = "  ".join(f"[{' '.join(f'{v:4d}' for v in row)}]" for row in self.confusion)
+        return (
+            f"{title}  n={self.n}  weighted acc={self.weighted_accuracy:.3f} "
+            f"(majority baseline {self.baseline_weighted_accuracy:.3f}, class {self.baseline_class})  "
+            f"acc={self.accuracy:.3f}  precision={self.precision:.3f}  recall={self.recall:.3f}\n"
+            f"  confusion (rows true, cols predicted): {rows}"
+        )
+
+
+def majority_class(y: Sequence[Any] | np.ndarray, n_classes: int | None = None) -> int:
+    """Most frequent class index (lowest index on ties); 0 for empty input."""
+    t = np.asarray(y, dtype=np.int64).reshape(-1)
+    if t.size == 0:
+        return 0
+    return int(np.bincount(t, minlength=n_classes or 0).argmax())
+
+
+def classification_report(
+    y_true: Sequence[Any] | np.ndarray,
+    y_pred: Sequence[Any] | np.ndarray,
+    n_classes: int | None = None,
+    majority_of: Sequence[Any] | np.ndarray | None = None,
+) -> ClassificationReport:
+    """Weighted accuracy, precision, recall, confusion and the majority-class baseline.
+
+    Args:
+        y_true: True class indices ``(N,)``.
+        y_pred: Predicted class indices ``(N,)``.
+        n_classes: Number of classes (indices ``0..n_classes-1``); default 1 + largest index seen.
+        majority_of: Labels whose majority class is the baseline (e.g. the training labels);
+            default ``y_true``.
+
+    Returns:
+        The report; with no samples every rate is NaN and the matrices are zero.
+    """
+    t = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    p = np.asarray(y_pred, dtype=np.int64).reshape(-1)
+    if n_classes is None:
+        n_classes = int(max(t.max(initial=-1), p.max(initial=-1))) + 1
+    labels = list(range(max(n_classes, 1)))
+    base = majority_class(t if majority_of is None else majority_of, n_classes)
+    if t.size == 0:
+        z = np.zeros(len(labels))
+        nan = float("nan")
+        return ClassificationReport(
+            0, nan, nan, nan, nan, z, z, z.astype(np.int64),
+            np.zeros((len(labels),) * 2, np.int64), base, nan,
+        )  # fmt: skip
+    cm = confusion_matrix(t, p, labels)
+    pr = precision_recall(t, p, labels)
+    support = cm.sum(axis=1)
+    return ClassificationReport(
+        n=int(cm.sum()),
+        weighted_accuracy=weighted_accuracy(t, p, labels),
+        accuracy=float(np.trace(cm) / cm.sum()),
+        precision=pr["precision_weighted"],
+        recall=pr["recall_weighted"],
+        per_class_precision=np.array([pr["per_class"][str(c)]["precision"] for c in labels]),
+        per_class_recall=np.array([pr["per_class"][str(c)]["recall"] for c in labels]),
+        support=support,
+        confusion=cm,
+        baseline_class=base,
+        baseline_weighted_accuracy=weighted_accuracy(t, np.full_like(t, base), labels),
+    )
