@@ -1,7 +1,236 @@
-"""CLI commands: grimace convert (imports nothing heavy at module level)."""
+"""CLI commands: grimace convert (imports nothing heavy at module level).
+
+``onnx``, ``inspect``, ``check-trt``, ``trt``, ``check``, ``sidecar``. torch / onnx / onnxruntime /
+tensorrt are imported inside the commands, so ``grimace --help`` works without them.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import NoReturn
+
 import typer
 
+from edge.deps import MissingDependencyError, require
+
 app = typer.Typer(no_args_is_help=True)
+
+
+def _fail(msg: str) -> NoReturn:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(1)
+
+
+def _images(folder: Path | None, limit: int, what: str) -> list:
+    """Images for checks: a folder's, or synthetic drawn ones (with a warning) when none is given."""
+    from convert.parity import load_images, synthetic_images
+
+    if folder is None:
+        typer.echo(f"warning: no --images given; {what} uses {limit} synthetic drawn images. "
+                   "Pass --images DIR with real frames for a meaningful check.", err=True)
+        return synthetic_images(limit)
+    imgs, problems = load_images(folder, limit)
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
+    return imgs
+
+
+@app.command("onnx")
+def onnx_cmd(
+    checkpoint: Path = typer.Argument(..., help="Fused model checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .onnx file."),
+    imgsz: int | None = typer.Option(None, help="Square input size (default: the checkpoint's)."),
+    batch: int = typer.Option(1, help="Fixed batch size."),
+    dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch axis (spatial dims stay fixed)."),
+    half: bool = typer.Option(False, "--half", help="FP16 weights, compute and I/O."),
+    nms: bool = typer.Option(False, "--nms", help="In-graph NMS: output (B, max_det, 6+ng)."),
+    opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
+    conf: float = typer.Option(0.25, help="Score threshold (in-graph NMS and parity post-processing)."),
+    iou: float = typer.Option(0.45, help="NMS IoU threshold."),
+    max_det: int = typer.Option(300, help="Boxes kept per image (NMS output rows)."),
+    images: Path | None = typer.Option(None, help="Folder of real images for the parity check."),
+    n_images: int = typer.Option(8, help="Images used by the parity check."),
+    atol: float = typer.Option(1e-4, help="Raw-output tolerance of the FP32 parity check."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify with onnxslim."),
+) -> None:
+    """Export a fused checkpoint to ONNX (with metadata), then check parity against PyTorch."""
+    from dataclasses import replace
+
+    try:
+        require("torch", "grimace convert onnx")
+        require("onnx", "grimace convert onnx")
+        require("onnxruntime", "grimace convert onnx (parity check)")
+    except MissingDependencyError as e:
+        _fail(str(e))
+    from convert import export
+    from convert.parity import check_onnx_parity
+    from convert.trt_readiness import check_trt_readiness
+
+    try:
+        model, meta = export.load_fused_checkpoint(checkpoint)
+    except (export.ExportError, ValueError, OSError) as e:
+        _fail(str(e))
+    if imgsz is not None:
+        meta = replace(meta, imgsz=(imgsz, imgsz))
+    try:
+        path, md, raw = export.export_onnx(
+            model, meta, out, batch=batch, dynamic=dynamic, half=half, nms=nms, opset=opset,
+            conf=conf, iou=iou, max_det=max_det, simplify=simplify,
+        )
+    except export.ExportError as e:
+        _fail(str(e))
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, opset {opset}, "
+               f"output {md.output}, {'FP16' if half else 'FP32'}, "
+               f"batch {'dynamic' if dynamic else batch})")
+    imgs = _images(images, n_images, "the parity check")
+    rep = check_onnx_parity(model, path, md, imgs, raw_proto=raw, conf=conf, iou=iou, atol=atol)
+    for line in rep.lines():
+        typer.echo(line)
+    ready = check_trt_readiness(path)
+    typer.echo(f"TensorRT-readiness: {'PASS' if ready.ok else 'FAIL'}"
+               + ("" if ready.ok else f" ({'; '.join(ready.errors)}); run `grimace convert check-trt`"))
+    if not rep.ok:
+        _fail(f"{path}: ONNX Runtime disagrees with PyTorch: {'; '.join(rep.failures)}. "
+              "Do not deploy this file.")
+
+
+@app.command("inspect")
+def inspect_cmd(model: Path = typer.Argument(..., help="ONNX file or TensorRT engine.")) -> None:
+    """Print a model's metadata, inputs/outputs, opset, op counts and size."""
+    from convert.inspect_model import format_inspection, inspect_model
+    from edge.artifact import ArtifactError
+
+    try:
+        info = inspect_model(model)
+    except (ArtifactError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    for line in format_inspection(info):
+        typer.echo(line)
+
+
+@app.command("check-trt")
+def check_trt_cmd(model: Path = typer.Argument(..., help="ONNX file.")) -> None:
+    """Check, without TensorRT, that TensorRT 10's ONNX parser accepts every op/dtype/shape."""
+    from convert.trt_readiness import check_trt_readiness
+
+    if not model.is_file():
+        _fail(f"{model}: no such file")
+    rep = check_trt_readiness(model)
+    for line in rep.lines():
+        typer.echo(line)
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+@app.command("trt")
+def trt_cmd(
+    model: Path = typer.Argument(..., help="ONNX file exported by `grimace convert onnx`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Engine file to write (sidecar ENGINE.json beside)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Allow FP16 kernels."),
+    int8: bool = typer.Option(False, "--int8", help="INT8 with entropy calibration."),
+    calib: Path | None = typer.Option(None, help="Folder of calibration images (INT8)."),
+    calib_n: int = typer.Option(256, help="Calibration images used at most."),
+    calib_batch: int = typer.Option(8, help="Calibration batch (dynamic-batch models)."),
+    workspace: float = typer.Option(2.0, help="Workspace memory limit in GiB."),
+    dla: int | None = typer.Option(None, help="DLA core (Jetson), with GPU fallback."),
+    max_batch: int = typer.Option(8, help="Max batch of the profile (dynamic-batch models)."),
+) -> None:
+    """Build a TensorRT engine (TensorRT Python API) with timing cache and INT8 calibration."""
+    try:
+        require("tensorrt", "grimace convert trt")
+    except MissingDependencyError as e:
+        _fail(f"{e} TensorRT comes with JetPack on a Jetson; elsewhere install it from NVIDIA. "
+              "Without Python TensorRT use jetson/build_engine.sh (trtexec).")
+    from convert.parity import load_images
+    from convert.trt_engine import BuildOptions, EngineBuildError, build_engine
+
+    imgs = []
+    if int8 and calib is not None:
+        imgs, problems = load_images(calib, calib_n)
+        for p in problems:
+            typer.echo(f"warning: {p}", err=True)
+    opts = BuildOptions(fp16=fp16, int8=int8, calib_images=imgs, calib_batch=calib_batch,
+                        workspace_gb=workspace, dla_core=dla, max_batch=max_batch,
+                        calib_cache=out.with_suffix(".calib"))
+    try:
+        md = build_engine(model, out, opts)
+    except EngineBuildError as e:
+        _fail(str(e))
+    e = md.engine
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): TensorRT {e.tensorrt_version}, "
+               f"{e.precision}, {e.gpu_name} (compute {e.compute_capability}), "
+               f"built in {e.build_time_s:.1f} s")
+
+
+@app.command("check")
+def check_cmd(
+    engine: Path = typer.Argument(..., help="TensorRT engine."),
+    onnx_model: Path = typer.Option(..., "--onnx", help="The ONNX file it was built from."),
+    images: Path = typer.Option(..., help="Folder of images."),
+    n_images: int = typer.Option(32, help="Images used at most."),
+    conf: float = typer.Option(0.25, help="Score threshold of the post-processing."),
+    iou: float = typer.Option(0.45, help="NMS IoU threshold."),
+    min_agree: float = typer.Option(0.95, help="Fail below this fraction of matched boxes/units/grades."),
+) -> None:
+    """Report box IoU and unit/grade agreement of an engine against its ONNX model."""
+    try:
+        require("tensorrt", "grimace convert check")
+    except MissingDependencyError as e:
+        _fail(str(e))
+    from convert.trt_engine import check_engine_against_onnx
+    from edge.artifact import ArtifactError
+
+    imgs = _images(images, n_images, "the engine check")
+    try:
+        rep = check_engine_against_onnx(engine, onnx_model, imgs, conf=conf, iou=iou)
+    except ArtifactError as e:
+        _fail(str(e))
+    for line in rep.lines():
+        typer.echo(line)
+    ag = rep.agreement
+    denom = max(ag.n_ref, 1)
+    worst = min(ag.matched / denom, ag.unit_same / denom, ag.grade_same / denom) if ag.n_ref else 1.0
+    if worst < min_agree:
+        _fail(f"engine agrees with ONNX on only {worst:.1%} (< {min_agree:.0%})")
+
+
+@app.command("sidecar")
+def sidecar_cmd(
+    engine: Path = typer.Argument(..., help="Engine built elsewhere (e.g. by trtexec)."),
+    onnx_model: Path = typer.Option(..., "--onnx", help="The ONNX file it was built from."),
+    precision: str = typer.Option(..., help="fp32, fp16 or int8."),
+    tensorrt_version: str | None = typer.Option(None, help="Default: the installed tensorrt module's."),
+    gpu_name: str | None = typer.Option(None, help="Default: detected with cuda-python."),
+    compute_capability: str | None = typer.Option(None, help="e.g. 8.7 (default: detected)."),
+    build_time: float = typer.Option(0.0, help="Build time in seconds."),
+    dla: int | None = typer.Option(None, help="DLA core used."),
+) -> None:
+    """Write ENGINE.json (ONNX metadata + TensorRT version, GPU, precision) for an engine."""
+    from convert.export import read_onnx_metadata
+    from convert.trt_engine import detect_gpu, now_iso, write_sidecar
+    from edge.artifact import ArtifactError, EngineInfo
+
+    if precision not in ("fp32", "fp16", "int8"):
+        _fail(f"--precision must be fp32, fp16 or int8, got {precision!r}")
+    if not engine.is_file():
+        _fail(f"{engine}: no such engine file")
+    try:
+        meta = read_onnx_metadata(onnx_model)
+    except (ArtifactError, OSError) as e:
+        _fail(str(e))
+    if tensorrt_version is None:
+        try:
+            tensorrt_version = require("tensorrt", "detecting the TensorRT version").__version__
+        except MissingDependencyError as e:
+            _fail(f"{e} Or pass --tensorrt-version.")
+    if gpu_name is None or compute_capability is None:
+        try:
+            name, cc = detect_gpu()
+        except (MissingDependencyError, RuntimeError) as e:
+            _fail(f"cannot detect the GPU ({e}); pass --gpu-name and --compute-capability")
+        gpu_name, compute_capability = gpu_name or name, compute_capability or cc
+    info = EngineInfo(tensorrt_version=tensorrt_version, gpu_name=gpu_name,
+                      compute_capability=compute_capability, precision=precision,
+                      build_time_s=build_time, built_at=now_iso(), dla_core=dla)
+    side = write_sidecar(engine, meta, info)
+    typer.echo(f"wrote {side}")

@@ -197,6 +197,11 @@ def gpu_identity() -> tuple[str, str]:
     return name.strip("\x00 "), f"{props.major}.{props.minor}"
 
 
+def _trt_release(version: str) -> tuple[str, ...]:
+    """``"10.3.0.30"`` -> ``("10", "3", "0")``: trtexec prints 3 parts, ``tensorrt.__version__`` 4."""
+    return tuple(version.strip().split(".")[:3])
+
+
 def check_engine_compat(
     meta: ModelMetadata, engine_path: Path, trt_version: str, gpu: tuple[str, str]
 ) -> None:
@@ -216,7 +221,7 @@ def check_engine_compat(
         raise ArtifactError(f"{sidecar_path(engine_path)}: sidecar has no 'engine' section")
     onnx_guess = engine_path.with_suffix(".onnx")
     rebuild = f"rebuild it on this device: grimace convert trt {onnx_guess} --out {engine_path}"
-    if info.tensorrt_version != trt_version:
+    if _trt_release(info.tensorrt_version) != _trt_release(trt_version):
         raise EngineMismatchError(
             f"{engine_path} was built with TensorRT {info.tensorrt_version} but this machine has TensorRT "
             f"{trt_version}; engines are not portable across TensorRT versions — {rebuild}"

@@ -14,6 +14,16 @@ import typer
 app = typer.Typer(no_args_is_help=True)
 
 
+def _quiet_opencv() -> None:
+    """Keep OpenCV's and FFmpeg's own warnings off the terminal; our errors name the bad file."""
+    import os
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def _fail(msg: str, code: int = 2) -> typer.Exit:
     typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
@@ -61,6 +71,7 @@ def score_cmd(
 
     if fps is not None and fps <= 0:
         raise _fail(f"--fps must be > 0, got {fps}")
+    _quiet_opencv()
     try:
         run = score_inputs(
             paths,
@@ -154,6 +165,7 @@ def watch_cmd(
     from edge.live import watch
     from edge.scales import ScaleError, ScaleMismatchError
 
+    _quiet_opencv()
     try:
         res = watch(
             camera,

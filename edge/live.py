@@ -42,7 +42,8 @@ class WatchResult:
         resumed: Whether an earlier run's session was continued.
         frames: Frames scored in this run.
         complete: Whether the session reached its end (duration or end of file).
-        stopped: Why the loop ended (``complete``, ``source ended``, ``camera gave up``, ``signal``).
+        stopped: Why the loop ended (``complete``, ``complete (end of video file)``, ``camera gave up``,
+            ``signal ...``).
         selected: Interval index -> frame index of the selected frame (whole session).
         session_score: Mean score of the selected frames.
         session_sem: Its SEM.
@@ -131,10 +132,12 @@ def watch(
     kind = describe_camera(camera)[0]
     n_intervals = math.ceil(session_s / interval_s - 1e-9)
     db_path = out / "grimace.sqlite"
-    stop = {"why": ""}
+    stop: dict[str, Any] = {"why": "", "source": None}
 
     def _on_signal(signum: int, _frame: Any) -> None:
         stop["why"] = f"signal {signal.Signals(signum).name}"
+        if stop["source"] is not None:  # also ends a reconnect wait
+            stop["source"].closed = True
 
     old_handlers = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -164,7 +167,10 @@ def watch(
                 _finish(store, result, session_id, out, spec.name)
                 return result
             sel_dir = out / "selected" / session_id
-            best = dict(state.best)
+            best = {  # committed selections, ranked like new frames
+                int(r["interval_index"]): (_rank(r["score"] is not None, r["quality"]), int(r["frame_id"]))
+                for r in store.intervals(session_id)
+            }
             pred = Predictor(m, conf=conf, iou=iou, min_quality=min_quality, quality_fn=frame_quality)
             index_offset = 0 if kind == "file" else state.last_frame_index + 1
             time_offset = 0.0 if kind == "file" else state.last_t_s
@@ -187,7 +193,10 @@ def watch(
                 max_retries=max_retries,
                 on_event=on_event,
             )
+            stop["source"] = src
             t_run = time.perf_counter()
+            tty = bool(getattr(stream, "isatty", lambda: False)())
+            status_state: dict[str, Any] = {"at": 0.0, "interval": None}
             last_t = state.last_t_s
             last_interval = int(last_t // interval_s) if state.n_frames else -1
             with src:
@@ -230,24 +239,29 @@ def watch(
                         store.set_interval_best(session_id, k, fid, res, str(path))
                         best[k] = (rank, fid)
                     if status:
-                        el = time.perf_counter() - t_run
-                        sc = "-" if res.score is None else f"{res.score:.2f}"
-                        q = "-" if res.quality is None else f"{res.quality:.2f}"
-                        stream.write(
-                            f"\r[{session_id}] t={t:6.1f}/{session_s:.0f}s interval {k + 1}/{n_intervals} "
-                            f"frames {result.frames} ({result.frames / max(el, 1e-9):.1f}/s) "
-                            f"score {sc} quality {q} selected {len(best)}   "
-                        )
-                        stream.flush()
+                        now = time.perf_counter()
+                        new_interval = k != status_state["interval"]
+                        if (tty and now - status_state["at"] >= 0.25) or new_interval:
+                            el = now - t_run
+                            sc = "-" if res.score is None else f"{res.score:.2f}"
+                            q = "-" if res.quality is None else f"{res.quality:.2f}"
+                            line = (
+                                f"[{session_id}] t={t:6.1f}/{session_s:.0f}s interval {k + 1}/{n_intervals} "
+                                f"frames {result.frames} ({result.frames / max(el, 1e-9):.1f}/s) "
+                                f"score {sc} quality {q} selected {len(best)}"
+                            )
+                            stream.write(f"\r{line}   " if tty else f"{line}\n")
+                            stream.flush()
+                            status_state.update(at=now, interval=k)
                 else:
                     ended = [e for e in src.events if e.kind in ("ended", "gave_up")]
                     if ended and ended[-1].kind == "ended":
-                        result.complete, result.stopped = True, "source ended"
+                        result.complete, result.stopped = True, "complete (end of video file)"
                     elif ended:
                         result.stopped = "camera gave up"
                 if stop["why"]:
                     result.stopped = stop["why"]
-            if status:
+            if status and tty:
                 stream.write("\n")
             if result.complete:
                 store.complete(session_id, last_t)

@@ -402,7 +402,7 @@ class CameraSource:
         max_retries: Attempts in a row before giving up; ``None`` retries forever.
         on_event: Callback for :class:`CameraEvent`.
         opener: ``f(arg, api) -> cv2.VideoCapture``-like object (tests inject a flaky camera).
-        sleep: Sleep function (tests pass a fake clock).
+        sleep: Sleep function for the backoff (default: a sleep that :meth:`close` interrupts).
     """
 
     def __init__(
@@ -417,7 +417,7 @@ class CameraSource:
         max_retries: int | None = None,
         on_event: Callable[[CameraEvent], None] | None = None,
         opener: Callable[[Any, int], Any] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.src = str(src)
         self.kind, self._arg, self._api = describe_camera(self.src)
@@ -428,7 +428,7 @@ class CameraSource:
         self.backoff_s, self.max_backoff_s, self.max_retries = backoff_s, max_backoff_s, max_retries
         self.on_event = on_event
         self._opener = opener or (lambda arg, api: cv2.VideoCapture(arg, api))
-        self._sleep = sleep
+        self._sleep = sleep or self._nap
         self.events: list[CameraEvent] = []
         self._cap: Any = None
         self._t0 = time.monotonic()
@@ -477,6 +477,12 @@ class CameraSource:
             self._sleep(wait)
             wait = min(wait * 2, self.max_backoff_s)
         return False
+
+    def _nap(self, seconds: float) -> None:
+        """Sleep, waking early when :meth:`close` is called (e.g. from a signal handler)."""
+        end = time.monotonic() + seconds
+        while not self.closed and time.monotonic() < end:
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
     def close(self) -> None:
         """Stop iterating and release the camera."""

@@ -153,7 +153,8 @@ def test_postprocess_matches_ultralytics_non_max_suppression() -> None:
     np.testing.assert_allclose(dets.xyxy, out[:, :4], atol=1e-3)
 
 
-def test_batched_nms_matches_torchvision_with_ties_and_nesting() -> None:
+@pytest.mark.parametrize("per_class_from", [1, 10**9], ids=["per-unit NMSBoxes", "NMSBoxesBatched"])
+def test_batched_nms_matches_torchvision_with_ties_and_nesting(per_class_from: int) -> None:
     rng = np.random.default_rng(11)
     for _ in range(20):
         n = int(rng.integers(1, 400))
@@ -162,8 +163,9 @@ def test_batched_nms_matches_torchvision_with_ties_and_nesting() -> None:
         b = np.concatenate([xy, xy + wh], 1)
         s = np.round(rng.uniform(0, 1, n), 1).astype(np.float32)  # many ties
         c = rng.integers(0, 4, n)
+        s[s == 0] = 0.05  # the per-unit path keeps scores > 0 (post-processing passes only scores > conf)
         ref = torchvision.ops.batched_nms(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(c), 0.5)
-        assert np.array_equal(np.sort(batched_nms(b, s, c, 0.5)), np.sort(ref.numpy()))
+        assert np.array_equal(batched_nms(b, s, c, 0.5, per_class_from=per_class_from), ref.numpy())
 
 
 def test_postprocess_edge_cases() -> None:

@@ -23,6 +23,7 @@ def synth(
     video: int = typer.Option(0, "--video", help="Also write N videos of an animal in a chamber."),
     video_seconds: float = typer.Option(4.0, "--video-seconds", help="Length of each video (s)."),
     fps: float = typer.Option(15.0, "--fps", help="Video frame rate."),
+    image_format: str = typer.Option("jpg", "--format", help="Image format: jpg (q95) or png."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
 ) -> None:
     """Generate a synthetic grimace dataset (procedural faces; test/demo data, not real animals)."""
@@ -32,7 +33,7 @@ def synth(
     try:
         r = generate(
             out, scale, n, seed, imgsz, subjects, graders, val_frac, test_frac, video, video_seconds,
-            fps, overwrite=overwrite, progress=True,
+            fps, overwrite=overwrite, progress=True, image_format=image_format,
         )
     except (ScaleError, ValueError, FileExistsError, OSError) as e:
         typer.echo(f"error: {e}", err=True)

@@ -1,9 +1,283 @@
-"""CLI commands: grimace eval / cv / baseline (imports nothing heavy at module level)."""
+"""CLI commands: grimace eval / cv / baseline (imports nothing heavy at module level).
+
+* ``grimace eval grades``  — model grades vs human graders (weighted accuracy, ICC, Wilcoxon, KW).
+* ``grimace eval detect``  — detection precision/recall per unit vs confidence threshold.
+* ``grimace cv``           — single split, k-fold, subject-wise k-fold, leave-one-subject-out.
+* ``grimace baseline svm`` — the goat seed baseline: video frames, VGG-16 features, linear SVM.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from edge.deps import MissingDependencyError, require
 
 eval_app = typer.Typer(no_args_is_help=True)
 cv_app = typer.Typer(no_args_is_help=True)
 baseline_app = typer.Typer(no_args_is_help=True)
+
+SCHEMES_HELP = "split (one random train/test split), kfold, subject-kfold, loso (leave one subject out)"
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _need_eval(what: str) -> None:
+    try:
+        for mod in ("numpy", "scipy", "pandas", "pingouin", "matplotlib"):
+            require(mod, what)
+    except MissingDependencyError as e:
+        _fail(str(e))
+
+
+@eval_app.command("grades", context_settings={"allow_extra_args": True})
+def eval_grades(
+    ctx: typer.Context,
+    pred: Path = typer.Option(
+        ..., "--pred", help="Model grades: CSV or XLSX, or JSON lines (predict --json)."
+    ),
+    human: list[Path] = typer.Option(
+        ..., "--human", help="Grader CSV or XLSX; repeat, or list several after it."
+    ),
+    groups: Path | None = typer.Option(
+        None, "--groups", help="subjects.csv (image,subject,group,timepoint)."
+    ),
+    scale: str = typer.Option("rgs", "--scale", help="Scale name or YAML file naming the unit columns."),
+    out: Path = typer.Option(..., "--out", help="Report folder (report.html, report.json, PNGs)."),
+) -> None:
+    """Validate model grades against human graders with the rat seed's statistics.
+
+    Extra grader files may follow a single --human: `--human g1.csv g2.csv` is read as two graders.
+    """
+    _need_eval("grimace eval grades")
+    from edge.scales import ScaleError, load_scale
+    from train.data.format import LabelError, read_subjects
+    from train.evaluation.grades import evaluate_grades, load_inputs
+    from train.evaluation.io import GradeFileError
+    from train.evaluation.report import write_grades_report
+
+    extra = [Path(a) for a in ctx.args]
+    bad = [str(a) for a in extra if a.suffix.lower() not in (".csv", ".xlsx", ".xlsm")]
+    if bad:
+        _fail(f"unexpected arguments {bad}; grader files after --human must be .csv or .xlsx files")
+    try:
+        spec = load_scale(scale)
+        p, hs = load_inputs(pred, [*human, *extra], spec)
+        subjects = read_subjects(groups) if groups else None
+    except (GradeFileError, LabelError, ScaleError, OSError) as e:
+        _fail(str(e))
+    report = evaluate_grades(p, hs, spec, subjects)
+    cnt = report["counts"]
+    n_pred = cnt["images_in_prediction"]
+    for h, missing in zip(hs, cnt["prediction_images_missing_in_grader"], strict=True):
+        if missing == n_pred:
+            msg = (
+                f"none of the {n_pred} predicted images is in {h.path} (rows are matched by file name, "
+                f"e.g. {p.images[0]!r} vs {h.images[0]!r})"
+            )
+        elif missing:
+            msg = f"{missing} predicted image(s) have no row in {h.path}; left out of its comparisons"
+        else:
+            continue
+        typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
+    files = write_grades_report(report, out)
+    _print_grade_summary(report)
+    typer.echo(f"report: {files['html']}\njson:   {files['json']}")
+
+
+def _print_grade_summary(report: dict) -> None:
+    blocks = [(b["label"], b) for b in report["units"].values()] + [
+        (report["total"]["label"], report["total"])
+    ]
+    typer.echo(f"{'unit':<22}{'n':>5}{'WA':>8}{'ICC(1,1)':>10}  {'label':<10}{'graders ICC(1,1)':>18}")
+    for label, b in blocks:
+        r = b["icc_model_vs_human_mean"]
+        f = r["forms"]["ICC1"]
+        g = b["icc_graders"]["forms"]["ICC1"] if b["icc_graders"] else None
+        wa = b["classification"].get("weighted_accuracy")
+        wa_s = "—" if wa is None else f"{wa:.3f}"
+        icc_s = "—" if not f or f["icc"] is None else f"{f['icc']:.3f}"
+        lab = f["label"] if f else "undefined"
+        g_s = "—" if not g or g["icc"] is None else f"{g['icc']:.3f}"
+        typer.echo(f"{label:<22}{r['n']:>5}{wa_s:>8}{icc_s:>10}  {lab:<10}{g_s:>18}")
+
+
+@eval_app.command("detect")
+def eval_detect(
+    pred: Path = typer.Option(..., "--pred", help="Predictions, JSON lines (one record per image)."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder with data.yaml and label files."),
+    iou: float = typer.Option(0.5, "--iou", help="IoU needed for a true positive."),
+    split: list[str] = typer.Option([], "--split", help="Dataset split(s) for ground truth (default all)."),
+    out: Path = typer.Option(Path("eval_detect"), "--out", help="Output folder (JSON, Markdown, PNGs)."),
+) -> None:
+    """Detection precision and recall per unit vs confidence threshold (the rat seed's Fig. 1)."""
+    _need_eval("grimace eval detect")
+    import warnings
+
+    from train.data.format import LabelError
+    from train.evaluation.detect import (
+        DetectFileError,
+        detection_markdown,
+        evaluate_detections,
+        plot_detection,
+    )
+    from train.evaluation.report import write_json
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = evaluate_detections(pred, data, iou=iou, splits=list(split) or None)
+    except (DetectFileError, LabelError, OSError) as e:
+        _fail(str(e))
+    for msg in report["skipped_lines"][:10] + report["label_problems"][:10]:
+        typer.secho(f"skipped: {msg}", fg=typer.colors.YELLOW, err=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "detect_report.json", report)
+    md = detection_markdown(report)
+    (out / "detect_report.md").write_text(md)
+    plot_detection(report, out)
+    typer.echo(md)
+    typer.echo(f"written: {out}/detect_report.json, detect_report.md, precision/recall_confidence.png")
+
+
+def _svm_trainer(backbone: str, pretrained: bool, c: float, batch: int) -> object:
+    require("torch", "the SVM baseline")
+    require("sklearn", "the SVM baseline")
+    from train.evaluation.baseline import BACKBONES, FeatureExtractor, SVMTrainer
+
+    if backbone not in BACKBONES:
+        _fail(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
+    return SVMTrainer(FeatureExtractor(backbone=backbone, pretrained=pretrained, batch_size=batch), C=c)
+
+
+@cv_app.command("cv", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def cv_cmd(
+    ctx: typer.Context,
+    data: Path = typer.Option(..., "--data", help="Dataset folder (data.yaml, labels, subjects.csv)."),
+    scheme: str = typer.Option("subject-kfold", "--scheme", help=SCHEMES_HELP),
+    k: int = typer.Option(5, "--k", help="Folds for kfold / subject-kfold."),
+    model: str = typer.Option("svm", "--model", help="student (fused model, by subprocess) or svm."),
+    target: str = typer.Option("pain", "--target", help="svm class: pain (from graded labels) or group."),
+    seed: int = typer.Option(0, "--seed", help="Split seed."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Test share for --scheme split."),
+    backbone: str = typer.Option("vgg16", "--backbone", help="svm features: vgg16, or tiny (TEST OPTION)."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet weights for vgg16."),
+    c: float = typer.Option(1.0, "--C", help="SVM regularisation."),
+    batch: int = typer.Option(16, "--batch", help="Feature extraction batch size."),
+    out: Path = typer.Option(Path("cv_report"), "--out", help="Output folder (cv_report.json / .md)."),
+    train_cmd: str | None = typer.Option(None, "--train-cmd", help="student: training command template."),
+    predict_cmd: str | None = typer.Option(
+        None, "--predict-cmd", help="student: prediction command template."
+    ),
+) -> None:
+    """Cross-validate on a dataset: split | kfold | subject-kfold | loso.
+
+    Options after `--` go to the student's training command, e.g.
+    `grimace cv --data D --scheme loso --model student -- --epochs 5 --imgsz 320`.
+    Subject-wise schemes are checked: no subject is on both sides of any fold.
+    """
+    from train.data.format import LabelError
+    from train.evaluation.cv import StudentTrainer, cv_markdown, dataset_items, run_cv
+    from train.evaluation.report import write_json
+    from train.evaluation.splits import SCHEMES, SUBJECT_SCHEMES, SplitError
+
+    if scheme not in SCHEMES:
+        _fail(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    try:
+        items, info = dataset_items(
+            data, target="none" if model == "student" else target, require_subjects=scheme in SUBJECT_SCHEMES
+        )
+    except (LabelError, ValueError, OSError) as e:
+        _fail(str(e))
+    for msg in info.raw.get("_skipped", [])[:5]:
+        typer.secho(f"skipped: {msg}", fg=typer.colors.YELLOW, err=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if model == "svm":
+        if ctx.args:
+            _fail(f"options after -- are for --model student; got {ctx.args}")
+        trainer = _svm_trainer(backbone, pretrained, c, batch)
+    elif model == "student":
+        trainer = StudentTrainer(spec=info.spec, work=out / "folds", extra_args=list(ctx.args))
+        if train_cmd:
+            trainer.train_cmd = train_cmd
+        if predict_cmd:
+            trainer.predict_cmd = predict_cmd
+    else:
+        _fail(f"unknown model {model!r}; expected student or svm")
+    try:
+        result = run_cv(
+            items, trainer, scheme, k=k, seed=seed, test_fraction=test_fraction, progress=typer.echo
+        )
+    except (SplitError, RuntimeError, ValueError) as e:
+        _fail(str(e))
+    result["data"] = str(data)
+    write_json(out / "cv_report.json", result)
+    md = cv_markdown(result)
+    (out / "cv_report.md").write_text(md)
+    typer.echo(md)
+    typer.echo(f"written: {out / 'cv_report.json'}, {out / 'cv_report.md'}")
+
+
+@baseline_app.command("svm")
+def baseline_svm(
+    videos: Path = typer.Option(..., "--videos", help="Folder with the videos."),
+    labels: Path = typer.Option(..., "--labels", help="CSV with columns video,animal,label."),
+    fps: list[float] = typer.Option(
+        [1.0], "--fps", help="Frames per second to extract (repeat: --fps 1 --fps 3)."
+    ),
+    scheme: list[str] = typer.Option(["subject-kfold"], "--scheme", help=SCHEMES_HELP + "; repeatable."),
+    k: int = typer.Option(10, "--k", help="Folds for kfold / subject-kfold."),
+    seed: int = typer.Option(0, "--seed", help="Split seed."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Test share for --scheme split."),
+    backbone: str = typer.Option(
+        "vgg16", "--backbone", help="vgg16, or tiny (a TEST OPTION: random 3-layer CNN)."
+    ),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet weights for vgg16."),
+    c: float = typer.Option(1.0, "--C", help="SVM regularisation."),
+    batch: int = typer.Option(16, "--batch", help="Feature extraction batch size."),
+    out: Path = typer.Option(Path("baseline_svm"), "--out", help="Output folder (frames, JSON, Markdown)."),
+) -> None:
+    """The goat seed baseline: frames at 1/3 fps, VGG-16 pooled features, linear SVM, CV schemes."""
+    from train.evaluation.baseline import VideoLabelError, seed_tables, video_items
+    from train.evaluation.cv import cv_markdown, run_cv
+    from train.evaluation.report import write_json
+    from train.evaluation.splits import SCHEMES, SplitError
+
+    for s in scheme:
+        if s not in SCHEMES:
+            _fail(f"unknown scheme {s!r}; expected one of {', '.join(SCHEMES)}")
+    trainer = _svm_trainer(backbone, pretrained, c, batch)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rate in fps:
+        try:
+            items = video_items(videos, labels, rate, out)
+        except (VideoLabelError, OSError) as e:
+            _fail(str(e))
+        typer.echo(f"{rate:g} fps: {len(items)} frames from {len({it.subject for it in items})} animals")
+        for s in scheme:
+            try:
+                r = run_cv(
+                    items, trainer, s, k=k, seed=seed, test_fraction=test_fraction, progress=typer.echo
+                )
+            except (SplitError, ValueError) as e:
+                _fail(f"{s} @ {rate:g} fps: {e}")
+            r["fps"] = rate
+            r["features"] = {"backbone": backbone, "weights": trainer.features.weights_used}
+            results.append(r)
+            tag = f"{s}_{rate:g}fps"
+            write_json(out / f"cv_{tag}.json", r)
+            (out / f"cv_{tag}.md").write_text(cv_markdown(r))
+    report = {"videos": str(videos), "labels": str(labels), "results": results}
+    write_json(out / "baseline_report.json", report)
+    md = (
+        f"# Goat baseline: {backbone} features ({trainer.features.weights_used}) + linear SVM\n\n"
+        + seed_tables(results)
+    )
+    (out / "baseline_report.md").write_text(md)
+    typer.echo(md)
+    typer.echo(f"written: {out / 'baseline_report.json'}, {out / 'baseline_report.md'}")

@@ -13,5 +13,6 @@ numpy + OpenCV only (no torch).
 from __future__ import annotations
 
 from train.synth.dataset import SynthReport, generate, generate_dataset
+from train.synth.video import generate_video
 
-__all__ = ["SynthReport", "generate", "generate_dataset"]
+__all__ = ["SynthReport", "generate", "generate_dataset", "generate_video"]

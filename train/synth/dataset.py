@@ -31,6 +31,7 @@ from train.synth.study import (
 )
 
 SPLITS = ("train", "val", "test")
+_WRITE_PARAMS = {"jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], "png": [cv2.IMWRITE_PNG_COMPRESSION, 1]}
 _OWNED = ("images", "labels", "graders", "videos", "data.yaml", "subjects.csv")
 
 
@@ -112,6 +113,7 @@ def generate(
     overwrite: bool = False,
     progress: bool = False,
     augment: bool = True,
+    image_format: str = "jpg",
 ) -> SynthReport:
     """Generate a synthetic dataset; see :func:`generate_dataset` (this returns a report)."""
     t0 = time.perf_counter()
@@ -121,6 +123,9 @@ def generate(
         raise ValueError(f"n must be >= 1, got {n}")
     if imgsz < 64:
         raise ValueError(f"imgsz must be >= 64, got {imgsz}")
+    fmt = image_format.lower().lstrip(".")
+    if fmt not in _WRITE_PARAMS:
+        raise ValueError(f"image_format must be one of {sorted(_WRITE_PARAMS)}, got {image_format!r}")
     out = Path(out)
     _prepare_out(out, overwrite)
     subs = make_subjects(species, subjects, seed, val_frac, test_frac)
@@ -131,17 +136,20 @@ def generate(
     truth: list[tuple[str, dict[str, float]]] = []
     levels: list[dict[str, float]] = []
     score_acc: dict[str, list[float]] = defaultdict(list)
-    cells = [(s, t) for t in TIMEPOINTS for s in subs]
+    # image i shows subject i % S; timepoints alternate in pairs of subjects (one control, one
+    # injured) and flip every round, so even n < S covers both groups at both timepoints
+    n_tp = len(TIMEPOINTS)
+    cells = [(sub, TIMEPOINTS[(j // 2 + r) % n_tp]) for r in range(n_tp) for j, sub in enumerate(subs)]
     for i in tqdm(range(n), desc=f"synth {spec.name}", unit="img", disable=not progress):
         sub, tp = cells[i % len(cells)]
         rng = np.random.default_rng([seed, 2, i])
         pain = latent_pain(sub, tp, rng)
         level, inst = unit_severities(pain, drawn, rng)
         r = render_frontal(spec, sub.morph, inst, rng, (imgsz, imgsz), augment=augment)
-        name = f"{sub.sid}_{tp}_{i:05d}.png"
+        name = f"{sub.sid}_{tp}_{i:05d}.{fmt}"
         img_path = out / "images" / sub.split / name
         img_path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(img_path), r.image, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+        if not cv2.imwrite(str(img_path), r.image, _WRITE_PARAMS[fmt]):
             raise OSError(f"{img_path}: could not write image")
         boxes = []
         per_unit: dict[str, list[int]] = defaultdict(list)
@@ -175,6 +183,7 @@ def generate(
             "seed": seed,
             "n": n,
             "imgsz": imgsz,
+            "image_format": fmt,
             "subjects": subjects,
             "species": species,
         }
@@ -246,10 +255,11 @@ def generate_dataset(
     overwrite: bool = False,
     progress: bool = False,
     augment: bool = True,
+    image_format: str = "jpg",
 ) -> Path:
     """Generate a synthetic grimace dataset (test and demo material, not real-animal evidence).
 
-    Layout: ``images/{train,val,test}/*.png``, ``labels/...`` (``unit cx cy w h grade``),
+    Layout: ``images/{train,val,test}/*.jpg`` (or ``.png``), ``labels/...`` (``unit cx cy w h grade``),
     ``data.yaml`` (with the scale and a ``synthetic`` block), ``subjects.csv`` (image, subject,
     group ``control``/``injured``, timepoint ``day1``/``day30``); with ``graders`` also
     ``graders/ground_truth.csv`` and ``graders/grader_{1..K}.csv``; with ``video`` also
@@ -273,11 +283,12 @@ def generate_dataset(
         overwrite: Replace a previous dataset in ``out`` (only the files this function writes).
         progress: Show a progress bar.
         augment: Apply lighting, blur and noise.
+        image_format: ``"jpg"`` (quality 95, fast, small) or ``"png"`` (lossless).
 
     Returns:
         The dataset root ``out``.
     """
     return generate(
         out, scale, n, seed, imgsz, subjects, graders, val_frac, test_frac, video, video_seconds, fps,
-        overwrite, progress, augment,
+        overwrite, progress, augment, image_format,
     ).out

@@ -3,11 +3,13 @@
 Faces are described in *face units*: the origin is the middle of the face at eye level, ``x`` points
 to the image right, ``y`` down and ``z`` towards the camera; one unit is the half-width of the head.
 :class:`Canvas` projects such points with a small yaw (pseudo-3D, using each shape's depth ``z``), a
-roll, a scale (pixels per face unit) and a translation, then draws them with anti-aliasing into the
-colour image and, without anti-aliasing, into an ``owner`` map (uint8): every pixel holds the id of
-the labelled unit instance that was drawn last on it (0 = not a unit). Because later shapes overwrite
-earlier ones in both images, the owner map holds exactly the *visible* pixels of every unit instance,
-and boxes taken from it tightly contain what was drawn.
+roll, a scale (pixels per face unit) and a translation, then draws them into a supersampled copy of
+the image (``ss`` times larger) and, with the very same rasterisation, into an ``owner`` map (uint8)
+of that size: every pixel holds the id of the labelled unit instance drawn last on it (0 = no unit).
+Because later shapes overwrite earlier ones in both, the owner map holds exactly the *visible* pixels
+of every unit instance. :meth:`Canvas.result` averages ``ss x ss`` blocks (anti-aliasing), so a unit
+changes exactly the output pixels whose block holds one of its owner pixels, and :meth:`Canvas.boxes`
+gives boxes that contain every pixel a unit changed and nothing more.
 """
 
 from __future__ import annotations
@@ -70,16 +72,20 @@ def mix(a: Color, b: Color, t: float) -> Color:
 
 
 class Canvas:
-    """Draws face-coordinate shapes into a BGR image and a uint8 owner map.
+    """Draws face-coordinate shapes into a supersampled BGR image and a uint8 owner map.
 
     Args:
-        image: BGR uint8 image ``(H, W, 3)``, drawn in place.
-        owner: uint8 map ``(H, W)`` drawn in place, or ``None`` to skip it.
+        image: BGR uint8 background ``(H, W, 3)`` (not modified; see :meth:`result`).
+        ss: Supersampling factor (2 gives smooth edges).
+        track_owner: Keep the owner map (needed for :meth:`boxes`).
     """
 
-    def __init__(self, image: np.ndarray, owner: np.ndarray | None = None) -> None:
-        self.image = image
-        self.owner = owner
+    def __init__(self, image: np.ndarray, ss: int = 2, track_owner: bool = True) -> None:
+        h, w = image.shape[:2]
+        self.size = (h, w)
+        self.ss = int(ss)
+        self.image = cv2.resize(image, (w * self.ss, h * self.ss), interpolation=cv2.INTER_NEAREST)
+        self.owner = np.zeros((h * self.ss, w * self.ss), np.uint8) if track_owner else None
         self.skip: set[int] = set()  # owner ids not to draw at all (used to test label boxes)
         self.set_pose(0.0, 0.0, 1.0)
 
@@ -112,14 +118,49 @@ class Canvas:
         return length * self.scale
 
     def _int(self, pix: np.ndarray) -> np.ndarray:
-        return np.round(pix * _ONE).astype(np.int32).reshape(-1, 1, 2)
+        # pixel centres: output pixel (i, j) covers supersampled pixels ss*i .. ss*i + ss - 1
+        p = (pix + 0.5) * self.ss - 0.5
+        return np.round(p * _ONE).astype(np.int32).reshape(-1, 1, 2)
+
+    def result(self) -> np.ndarray:
+        """The drawn image at the output size, BGR uint8 ``(H, W, 3)`` (block average)."""
+        h, w = self.size
+        if self.ss == 1:
+            return self.image.copy()
+        return cv2.resize(self.image, (w, h), interpolation=cv2.INTER_AREA)
+
+    def boxes(self, ids: list[int]) -> dict[int, tuple[int, int, int, int]]:
+        """Output-pixel boxes ``(x1, y1, x2, y2)`` (exclusive ends) of each id's visible pixels.
+
+        Args:
+            ids: Instance ids to measure.
+
+        Returns:
+            Id -> box, only for ids with at least one visible pixel.
+        """
+        if self.owner is None:
+            raise ValueError("this canvas keeps no owner map")
+        s = self.ss
+        out: dict[int, tuple[int, int, int, int]] = {}
+        for i in ids:
+            x, y, bw, bh = cv2.boundingRect((self.owner == i).astype(np.uint8))
+            if bw == 0 or bh == 0:
+                continue
+            out[i] = (x // s, y // s, -(-(x + bw) // s), -(-(y + bh) // s))
+        return out
+
+    def owner_map(self) -> np.ndarray:
+        """Owner map at the output size (the id holding most of each block), uint8 ``(H, W)``."""
+        if self.owner is None:
+            raise ValueError("this canvas keeps no owner map")
+        return self.owner[:: self.ss, :: self.ss].copy()
 
     def poly(self, pts: np.ndarray, color: Color, owner: int = 0, z: float | np.ndarray = 0.0) -> None:
         """Fill a polygon given in face units."""
         if owner in self.skip:
             return
         ip = self._int(self.project(pts, z))
-        cv2.fillPoly(self.image, [ip], color, cv2.LINE_AA, _SHIFT)
+        cv2.fillPoly(self.image, [ip], color, cv2.LINE_8, _SHIFT)
         if self.owner is not None:
             cv2.fillPoly(self.owner, [ip], int(owner), cv2.LINE_8, _SHIFT)
 
@@ -136,8 +177,8 @@ class Canvas:
         if owner in self.skip:
             return
         ip = self._int(self.project(pts, z))
-        t = max(1, round(self.px(width)))
-        cv2.polylines(self.image, [ip], closed, color, t, cv2.LINE_AA, _SHIFT)
+        t = max(self.ss, round(self.px(width) * self.ss))
+        cv2.polylines(self.image, [ip], closed, color, t, cv2.LINE_8, _SHIFT)
         if self.owner is not None:
             cv2.polylines(self.owner, [ip], closed, int(owner), t, cv2.LINE_8, _SHIFT)
 
@@ -155,26 +196,3 @@ class Canvas:
     ) -> None:
         """Fill an ellipse given in face units."""
         self.poly(ellipse_pts(cx, cy, ax, ay, angle, n), color, owner, z)
-
-
-def boxes_from_owner(owner: np.ndarray, ids: list[int], pad: int = 1) -> dict[int, tuple[int, int, int, int]]:
-    """Tight pixel boxes ``(x1, y1, x2, y2)`` (exclusive ends) of each id's visible pixels.
-
-    Args:
-        owner: uint8 owner map ``(H, W)``.
-        ids: Instance ids to measure.
-        pad: Pixels added on every side (anti-aliased edges reach one pixel beyond the owner map),
-            clipped to the image.
-
-    Returns:
-        Id -> box, only for ids with at least one visible pixel.
-    """
-    h, w = owner.shape
-    out: dict[int, tuple[int, int, int, int]] = {}
-    for i in ids:
-        m = (owner == i).astype(np.uint8)
-        x, y, bw, bh = cv2.boundingRect(m)
-        if bw == 0 or bh == 0:
-            continue
-        out[i] = (max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad))
-    return out

@@ -41,7 +41,7 @@ COATS: dict[str, tuple[str, ...]] = {
 EXTENT: dict[str, tuple[float, float, float, float]] = {
     "rat": (-2.0, 2.0, -1.9, 1.9),
     "mouse": (-2.0, 2.0, -2.1, 1.8),
-    "goat": (-2.0, 2.0, -1.9, 2.2),
+    "goat": (-2.0, 2.0, -1.9, 2.6),
 }
 
 WHITE: Color = (245.0, 245.0, 245.0)
@@ -70,6 +70,8 @@ class Morphology:
         blaze: White blaze on the forehead (hooded rats, pied goats).
         horns: Goat has horns.
         beard: Goat has a beard.
+        fur_strokes: Fixed fur texture ``(n, 5)``: radius and angle inside the head outline, a
+            direction jitter (radians), a length and a brightness factor per stroke.
     """
 
     species: str
@@ -94,6 +96,7 @@ class Morphology:
     blaze: bool = False
     horns: bool = False
     beard: bool = False
+    fur_strokes: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)), repr=False, compare=False)
 
 
 def _jit(rng: np.random.Generator, c: tuple[float, float, float], amount: float = 0.08) -> Color:
@@ -160,7 +163,32 @@ def sample_morphology(species: str, rng: np.random.Generator, coat: str | None =
         horns=bool(species == "goat" and rng.random() < 0.5),
         beard=bool(species == "goat" and rng.random() < 0.4),
         **{k: float(v) for k, v in geo.items()},
+        fur_strokes=np.stack(
+            [
+                np.sqrt(rng.uniform(0.02, 1, 90)) * 0.92,
+                rng.uniform(0, 2 * np.pi, 90),
+                rng.normal(0, 0.35, 90),
+                rng.uniform(0.07, 0.15, 90),
+                rng.uniform(0.82, 1.18, 90),
+            ],
+            1,
+        ),
     )
+
+
+def _fur(
+    c: Canvas, m: Morphology, top: float, bottom: float, y0: float, taper_pow: float, ny: float, oid: int = 0
+) -> None:
+    """Short fur strokes inside the head outline, flowing away from the nose (fixed per subject)."""
+    dark = float(np.mean(m.fur)) < 90
+    for r, t, jit, length, f in m.fur_strokes:
+        ct, st = math.cos(t), math.sin(t)
+        x = r * m.head_w * ct * (1 - m.taper * max(st, 0.0) ** taper_pow)
+        y = y0 + r * st * (top if st < 0 else bottom) * m.head_h
+        ang = math.atan2(y - ny, x if abs(x) > 1e-3 else 1e-3) + jit
+        d = np.array([math.cos(ang), math.sin(ang)]) * length
+        col = shade(m.fur, 1 + (f - 1) * (2.5 if dark else 0.6))
+        c.line(np.array([[x, y], [x + d[0], y + d[1]]]), col, 0.012, oid, 0.05)
 
 
 # ------------------------------------------------------------------------------------ rodents
@@ -301,10 +329,11 @@ def _draw_rodent(
     ny = (bottom - 0.28) * m.head_h
     # body/shoulders behind the head
     body = (205.0, 214.0, 220.0) if m.coat == "hooded" else shade(m.fur, 0.92)
-    c.ellipse(0, 1.55 * m.head_h, 1.45 * m.head_w, 0.95, body, 0, 0, -1.5)
+    c.ellipse(0, 1.55 * m.head_h, 1.45 * m.head_w, 0.95, body, 0, 0, -0.5)
     for k, side in enumerate((-1, 1)):
         _rodent_ear(c, m, side, sev["ear"][k], ids.get(("ear", k), 0), mouse)
     c.poly(_head_outline(m, 1.05, bottom), m.fur, 0, 0.0)
+    _fur(c, m, 1.05, bottom * 0.8, 0.0, 1.4, ny)
     c.ellipse(0, -0.55 * m.head_h, 0.55 * m.head_w, 0.35, m.fur_light if not m.blaze else m.fur, 0, 0, 0.2)
     if m.blaze:
         stripe = np.array([[-0.12, -1.0], [0.12, -1.0], [0.06, 0.05], [-0.06, 0.05]]) * (1, m.head_h)
@@ -367,6 +396,7 @@ def _draw_goat(
     y = np.where(y0 < 0, y0 * 1.15, y0 * 2.0) * m.head_h - 0.15
     x = m.head_w * x0 * (1 - m.taper * np.clip(y0, 0, 1) ** 1.2)
     c.poly(np.stack([x, y], 1), m.fur, oid, 0.0)
+    _fur(c, m, 1.1, 1.9, -0.15, 1.2, 1.55 * m.head_h, oid)  # strokes are part of the face
     if m.blaze:
         c.poly(np.array([[-0.18, -1.2], [0.18, -1.2], [0.14, 1.2], [-0.14, 1.2]]) * (1, m.head_h),
                (230.0, 236.0, 240.0), oid, 0.3)

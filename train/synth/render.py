@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.scales import ScaleError, ScaleSpec
-from train.synth.draw import Canvas, boxes_from_owner
+from train.synth.draw import Canvas
 from train.synth.faces import EXTENT, SPECIES_UNITS, Morphology, draw_face
 from train.synth.scene import background, photometric
 from train.synth.study import grade_of
@@ -42,8 +42,8 @@ class Rendered:
 
     Attributes:
         image: BGR uint8 ``(H, W, 3)``.
-        owner: uint8 ``(H, W)``; pixel value = ``Instance.oid`` of the unit drawn there (0 = none),
-            before blur/noise.
+        owner: uint8 ``(H, W)``; pixel value = ``Instance.oid`` of the unit visible there (0 = none),
+            sampled from the supersampled owner map, before blur/noise.
         instances: Labelled instances in class order.
         pose: Pose parameters used (centre, scale, roll, yaw, in pixels and degrees).
     """
@@ -126,8 +126,7 @@ def render_frontal(
     species = morph.species
     img = background(h, w, rng, "stall" if species == "goat" and rng.random() < 0.5 else None)
     p = pose or sample_pose(species, morph, h, w, rng)
-    owner = np.zeros((h, w), np.uint8)
-    canvas = Canvas(img, owner)
+    canvas = Canvas(img)
     sy, dy = 1.0, 0.0
     if species == "goat":  # a goat in pain lowers its head: the face drops and foreshortens
         v = severities["face"][0]
@@ -142,11 +141,12 @@ def render_frontal(
     if hide:
         canvas.skip = {ids[key] for key in hide if key in ids}
     draw_face(canvas, morph, severities, ids)
+    img = canvas.result()
     out = photometric(img, rng) if augment else img
-    boxes = boxes_from_owner(owner, list(ids.values()))
+    boxes = canvas.boxes(list(ids.values()))
     instances = []
     for name, k, cls in meta:
         oid = ids[(name, k)]
         sev = severities[name][k]
         instances.append(Instance(name, k, cls, oid, sev, grade_of(sev, spec.units[cls]), boxes.get(oid)))
-    return Rendered(out, owner, instances, p)
+    return Rendered(out, canvas.owner_map(), instances, p)

@@ -30,7 +30,7 @@ PAIN_MEANS: dict[tuple[str, str], float] = {
     ("injured", "day30"): 0.55,
 }
 # how strongly each unit follows the latent pain (unknown units: 0.8)
-UNIT_GAIN = {"eye": 1.0, "ear": 0.9, "nose": 0.85, "cheek": 0.8, "whiskers": 0.75, "face": 1.0}
+UNIT_GAIN = {"eye": 1.0, "ear": 0.92, "nose": 0.9, "cheek": 0.85, "whiskers": 0.85, "face": 1.0}
 SEVERITY_PER_PAIN = 0.6  # unit severity per unit of latent pain (before the unit's gain)
 UNIT_NOISE = 0.08  # per image and unit, in severity units
 INSTANCE_NOISE = 0.05  # left/right asymmetry

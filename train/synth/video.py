@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from edge.scales import ScaleSpec, load_scale
-from train.synth.draw import Canvas, boxes_from_owner
+from train.synth.draw import Canvas
 from train.synth.faces import SPECIES_UNITS, draw_back, draw_face, draw_side
 from train.synth.render import species_for
 from train.synth.scene import finish, lighting
@@ -166,9 +166,7 @@ def render_video(
             scale = w * (0.06 + 0.05 * depth) * m.size
             cx = w / 2 + w * 0.3 * math.sin(2 * math.pi * t / per[1] + ph[1])
             cy = horizon + (h - horizon) * (0.15 + 0.45 * depth) - scale * 0.2
-            img = scene.copy()
-            owner = np.zeros((h, w), np.uint8)
-            c = Canvas(img, owner)
+            c = Canvas(scene)
             a = float(yaw[i])
             if abs(a) <= FRONT_YAW:
                 view = "front"
@@ -183,9 +181,9 @@ def render_video(
                 view = "back"
                 c.set_pose(cx, cy - scale * 0.3, scale, 0, 0)
                 draw_back(c, m)
-            frame = finish(img, light, sigma, noise, rng)
+            frame = finish(c.result(), light, sigma, noise, rng)
             writer.write(frame)
-            boxes = boxes_from_owner(owner, list(meta))
+            boxes = c.boxes(list(meta))
             units = [
                 {"unit": meta[oid][0], "class": meta[oid][2], "instance": meta[oid][1],
                  "box": list(b), "grade": grades[meta[oid][0]][meta[oid][1]]}

@@ -1,7 +1,165 @@
-"""CLI commands: grimace teacher (imports nothing heavy at module level)."""
+"""CLI commands: ``grimace teacher train | score | import-seed | heatmap``.
+
+Nothing heavy is imported at module level (torch, ultralytics and transformers are imported inside
+the commands), so ``grimace --help`` stays fast and works without the train extra.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from edge.deps import require
+
+app = typer.Typer(no_args_is_help=True, help="Two-stage teacher: YOLO unit detector + ViT graders.")
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Option(..., "--data", help="Grimace dataset folder (with data.yaml)."),
+    out: Path = typer.Option(..., "--out", help="Teacher run folder to write."),
+    detector: str = typer.Option("s", "--detector", help="YOLOv5 size: n, s or m."),
+    vit: str = typer.Option(
+        "google/vit-base-patch16-224-in21k", "--vit",
+        help="ViT backbone: Hugging Face id, local folder, config.json, or 'tiny'.",
+    ),
+    epochs_det: int = typer.Option(100, "--epochs-det", min=1, help="Detector epochs."),
+    epochs_vit: int = typer.Option(20, "--epochs-vit", min=1, help="Epochs per ViT."),
+    imgsz: int = typer.Option(640, "--imgsz", min=32, help="Detector input size."),
+    vit_size: int | None = typer.Option(
+        None, "--vit-size", min=16, help="ViT input size for randomly initialised backbones."
+    ),
+    det_batch: int = typer.Option(16, "--det-batch", min=1),
+    det_optimizer: str = typer.Option(
+        "SGD", "--det-optimizer",
+        help="Detector optimiser (SGD as in the seed; 'auto' = ultralytics' choice).",
+    ),
+    det_init: Path | None = typer.Option(
+        None, "--det-init", help="Start the detector from this teacher run folder's detector."
+    ),
+    reuse_detector: Path | None = typer.Option(
+        None, "--reuse-detector", help="Copy this teacher run's detector instead of training one."
+    ),
+    vit_batch: int = typer.Option(16, "--vit-batch", min=1),
+    lr: float = typer.Option(0.01, "--lr", help="ViT learning rate."),
+    vit_optimizer: str = typer.Option(
+        "sgd", "--vit-optimizer", help="sgd (the seed; with momentum) or adamw (for random-init ViTs)."
+    ),
+    augment: float = typer.Option(0.5, "--augment", min=0.0, help="ViT augmentation strength (0 = flips)."),
+    class_weighting: str = typer.Option(
+        "inverse", "--class-weighting", help="Cross-entropy class weights: inverse, sqrt or none."
+    ),
+    grey: bool = typer.Option(False, "--grey/--colour", help="Grade grey-level crops (ignore fur colour)."),
+    standardize: bool = typer.Option(
+        False, "--standardize/--fixed-norm", help="Per-image standardisation of ViT inputs."
+    ),
+    margin: float = typer.Option(0.1, "--margin", min=0.0, help="Crop context margin (fraction of box)."),
+    pain: bool = typer.Option(True, "--pain/--no-pain", help="Also train the whole-face pain ViT."),
+    pretrained: bool = typer.Option(True, "--pretrained/--scratch", help="Try pretrained weights first."),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", help="Less ultralytics output."),
+) -> None:
+    """Train the detector, one ViT grader per unit and the pain ViT; write a teacher run folder."""
+    for m in ("torch", "ultralytics", "transformers"):
+        require(m, "grimace teacher train")
+    from train.teacher.training import train_teacher
+
+    train_teacher(
+        data, out, detector=detector, vit=vit, epochs_det=epochs_det, epochs_vit=epochs_vit,
+        imgsz=imgsz, vit_size=vit_size, det_batch=det_batch, det_optimizer=det_optimizer,
+        det_init=det_init, reuse_detector=reuse_detector, vit_batch=vit_batch, lr=lr,
+        vit_optimizer=vit_optimizer, augment=augment, grey=grey, standardize=standardize,
+        class_weighting=class_weighting,
+        margin=margin, pain=pain, pretrained=pretrained, seed=seed, verbose=not quiet, echo=typer.echo,
+    )
+
+
+@app.command("score")
+def score_cmd(
+    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder."),
+    out: Path = typer.Option(Path("results.xlsx"), "--out", help="Output .xlsx or .csv."),
+    conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Detector confidence threshold."),
+    min_units: int = typer.Option(
+        1, "--min-units", min=1, help="Fewest units found for a total (fewer: empty total, flagged)."
+    ),
+    batch: int = typer.Option(8, "--batch", min=1, help="Images per detector batch."),
+    heatmaps: Path | None = typer.Option(
+        None, "--heatmaps", help="Write pain-ViT attention overlays (PNG) into this folder."
+    ),
+) -> None:
+    """Score images by the seed's rule and write the spreadsheet."""
+    for m in ("torch", "ultralytics", "transformers"):
+        require(m, "grimace teacher score")
+    if out.suffix.lower() not in (".xlsx", ".csv"):
+        raise typer.BadParameter(f"{out}: must end in .xlsx or .csv", param_hint="--out")
+    from train.teacher.score import expand_inputs, score_paths, write_table
+    from train.teacher.teacher import load_teacher
+
+    paths, errors = expand_inputs([str(p) for p in inputs])
+    for e in errors:
+        typer.echo(f"skipped: {e}", err=True)
+    if not paths:
+        typer.echo("no images to score", err=True)
+        raise typer.Exit(1)
+    t = load_teacher(teacher)
+    rows, timing = score_paths(t, paths, conf=conf, min_units=min_units, batch=batch, heatmaps=heatmaps)
+    write_table(rows, out)
+    flagged = sum(1 for r in rows if r.get("Flag"))
+    typer.echo(
+        f"scored {timing['images']} image(s) -> {out}  ({flagged} flagged)  "
+        f"{timing['seconds_per_image']:.3f} s/image ({timing['seconds']:.1f} s total)"
+    )
+
+
+@app.command("heatmap")
+def heatmap_cmd(
+    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders."),
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder with a pain ViT."),
+    out: Path = typer.Option(..., "--out", help="Folder for the PNG overlays."),
+) -> None:
+    """Attention-rollout heatmaps of the whole-face pain ViT, one PNG overlay per image."""
+    require("torch", "grimace teacher heatmap")
+    import cv2
+
+    from train.teacher.pain import write_heatmap
+    from train.teacher.score import expand_inputs
+    from train.teacher.teacher import load_teacher
+
+    t = load_teacher(teacher)
+    if t.pain is None:
+        typer.echo(f"{teacher}: this teacher has no whole-face pain classifier", err=True)
+        raise typer.Exit(1)
+    paths, errors = expand_inputs([str(p) for p in inputs])
+    for e in errors:
+        typer.echo(f"skipped: {e}", err=True)
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            typer.echo(f"skipped: {p}: cannot read image", err=True)
+            continue
+        png, prob = write_heatmap(t.pain, img, out / f"{p.stem}_attention.png")
+        typer.echo(f"{p.name}: pain p={prob:.3f} -> {png}")
+
+
+@app.command("import-seed")
+def import_seed_cmd(
+    weights: Path = typer.Option(..., "--weights", help="Folder with eye/ear/nose_weights.bin."),
+    detector: Path = typer.Option(..., "--detector", help="ultralytics detector checkpoint (best.pt)."),
+    out: Path = typer.Option(..., "--out", help="Teacher run folder to write."),
+    classes: str = typer.Option("ear,eye,nose", "--classes", help="Detector class names in order."),
+    vit_config: Path | None = typer.Option(None, "--vit-config", help="ViT config.json (default: inferred)."),
+    heads: int | None = typer.Option(None, "--heads", help="Attention heads when inferring the config."),
+    imgsz: int | None = typer.Option(None, "--imgsz", help="Detector input size (default: checkpoint's)."),
+) -> None:
+    """Turn the seed paper's released weights into a teacher run folder (units mapped onto RGS)."""
+    for m in ("torch", "ultralytics", "transformers"):
+        require(m, "grimace teacher import-seed")
+    from train.teacher.seed import import_seed
+
+    run = import_seed(
+        weights, detector, out, classes=[c.strip() for c in classes.split(",") if c.strip()],
+        vit_config=vit_config, heads=heads, imgsz=imgsz,
+    )
+    typer.echo(f"seed teacher written to {run}")

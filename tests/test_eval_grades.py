@@ -1,0 +1,275 @@
+"""`grimace eval grades` end to end on synthetic CSVs with two graders, and its input checks."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge.cli import app
+from edge.scales import RGS
+from train.evaluation.grades import evaluate_grades, load_inputs, round_half_up
+from train.evaluation.io import GradeFileError, read_grade_csv
+
+UNITS = ["Orbital Tightening", "Ear Changes", "Nose Flattening"]
+
+
+def make_grade_csvs(out: Path, n_per: int = 5, seed: int = 0, model_noise: float = 0.3) -> dict[str, Path]:
+    """Seed-style files: control, blast day1 and blast month1 (same 4 rats), two graders, a model.
+
+    The model abstains on one image (empty cells), as ``grimace score`` does.
+    """
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    design = (
+        ("control", "", ["c1", "c2", "c3", "c4"], 0.3),
+        ("blast", "day1", ["b1", "b2", "b3", "b4"], 1.4),
+        ("blast", "month1", ["b1", "b2", "b3", "b4"], 0.5),
+    )
+    for group, tp, subjects, level in design:
+        for s in subjects:
+            for i in range(n_per):
+                latent = np.clip(level + rng.normal(0, 0.5, 3), 0, 2)
+                rows.append((f"{s}_{tp or 'base'}_{i}.png", s, group, tp, latent))
+    with (out / "subjects.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "subject", "group", "timepoint"])
+        w.writerows(r[:4] for r in rows)
+    for g in (1, 2):
+        with (out / f"grader{g}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["Filename", "RGS", *UNITS])
+            for r in rows:
+                grades = np.clip(np.rint(r[4] + rng.normal(0, 0.35, 3)), 0, 2).astype(int)
+                w.writerow([r[0], f"{grades.mean():.4f}", *grades])
+    with (out / "pred.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Filename", "RGS", *UNITS, "Abstained"])
+        for k, r in enumerate(rows):
+            if k == 3:
+                w.writerow([r[0], "", "", "", "", "missing required unit(s): nose"])
+                continue
+            m = np.clip(r[4] + rng.normal(0, model_noise, 3), 0, 2)
+            w.writerow([f"frames/{r[0]}", f"{m.mean():.4f}", *(f"{v:.3f}" for v in m), ""])
+    return {k: out / f"{k}.csv" for k in ("pred", "grader1", "grader2", "subjects")}
+
+
+def test_eval_grades_cli_end_to_end(tmp_path: Path) -> None:
+    f = make_grade_csvs(tmp_path / "in")
+    out = tmp_path / "report"
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "grades",
+            "--pred",
+            str(f["pred"]),
+            "--human",
+            str(f["grader1"]),
+            str(f["grader2"]),
+            "--groups",
+            str(f["subjects"]),
+            "--scale",
+            "rgs",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["inputs"]["n_graders"] == 2
+    assert set(rep["units"]) == {"eye", "ear", "nose"}  # no whisker column: left out
+    for block in [*rep["units"].values(), rep["total"]]:
+        icc = block["icc_model_vs_human_mean"]
+        assert icc["n"] == 59 and icc["n_excluded"] == 1  # the abstained image
+        assert set(icc["forms"]) == {"ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k"}
+        assert icc["forms"]["ICC1"]["icc"] > 0.5  # model noise is small: good agreement
+        assert block["icc_graders"]["n"] == 60
+        c = block["classification"]
+        assert 0.0 <= c["weighted_accuracy"] <= 1.0 and c["n"] == 59
+        assert np.asarray(c["confusion"]).sum() == 59
+    groups = rep["groups"]
+    assert list(groups["groups"]) == ["control", "blast/day1", "blast/month1"]
+    assert groups["kruskal_model"]["p"] < 0.05 and groups["kruskal_human"]["p"] < 0.05
+    for g in groups["groups"].values():
+        assert g["wilcoxon_model_vs_human"]["p"] is not None
+    (tp,) = groups["timepoints"]
+    assert tp["timepoints"] == ["day1", "month1"] and "4 subjects" in tp["model"]["pairing"]
+    html = (out / "report.html").read_text()
+    for needle in (
+        "ICC(1,1)",
+        "inter-grader",
+        "Kruskal",
+        "Wilcoxon",
+        "Confusion matrices",
+        "blast/day1",
+        "data:image/png;base64",
+    ):
+        assert needle in html
+    assert html.count("<img") == 6  # 3 units + total confusion, 2 group figures
+    for p in (
+        "confusion_eye.png",
+        "confusion_total.png",
+        "groups_by_analysis.png",
+        "groups_model_vs_human.png",
+    ):
+        assert (out / p).stat().st_size > 1000
+    assert "Orbital Tightening" in res.output
+
+
+def test_model_equal_to_graders_gives_perfect_agreement(tmp_path: Path) -> None:
+    f = make_grade_csvs(tmp_path)
+    g = read_grade_csv(f["grader1"], RGS, integer_grades=True)
+    rep = evaluate_grades(g, [g, g], RGS)
+    for b in rep["units"].values():
+        assert b["classification"]["weighted_accuracy"] == 1.0
+        assert b["icc_model_vs_human_mean"]["forms"]["ICC1"]["icc"] == pytest.approx(1.0)
+
+
+def test_missing_images_are_counted_not_fatal(tmp_path: Path) -> None:
+    f = make_grade_csvs(tmp_path)
+    lines = f["grader2"].read_text().splitlines()
+    f["grader2"].write_text("\n".join(lines[:-10]) + "\n")  # grader 2 skipped the last 10 images
+    pred, humans = load_inputs(f["pred"], [f["grader1"], f["grader2"]], RGS)
+    rep = evaluate_grades(pred, humans, RGS)
+    assert rep["counts"]["prediction_images_missing_in_grader"] == [0, 10]
+    # model vs mean uses whichever graders graded the image; inter-grader needs both
+    assert rep["units"]["eye"]["icc_model_vs_human_mean"]["n"] == 59
+    assert rep["units"]["eye"]["icc_graders"]["n"] == 50
+    assert rep["units"]["eye"]["icc_graders"]["n_excluded"] == 10
+
+
+def test_bad_files_name_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "g.csv"
+    p.write_text(
+        "Filename,RGS,Orbital Tightening,Ear Changes,Nose Flattening\na.png,1,1,1,1\nb.png,1,1,x,1\n"
+    )
+    with pytest.raises(GradeFileError, match=r"g\.csv:3: column 'Ear Changes'.*'x'"):
+        read_grade_csv(p, RGS)
+    p.write_text("Filename,Orbital Tightening\na.png,3\n")
+    with pytest.raises(GradeFileError, match=r"g\.csv:2: .*outside 0\.\.2"):
+        read_grade_csv(p, RGS)
+    p.write_text("Filename,Orbital Tightening\na.png,1.5\n")
+    with pytest.raises(GradeFileError, match=r"whole number"):
+        read_grade_csv(p, RGS, integer_grades=True)
+    assert read_grade_csv(p, RGS).units["eye"][0] == 1.5  # a model may give mean grades
+    p.write_text("Filename,Orbital Tightening\na.png,1\na.png,2\n")
+    with pytest.raises(GradeFileError, match=r"g\.csv:3: image 'a.png' listed twice"):
+        read_grade_csv(p, RGS)
+    p.write_text("Name,Grade\na.png,1\n")
+    with pytest.raises(GradeFileError, match=r"g\.csv:1: no file-name column"):
+        read_grade_csv(p, RGS)
+    p.write_text("Filename,Foo\na.png,1\n")
+    with pytest.raises(GradeFileError, match=r"g\.csv:1: none of the columns"):
+        read_grade_csv(p, RGS)
+    res = CliRunner().invoke(
+        app, ["eval", "grades", "--pred", str(p), "--human", str(p), "--out", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 2 and "g.csv:1" in res.output
+
+
+def test_total_computed_from_units_when_no_score_column(tmp_path: Path) -> None:
+    p = tmp_path / "g.csv"
+    p.write_text("filename,eye,ear,nose,whiskers\na.png,2,1,0,\nb.png,2,,0,1\nc.png,NA,NA,NA,NA\n")
+    t = read_grade_csv(p, RGS)
+    assert not t.total_from_file
+    assert t.total[0] == pytest.approx(1.0)
+    assert np.isnan(t.total[1])  # ear is required: abstained
+    assert np.isnan(t.total[2])
+
+
+def test_round_half_up() -> None:
+    assert round_half_up(np.array([0.5, 1.5, 1.49, np.nan])).tolist()[:3] == [1.0, 2.0, 1.0]
+
+
+def test_prediction_json_lines_like_grimace_predict(tmp_path: Path) -> None:
+    f = make_grade_csvs(tmp_path)
+    g1 = read_grade_csv(f["grader1"], RGS, integer_grades=True)
+    lines = []
+    for i, name in enumerate(g1.images):
+        units = {u: float(g1.units[u][i]) for u in ("eye", "ear", "nose")}
+        rec = {
+            "source": f"/data/{name}",
+            "score": float(g1.total[i]),
+            "abstained": None,
+            "unit_scores": {**units, "whiskers": None},
+            "boxes": [],
+        }
+        if i == 0:
+            rec.update(score=None, abstained="missing required unit(s): eye", unit_scores={"eye": None})
+        lines.append(json.dumps(rec))
+    p = tmp_path / "pred.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    pred, humans = load_inputs(p, [f["grader1"]], RGS)
+    assert set(pred.units) == {"eye", "ear", "nose", "whiskers"} and np.isnan(pred.total[0])
+    rep = evaluate_grades(pred, humans, RGS)
+    assert rep["units"]["eye"]["classification"]["weighted_accuracy"] == 1.0
+    assert rep["total"]["icc_model_vs_human_mean"]["n_excluded"] == 1
+    assert "whiskers" not in rep["units"] or rep["units"]["whiskers"]["icc_model_vs_human_mean"]["n"] == 0
+    p.write_text('{"source": "a.png", "unit_scores": {"eye": "high"}}\n')
+    with pytest.raises(GradeFileError, match=r"pred\.jsonl:1: unit 'eye'"):
+        load_inputs(p, [f["grader1"]], RGS)
+
+
+def test_reads_the_synthetic_generators_grader_files(tmp_path: Path) -> None:
+    """The CSVs of `grimace synth --graders 2` (ground truth as a stand-in model) go through end to end."""
+    from train.synth.dataset import generate
+
+    generate(tmp_path / "syn", "rgs", n=24, seed=3, imgsz=64, subjects=4, graders=2)
+    g = tmp_path / "syn" / "graders"
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(
+        app,
+        ["eval", "grades", "--pred", str(g / "ground_truth.csv"), "--human", str(g / "grader_1.csv"),
+         "--human", str(g / "grader_2.csv"), "--groups", str(tmp_path / "syn" / "subjects.csv"),
+         "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["units"]) == {"eye", "ear", "nose", "whiskers"}
+    assert rep["total"]["icc_model_vs_human_mean"]["n"] == 24
+    assert rep["total"]["icc_graders"]["forms"]["ICC1"]["icc"] is not None
+    assert {k.split("/")[0] for k in rep["groups"]["groups"]} == {"control", "injured"}
+
+
+def test_xlsx_prediction_like_teacher_score(tmp_path: Path) -> None:
+    import openpyxl
+
+    f = make_grade_csvs(tmp_path)
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    with f["pred"].open() as fh:
+        for row in csv.reader(fh):
+            ws.append([float(c) if c.replace(".", "", 1).isdigit() else (c or None) for c in row])
+    ws.append(["bad.png", "x", 1, 1, 1])
+    wb.save(tmp_path / "pred.xlsx")
+    with pytest.raises(GradeFileError, match=r"pred\.xlsx:62: column 'RGS'"):
+        read_grade_csv(tmp_path / "pred.xlsx", RGS)
+    ws.delete_rows(62)
+    wb.save(tmp_path / "pred.xlsx")
+    xl = read_grade_csv(tmp_path / "pred.xlsx", RGS)
+    cs = read_grade_csv(f["pred"], RGS)
+    assert xl.images == cs.images
+    np.testing.assert_allclose(xl.units["eye"], cs.units["eye"])
+
+
+def test_no_overlap_and_constant_grades_never_crash(tmp_path: Path) -> None:
+    pred = tmp_path / "pred.csv"
+    pred.write_text("Filename,RGS,Orbital Tightening,Ear Changes,Nose Flattening\nx.png,1,1,1,1\ny.png,,,,\n")
+    g = tmp_path / "g.csv"
+    g.write_text("Filename,Orbital Tightening,Ear Changes,Nose Flattening\na.png,1,1,1\nb.png,1,1,1\n")
+    out = tmp_path / "o"
+    res = CliRunner().invoke(
+        app, ["eval", "grades", "--pred", str(pred), "--human", str(g), str(g), "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "none of the 2 predicted images is in" in res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["units"]["eye"]["classification"]["error"]
+    graders = rep["units"]["eye"]["icc_graders"]  # graded-only images count for the graders' own ICC
+    assert graders["n"] == 2 and "identical" in graders["error"]

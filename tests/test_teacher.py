@@ -1,0 +1,364 @@
+"""Tests of the two-stage teacher: metrics, scoring rule, seed-weight import, tiny train + score."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.results import Detections
+from edge.scales import RGS
+from edge.scoring import score_frame
+from train.metrics import classification_report, confusion_matrix, weighted_accuracy
+from train.teacher.data import frame_rgs, pain_label
+from train.teacher.score import frame_row, write_table
+
+# --------------------------------------------------------------------------------- metrics
+
+
+def test_weighted_accuracy_hand_example() -> None:
+    # y_true 0,0,0,1,1,2 / y_pred 0,0,1,1,2,2
+    # class 0: TP2 FN1 FP0 TN3 -> 5/6 (N=3); class 1: TP1 FN1 FP1 TN3 -> 4/6 (N=2);
+    # class 2: TP1 FN0 FP1 TN4 -> 5/6 (N=1); weighted = (3*5 + 2*4 + 1*5) / 6 / 6 = 28/36
+    y_true = [0, 0, 0, 1, 1, 2]
+    y_pred = [0, 0, 1, 1, 2, 2]
+    assert weighted_accuracy(y_true, y_pred, labels=range(3)) == pytest.approx(28 / 36)
+    rep = classification_report(y_true, y_pred, 3)
+    assert rep.confusion.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert rep.precision == pytest.approx((3 * 1 + 2 * 0.5 + 1 * 0.5) / 6)
+    assert rep.recall == pytest.approx((3 * 2 / 3 + 2 * 0.5 + 1 * 1) / 6)
+    # always predicting class 0: accuracies 3/6, 4/6, 5/6 -> (9 + 8 + 5) / 36
+    assert rep.baseline_class == 0
+    assert rep.baseline_weighted_accuracy == pytest.approx(22 / 36)
+    assert rep.beats_baseline
+    assert weighted_accuracy(y_true, y_true, labels=range(3)) == 1.0
+
+
+def test_confusion_matrix_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="2 items but y_pred has 1"):
+        confusion_matrix([0, 1], [0])
+    with pytest.raises(ValueError, match=r"not among labels \[0, 1\]"):
+        confusion_matrix([0, 2], [0, 1], labels=[0, 1])
+
+
+def test_pain_label_thresholds() -> None:
+    from train.data.format import LabelBox
+
+    boxes = [LabelBox(0, 0.5, 0.5, 0.1, 0.1, 0), LabelBox(0, 0.5, 0.5, 0.1, 0.1, 1),
+             LabelBox(2, 0.5, 0.5, 0.1, 0.1, 0)]
+    assert frame_rgs(boxes, RGS) == pytest.approx(0.25)
+    assert pain_label(0.25) == 0 and pain_label(0.33) == 0
+    assert pain_label(0.5) is None and pain_label(1.0) == 1 and pain_label(None) is None
+
+
+# ---------------------------------------------------------------------------- scoring rule
+
+
+def _onehot(grades: list[int], ng: int = 3) -> np.ndarray:
+    return np.eye(ng, dtype=np.float32)[grades]
+
+
+def _dets(units: list[int], conf: list[float], grades: list[int]) -> Detections:
+    n = len(units)
+    xyxy = np.tile(np.array([[0, 0, 10, 10]], np.float32), (n, 1))
+    return Detections(xyxy, units, conf, _onehot(grades) if n else np.zeros((0, 3), np.float32))
+
+
+def test_score_rule_top2_eyes_of_three() -> None:
+    # three eyes: the two most confident (grade 2) count, the weak one (grade 0) is ignored
+    d = _dets([0, 0, 0, 1, 1, 2], [0.9, 0.3, 0.8, 0.7, 0.6, 0.9], [2, 0, 2, 1, 1, 0])
+    fr = score_frame(d, RGS)
+    row = frame_row(Path("a.png"), fr, RGS, ["eye", "ear", "nose"])
+    assert row["eye count"] == 2
+    assert row["Orbital Tightening"] == 2.0
+    assert row["Ear Changes"] == 1.0 and row["Nose Flattening"] == 0.0
+    assert row["RGS"] == pytest.approx(1.0)
+    assert row["eye confidence"] == pytest.approx(0.85)
+    assert row["Flag"] == ""
+
+
+def test_score_rule_missing_unit_is_flagged_not_nan() -> None:
+    d = _dets([0, 0, 1], [0.9, 0.8, 0.7], [2, 1, 0])
+    row = frame_row(Path("b.png"), score_frame(d, RGS), RGS, ["eye", "ear", "nose"])
+    assert row["RGS"] == pytest.approx((1.5 + 0.0) / 2)  # over the units found
+    assert row["Nose Flattening"] is None and row["nose count"] == 0
+    assert "nose" in row["Flag"]
+    assert row["Units found"] == "eye:2, ear:1"
+
+
+def test_score_rule_no_face_and_min_units(tmp_path: Path) -> None:
+    empty = frame_row(Path("c.png"), score_frame(Detections.empty(3), RGS), RGS, ["eye", "ear", "nose"])
+    assert empty["RGS"] is None and empty["Flag"]
+    d = _dets([0, 1], [0.9, 0.9], [1, 1])
+    few = frame_row(Path("d.png"), score_frame(d, RGS, min_units=3), RGS, ["eye", "ear", "nose"], 3)
+    assert few["RGS"] is None and few["Flag"]
+    out = write_table([empty, few], tmp_path / "t.csv")
+    rows = list(csv.DictReader(out.open()))
+    assert rows[0]["RGS"] == "" and "nan" not in out.read_text().lower()
+
+
+# ------------------------------------------------------------------- lowest-val-loss callback
+
+
+def test_lowest_val_loss_keeps_that_epochs_weights() -> None:
+    import torch
+
+    from train.teacher.detector import LowestValLoss
+
+    model = torch.nn.Linear(2, 1)
+    model.yaml = {"nc": 1}
+    cb = LowestValLoss()
+    for epoch, loss in enumerate([3.0, 2.0, 2.5]):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        metrics = {"val/box_loss": loss / 2, "val/cls_loss": loss / 2, "metrics/mAP50(B)": 0.1 * epoch}
+        cb(SimpleNamespace(metrics=metrics, epoch=epoch, ema=None, model=model))
+    cb(SimpleNamespace(metrics={"metrics/mAP50(B)": 0.9}, epoch=3, ema=None, model=model))  # final eval
+    assert cb.best_epoch == 2 and cb.best_loss == pytest.approx(2.0)
+    assert float(cb.state_dict["weight"][0, 0]) == 1.0
+    assert len(cb.history) == 3
+
+
+# -------------------------------------------------------------------------- seed weights
+
+
+def _legacy_keys(state: dict) -> dict:
+    """Rename current transformers ViT keys to the transformers-4.x names the seed's files use."""
+    rules = [
+        (r"^vit\.layers\.(\d+)\.attention\.q_proj\.", r"vit.encoder.layer.\1.attention.attention.query."),
+        (r"^vit\.layers\.(\d+)\.attention\.k_proj\.", r"vit.encoder.layer.\1.attention.attention.key."),
+        (r"^vit\.layers\.(\d+)\.attention\.v_proj\.", r"vit.encoder.layer.\1.attention.attention.value."),
+        (r"^vit\.layers\.(\d+)\.attention\.o_proj\.", r"vit.encoder.layer.\1.attention.output.dense."),
+        (r"^vit\.layers\.(\d+)\.mlp\.fc1\.", r"vit.encoder.layer.\1.intermediate.dense."),
+        (r"^vit\.layers\.(\d+)\.mlp\.fc2\.", r"vit.encoder.layer.\1.output.dense."),
+        (r"^vit\.layers\.(\d+)\.layernorm_", r"vit.encoder.layer.\1.layernorm_"),
+    ]
+    out = {}
+    for k, v in state.items():
+        for pat, rep in rules:
+            k = re.sub(pat, rep, k)
+        out[k] = v
+    return out
+
+
+def test_import_seed_weights(tmp_path: Path) -> None:
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+    from typer.testing import CliRunner
+    from ultralytics.nn.tasks import DetectionModel
+
+    from edge.cli import app
+    from train.teacher import load_teacher
+    from train.teacher.vit import TINY_VIT
+
+    wdir = tmp_path / "seed"
+    wdir.mkdir()
+    originals = {}
+    for i, unit in enumerate(("eye", "ear", "nose")):
+        torch.manual_seed(i)
+        m = ViTForImageClassification(ViTConfig(**TINY_VIT, num_labels=3)).eval()
+        originals[unit] = m
+        legacy = _legacy_keys(m.state_dict())
+        assert "vit.encoder.layer.0.attention.attention.query.weight" in legacy
+        torch.save(legacy, wdir / f"{unit}_weights.bin")
+    det = DetectionModel("yolov5n.yaml", nc=3, verbose=False)
+    det.names = {0: "ear", 1: "eye", 2: "nose"}
+    torch.save({"model": det, "train_args": {"imgsz": 64}}, tmp_path / "best.pt")
+
+    res = CliRunner().invoke(app, ["teacher", "import-seed", "--weights", str(wdir), "--detector",
+                                   str(tmp_path / "best.pt"), "--out", str(tmp_path / "run"),
+                                   "--heads", "2"])
+    assert res.exit_code == 0, res.output
+    t = load_teacher(tmp_path / "run", expect_scale="rgs")
+    assert t.spec.unit_names == ["eye", "ear", "nose", "whiskers"]
+    assert t.det_to_unit.tolist() == [1, 0, 2]  # detector ear, eye, nose -> RGS indices
+    assert t.detector.imgsz == 64
+    # the loaded graders compute exactly what the seed-format models compute
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (80, 90, 3), dtype=np.uint8)
+    boxes = np.array([[5, 5, 40, 40], [30, 20, 80, 70], [10, 40, 60, 79]], np.float32)
+    probs = t.grade_boxes(img, boxes, ["eye", "ear", "nose"])
+    assert probs.shape == (3, 3)
+    for k, unit in enumerate(("eye", "ear", "nose")):
+        crop = img[int(boxes[k, 1]):int(boxes[k, 3]), int(boxes[k, 0]):int(boxes[k, 2])]
+        x = cv2.resize(crop, (32, 32), interpolation=cv2.INTER_AREA)[:, :, ::-1] / 255.0
+        x = torch.tensor(((x - 0.5) / 0.5).transpose(2, 0, 1)[None].copy(), dtype=torch.float32)
+        with torch.no_grad():
+            ref = torch.softmax(originals[unit](pixel_values=x).logits, -1)[0].numpy()
+        np.testing.assert_allclose(probs[k], ref, atol=1e-5)
+    # a wrong class order is refused
+    with pytest.raises(Exception, match="class names"):
+        from train.teacher.seed import import_seed
+
+        import_seed(wdir, tmp_path / "best.pt", tmp_path / "run2", classes=["eye", "ear", "nose"], heads=2)
+
+
+# ------------------------------------------------------------------ tiny end-to-end train+score
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from _teacher_helpers import make_dataset
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    root = tmp_path_factory.mktemp("teacher")
+    data = make_dataset(root / "data", {"train": 12, "val": 4, "test": 4}, size=96, seed=1)
+    run = root / "run"
+    res = CliRunner().invoke(app, [
+        "teacher", "train", "--data", str(data), "--out", str(run), "--detector", "n", "--vit", "tiny",
+        "--epochs-det", "1", "--epochs-vit", "2", "--imgsz", "64", "--det-batch", "4", "--quiet",
+    ])
+    assert res.exit_code == 0, res.output
+    assert "majority baseline" in res.output
+    return data, run
+
+
+def test_tiny_train_writes_run_folder(tiny_run: tuple[Path, Path]) -> None:
+    _data, run = tiny_run
+    for f in ("manifest.json", "scale.json", "detector.safetensors", "detector.json",
+              "graders/eye/model.safetensors", "graders/eye/preprocess.json"):
+        assert (run / f).exists(), f
+    man = json.loads((run / "manifest.json").read_text())
+    assert man["graders"] == ["ear", "eye", "nose"]
+    assert man["versions"]["torch"] and len(man["data"]["hash"]) == 16
+    held = man["metrics"]["graders"]["eye"]["held_out"]
+    assert held["n"] == 8 and 0 <= held["weighted_accuracy"] <= 1
+    assert man["metrics"]["detector"]["best_epoch"] == 1
+    assert man["metrics"]["detector"]["init"].endswith(".yaml")  # offline: random init from yaml
+    assert man["has_pain"] and (run / "pain" / "model.safetensors").exists()
+    assert man["metrics"]["pain"]["train_class_counts"][0] > 0
+
+
+def test_teacher_predict_and_grade_boxes(tiny_run: tuple[Path, Path]) -> None:
+    from train.teacher import load_teacher
+
+    data, run = tiny_run
+    t = load_teacher(run)
+    imgs = [cv2.imread(str(p)) for p in sorted((data / "images" / "test").glob("*.png"))]
+    dets = t.predict(imgs, conf=0.0001)
+    assert len(dets) == len(imgs)
+    for d, img in zip(dets, imgs, strict=True):
+        assert d.grade_probs.shape == (len(d), t.spec.ng)
+        if len(d):
+            np.testing.assert_allclose(d.grade_probs.sum(1), 1.0, atol=1e-5)
+            assert np.isin(d.unit, [0, 1, 2]).all()  # whiskers has no grader
+            assert (d.xyxy[:, 2] <= img.shape[1]).all() and (d.xyxy[:, 3] <= img.shape[0]).all()
+    g = t.grade_boxes(imgs[0], np.array([[10, 10, 40, 40], [50, 10, 90, 40]]), [0, 3])
+    assert g.shape == (2, t.spec.ng)
+    assert np.isfinite(g[0]).all() and np.isnan(g[1]).all()  # whiskers: no grader -> NaN row
+
+
+def test_score_cli_writes_spreadsheet_and_flags_no_face(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    data, run = tiny_run
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "res.xlsx"
+    heat = tmp_path / "heat"
+    res = CliRunner().invoke(app, ["teacher", "score", str(data / "images" / "test"), str(bad),
+                                   "--teacher", str(run), "--out", str(out), "--heatmaps", str(heat)])
+    assert res.exit_code == 0, res.output
+    assert "s/image" in res.output
+    ws = load_workbook(out).active
+    rows = list(ws.iter_rows(values_only=True))
+    header = rows[0]
+    assert header[:5] == ("Filename", "RGS", "Orbital Tightening", "Ear Changes", "Nose Flattening")
+    for col in ("eye count", "eye confidence", "Orbital Tightening expected", "Flag"):
+        assert col in header
+    by_name = {r[0]: dict(zip(header, r, strict=True)) for r in rows[1:]}
+    assert len(by_name) == 6
+    assert by_name["blank_0.png"]["Flag"]  # the faceless image is flagged, not a crash
+    assert "cannot read" in by_name["broken.png"]["Flag"]
+    for r in by_name.values():
+        assert r["RGS"] is None or np.isfinite(r["RGS"])
+    # the pain ViT was trained (balanced levels) and wrote one attention overlay per readable image
+    assert 0.0 <= by_name["blank_0.png"]["Pain probability"] <= 1.0
+    assert len(list(heat.glob("*_attention.png"))) == 5
+
+
+def test_pain_heatmap(tmp_path: Path) -> None:
+    from train.teacher.pain import attention_rollout, write_heatmap
+    from train.teacher.vit import ImageClassifier, Preprocess, build_vit
+
+    model, init = build_vit("tiny", 2, {0: "no pain", 1: "pain"})
+    assert "tiny" in init
+    clf = ImageClassifier(model, Preprocess(32))
+    img = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    amap = attention_rollout(clf, img)
+    assert amap.shape == (4, 4) and amap.min() == 0.0 and amap.max() == pytest.approx(1.0)
+    png, p = write_heatmap(clf, img, tmp_path / "h.png")
+    assert cv2.imread(str(png)).shape == img.shape and 0 <= p <= 1
+
+
+def test_train_classifier_keeps_lowest_val_loss_and_learns() -> None:
+    from train.teacher.vit import ImageClassifier, Preprocess, build_vit, train_classifier
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 64)
+    x = np.zeros((64, 32, 32, 3), np.uint8)
+    x[y == 1, :16] = 255  # class 1: bright top half
+    x = (x + rng.integers(0, 30, x.shape)).clip(0, 255).astype(np.uint8)
+    model, _ = build_vit("tiny", 2)
+    prep = Preprocess(32)
+    hist = train_classifier(model, prep, x[:48], y[:48], x[48:], y[48:], epochs=6, lr=0.05, flip=False)
+    vals = [h[2] for h in hist["history"]]
+    assert hist["best_epoch"] == int(np.argmin(vals)) + 1
+    pred = ImageClassifier(model, prep).probs_rgb(x[48:]).argmax(1)
+    assert weighted_accuracy(y[48:], pred, labels=range(2)) > 0.8
+
+
+def test_reuse_detector_trains_only_graders(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    data, run = tiny_run
+    out = tmp_path / "run2"
+    res = CliRunner().invoke(app, [
+        "teacher", "train", "--data", str(data), "--out", str(out), "--reuse-detector", str(run),
+        "--vit", "tiny", "--epochs-vit", "1", "--no-pain", "--vit-optimizer", "adamw", "--lr", "0.002",
+        "--grey", "--standardize", "--class-weighting", "sqrt",
+    ])
+    assert res.exit_code == 0, res.output
+    assert (out / "detector.safetensors").read_bytes() == (run / "detector.safetensors").read_bytes()
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["metrics"]["detector"]["reused_from"] == str(run.resolve())
+    assert man["settings"]["detector"] == "n" and man["settings"]["imgsz"] == 64  # the source's
+    assert not man["has_pain"]
+    prep = json.loads((out / "graders" / "eye" / "preprocess.json").read_text())
+    assert prep["grey"] and prep["standardize"]
+
+
+def test_class_weights_and_preprocess_options() -> None:
+    from train.teacher.vit import Preprocess, augment, class_weights
+
+    y = np.array([0, 0, 0, 1])
+    np.testing.assert_allclose(class_weights(y, 3), [4 / 6, 2.0, 0.0])
+    np.testing.assert_allclose(class_weights(y, 3, "sqrt"), [np.sqrt(4 / 6), np.sqrt(2.0), 0.0])
+    np.testing.assert_allclose(class_weights(y, 3, "none"), [1.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="class weighting"):
+        class_weights(y, 3, "bogus")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    p = Preprocess(16, grey=True, standardize=True)
+    assert Preprocess.from_dict(p.to_dict()) == p
+    rgb = p.resize(img)
+    assert rgb.shape == (16, 16, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    x = p.to_tensor(rgb[None]).numpy()
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 0.05
+    batch = np.stack([rgb] * 4)
+    aug = augment(batch, rng)
+    assert aug.shape == batch.shape and aug.dtype == np.uint8
+    assert (augment(batch, rng, flip=False, strength=0.0) == batch).all()

@@ -1,0 +1,188 @@
+"""`grimace watch` with a video file standing in for a camera: interval selection, SQLite rows, and
+kill -9 mid-run followed by a restart that loses no committed row and continues the session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.scales import RGS
+from tests.tiny_onnx import build_tiny_onnx, face_image
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+FPS_VIDEO, SECONDS = 10, 20
+INTERVAL, SAMPLE_FPS = 2.0, 5.0
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("watch")
+    model = build_tiny_onnx(root / "model.onnx", RGS, imgsz=160, cell=8, box=24)
+    video = root / "cage.mp4"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), FPS_VIDEO, (320, 240))
+    for i in range(FPS_VIDEO * SECONDS):
+        # the face drifts and sometimes blurs, so quality differs between frames
+        img = face_image(RGS, 240, 320, size=24, shift=(int(30 * np.sin(i / 7)), 0), blur=(i % 4) * 4, seed=i)
+        vw.write(img)
+    vw.release()
+    return model, video
+
+
+def _cmd(model: Path, video: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "watch",
+        "--camera",
+        str(video),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--interval",
+        str(INTERVAL),
+        "--session",
+        str(SECONDS),
+        "--fps",
+        str(SAMPLE_FPS),
+        "--threads",
+        "1",
+        *extra,
+    ]
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _count_frames(db: Path) -> int:
+    """Committed frames, 0 while the database is still being created."""
+    if not db.exists():
+        return 0
+    try:
+        return _rows(db, "SELECT COUNT(*) FROM frames")[0][0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_watch_selects_one_frame_per_interval(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    model, video = setup
+    out = tmp_path / "run"
+    r = subprocess.run(_cmd(model, video, out, "--continuous"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    db = out / "grimace.sqlite"
+    n_frames = _rows(db, "SELECT COUNT(*) FROM frames")[0][0]
+    assert n_frames == SECONDS * SAMPLE_FPS
+    intervals = _rows(
+        db, "SELECT interval_index, quality, final, image_path, frame_id FROM intervals ORDER BY 1"
+    )
+    assert [i[0] for i in intervals] == list(range(int(SECONDS / INTERVAL)))
+    assert all(i[2] == 1 for i in intervals)
+    for k, q, _, path, fid in intervals:
+        # the selected frame is the best-quality frame of its interval
+        best_q = _rows(db, f"SELECT MAX(quality) FROM frames WHERE interval_index={k}")[0][0]
+        assert q == pytest.approx(best_q)
+        assert _rows(db, f"SELECT quality, interval_index FROM frames WHERE id={fid}")[0] == (q, k)
+        assert cv2.imread(path) is not None and Path(path).parent.name in path
+    assert _rows(db, "SELECT COUNT(DISTINCT frame_id) FROM detections")[0][0] == n_frames  # --continuous
+    assert _rows(db, "SELECT status FROM sessions")[0][0] == "complete"
+    assert "session score" in r.stdout and "complete" in r.stdout
+
+
+def test_watch_survives_kill9_and_resumes(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    model, video = setup
+    out = tmp_path / "killed"
+    db = out / "grimace.sqlite"
+    # play the file at 4x real time so the run is long enough to be killed mid-session
+    proc = subprocess.Popen(
+        _cmd(model, video, out, "--realtime", "4", "--quiet"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        committed = 0
+        while time.monotonic() < deadline:
+            committed = _count_frames(db)
+            if committed >= 25:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+        assert committed >= 25, "watch did not commit frames in time"
+        before = _rows(db, "SELECT id, frame_index, t_s, score, quality FROM frames ORDER BY id")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    after_kill = _rows(db, "SELECT id, frame_index, t_s, score, quality FROM frames ORDER BY id")
+    assert after_kill[: len(before)] == before  # nothing committed was lost
+    assert len(after_kill) < SECONDS * SAMPLE_FPS  # it really was killed mid-session
+    assert _rows(db, "SELECT status FROM sessions")[0][0] == "running"
+
+    r = subprocess.run(_cmd(model, video, out), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "(resumed)" in r.stdout
+    final = _rows(db, "SELECT id, frame_index, t_s, score, quality FROM frames ORDER BY id")
+    assert final[: len(after_kill)] == after_kill
+    idx = [f[1] for f in final]
+    assert idx == sorted(set(idx))  # continued after the last committed frame, no duplicates
+    assert len(final) == SECONDS * SAMPLE_FPS  # the whole session, across both runs
+    sessions = _rows(db, "SELECT id, status, resumes FROM sessions")
+    assert len(sessions) == 1 and sessions[0][1:] == ("complete", 1)
+    intervals = _rows(db, "SELECT interval_index, final, image_path FROM intervals ORDER BY 1")
+    assert [i[0] for i in intervals] == list(range(int(SECONDS / INTERVAL))) and all(i[1] for i in intervals)
+    assert all(cv2.imread(i[2]) is not None for i in intervals)
+    kinds = [k for (k,) in _rows(db, "SELECT kind FROM events ORDER BY id")]
+    assert kinds[0] == "start" and "resume" in kinds and kinds[-1] == "complete"
+    leftovers = [p for p in (out / "selected").rglob("*.tmp")]
+    assert not leftovers or all(p.name.startswith(".") for p in leftovers)
+
+
+def test_watch_stops_cleanly_on_sigterm_and_stays_resumable(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    model, video = setup
+    out = tmp_path / "term"
+    db = out / "grimace.sqlite"
+    proc = subprocess.Popen(
+        _cmd(model, video, out, "--realtime", "4", "--quiet"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _count_frames(db) >= 5:
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "signal SIGTERM" in stdout
+    assert _rows(db, "SELECT status FROM sessions")[0][0] == "running"
+    n = _rows(db, "SELECT COUNT(*) FROM frames")[0][0]
+    assert 5 <= n < SECONDS * SAMPLE_FPS
