@@ -8,6 +8,9 @@ averaged with weights ``N_c``, the number of true instances of class ``c``::
 
 Precision and recall are given per class and averaged two ways: ``macro`` (plain mean over classes
 that occur) and ``weighted`` (weighted by the true class counts, like the weighted accuracy).
+
+``icc`` is a numpy ICC(1,1)/ICC(3,1) for training-time agreement figures (student vs teacher) that must
+not need the ``eval`` extra; validation reports use pingouin (``train/evaluation``).
 """
 
 from __future__ import annotations
@@ -264,3 +267,37 @@ def classification_report(
         baseline_class=base,
         baseline_weighted_accuracy=weighted_accuracy(t, np.full_like(t, base), labels),
     )
+
+
+def icc(ratings: np.ndarray, kind: str = "3,1") -> float:
+    """Intraclass correlation of ``n`` targets rated by ``k`` raters (Shrout & Fleiss).
+
+    Args:
+        ratings: ``(n, k)`` array, no missing values.
+        kind: ``"3,1"`` (two-way mixed, consistency, single rater) or ``"1,1"`` (one-way random).
+
+    Returns:
+        The ICC; NaN when ``n < 2`` or the ratings have no variance.
+    """
+    x = np.asarray(ratings, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise ValueError(f"ratings must have shape (n, k>=2), got {x.shape}")
+    if np.isnan(x).any():
+        raise ValueError("ratings contain NaN; drop incomplete rows first")
+    n, k = x.shape
+    if n < 2:
+        return float("nan")
+    grand = x.mean()
+    ss_total = ((x - grand) ** 2).sum()
+    ss_rows = k * ((x.mean(1) - grand) ** 2).sum()
+    ss_cols = n * ((x.mean(0) - grand) ** 2).sum()
+    ms_rows = ss_rows / (n - 1)
+    if kind == "3,1":
+        ms_err = (ss_total - ss_rows - ss_cols) / ((n - 1) * (k - 1))
+        den = ms_rows + (k - 1) * ms_err
+        return float((ms_rows - ms_err) / den) if den > 0 else float("nan")
+    if kind == "1,1":
+        ms_within = (ss_total - ss_rows) / (n * (k - 1))
+        den = ms_rows + (k - 1) * ms_within
+        return float((ms_rows - ms_within) / den) if den > 0 else float("nan")
+    raise ValueError(f"unknown ICC kind {kind!r}; expected '3,1' or '1,1'")

@@ -20,7 +20,7 @@ import numpy as np
 from edge.results import Detections
 from edge.scales import ScaleSpec
 from edge.scoring import score_frame
-from train.fused.metrics import icc, weighted_accuracy
+from train.metrics import icc, weighted_accuracy
 
 MATCH_IOU = 0.5
 
