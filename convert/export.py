@@ -57,7 +57,7 @@ def load_fused_checkpoint(path: str | Path) -> tuple[Any, ModelMetadata]:
     if not path.exists():
         raise ExportError(f"{path}: no such checkpoint (file or directory)")
     try:
-        from train.fused.checkpoint import load_checkpoint
+        from train.fused.checkpoint import checkpoint_dir, load_checkpoint
     except ImportError as e:
         raise ExportError(
             f"cannot load {path}: the fused model package (train.fused.checkpoint) is not available ({e})"
@@ -66,6 +66,7 @@ def load_fused_checkpoint(path: str | Path) -> tuple[Any, ModelMetadata]:
         model, meta = load_checkpoint(path)
     except (ValueError, OSError) as e:
         raise ExportError(f"{path}: cannot load the fused checkpoint: {e}") from None
+    path = checkpoint_dir(path)  # a training run directory means its best checkpoint
     md = metadata_from_checkpoint_meta(meta, source=str(path))
     md.source_sha256 = checkpoint_sha256(path)
     return model, md

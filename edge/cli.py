@@ -9,6 +9,8 @@ stays fast and works without them; a command whose extra is missing says which e
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import typer
 
@@ -75,9 +77,30 @@ def _mount() -> None:
 _mount()
 
 
+_OUR_PACKAGES = ("edge", "train", "convert", "bench")
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors that describe bad input or a missing extra: print the message, not a traceback."""
+    if isinstance(exc, (ValueError, FileNotFoundError, PermissionError, ImportError)):
+        return True
+    return type(exc).__module__.split(".")[0] in _OUR_PACKAGES
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    The project's own errors (bad file, wrong scale, missing extra...) end with ``error: <message>``
+    and exit status 2; set ``GRIMACE_DEBUG=1`` to see the traceback instead.
+    """
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("GRIMACE_DEBUG") or not _is_user_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        print("(set GRIMACE_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

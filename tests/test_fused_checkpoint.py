@@ -84,3 +84,14 @@ def test_predict_equals_edge_postprocess_on_same_raw(ckpt: tuple[Path, torch.nn.
         assert r.score is not None or r.abstained
         n_boxes += len(d)
     assert n_boxes > 0
+
+
+def test_run_directory_resolves_to_its_best_checkpoint(tmp_path) -> None:
+    from train.fused.checkpoint import checkpoint_dir, read_config
+
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    (run / "best" / "config.json").write_text('{"format": "grimace-fused/1"}')
+    assert checkpoint_dir(run) == run / "best"
+    assert checkpoint_dir(run / "best") == run / "best"
+    assert read_config(run)["format"] == "grimace-fused/1"

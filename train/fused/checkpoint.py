@@ -97,10 +97,19 @@ def _jsonable(v: Any) -> Any:
         return str(v)
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of a checkpoint directory (or of the directory holding a ``model.safetensors``)."""
+def checkpoint_dir(path: str | Path) -> Path:
+    """Resolve what a user passes as a checkpoint: its directory, its ``model.safetensors``, or a
+    training run directory (``RUN`` -> ``RUN/best``)."""
     path = Path(path)
     d = path.parent if path.is_file() else path
+    if not (d / CONFIG).exists() and (d / "best" / CONFIG).exists():
+        return d / "best"
+    return d
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint (see :func:`checkpoint_dir` for what ``path`` may be)."""
+    d = checkpoint_dir(path)
     cfg_path = d / CONFIG
     if not cfg_path.exists():
         raise CheckpointError(f"{d}: no {CONFIG} (is this a grimace fused checkpoint directory?)")
@@ -119,7 +128,8 @@ def load_checkpoint(
     """Load a weights-only checkpoint.
 
     Args:
-        path: Checkpoint directory (or its ``model.safetensors``).
+        path: Checkpoint directory, its ``model.safetensors``, or a training run directory (its
+            ``best`` checkpoint is used).
         expect_scale: If given, a different scale in the checkpoint raises ``ScaleMismatchError``.
         device: Where to put the model.
 
@@ -131,8 +141,7 @@ def load_checkpoint(
 
     from train.fused.model import build_fused_model
 
-    path = Path(path)
-    d = path.parent if path.is_file() else path
+    d = checkpoint_dir(path)
     meta = read_config(d)
     spec = load_scale(meta["scale"])
     if expect_scale is not None:
