@@ -139,13 +139,16 @@ def write_labels(path: str | Path, boxes: list[LabelBox]) -> None:
     path.write_text("".join(format_label_line(b) + "\n" for b in boxes))
 
 
-def image_to_label_path(image: str | Path) -> Path:
-    """``.../images/<split>/x.png`` -> ``.../labels/<split>/x.txt`` (the ultralytics rule)."""
+def image_to_label_path(image: str | Path, folder: str = "labels") -> Path:
+    """``.../images/<split>/x.png`` -> ``.../labels/<split>/x.txt`` (the ultralytics rule).
+
+    ``folder`` names another sidecar tree with the same rule (e.g. ``"soft"`` for teacher targets).
+    """
     p = Path(image)
     parts = list(p.parts)
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] == "images":
-            parts[i] = "labels"
+            parts[i] = folder
             return Path(*parts).with_suffix(".txt")
     raise LabelError(f"{image}: image is not under an 'images/' folder")
 

@@ -25,13 +25,7 @@ NO_SOFT = "-"
 
 def image_to_soft_path(image: str | Path) -> Path:
     """``.../images/<split>/x.png`` -> ``.../soft/<split>/x.txt``."""
-    p = Path(image)
-    parts = list(p.parts)
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "soft"
-            return Path(*parts).with_suffix(".txt")
-    raise LabelError(f"{image}: image is not under an 'images/' folder")
+    return image_to_label_path(image, folder="soft")
 
 
 def write_soft(path: str | Path, soft: np.ndarray | list[np.ndarray | None]) -> None:
