@@ -402,3 +402,27 @@ def test_recipes_resolve_with_overrides() -> None:
         resolve_recipe("fast")
     with pytest.raises(ValueError, match="setting"):
         resolve_recipe("seed", colour=True)
+
+
+def test_seed_recipe_via_cli_records_its_settings(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    data, run = tiny_run
+    out = tmp_path / "seedrun"
+    res = CliRunner().invoke(app, [
+        "teacher", "train", "--data", str(data), "--out", str(out), "--reuse-detector", str(run),
+        "--recipe", "seed", "--vit", "tiny", "--epochs-vit", "1", "--no-pain",
+    ])
+    assert res.exit_code == 0, res.output
+    st = json.loads((out / "manifest.json").read_text())["settings"]
+    assert (st["recipe"], st["vit_optimizer"], st["class_weighting"], st["select"]) == (
+        "seed", "sgd", "inverse", "val_loss"
+    )
+    assert st["epochs_vit"] == 1 and st["vit"] == "tiny" and not st["grey"]
+    bad = CliRunner().invoke(app, [
+        "teacher", "train", "--data", str(data), "--out", str(tmp_path / "x"), "--reuse-detector",
+        str(run), "--recipe", "fast", "--no-pain",
+    ])
+    assert bad.exit_code == 2 and "recipe" in bad.output
