@@ -39,7 +39,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 """ViT training recipes. ``seed``: the published method (fine-tune ImageNet-21k ViT-Base/16 at 224
 with SGD, inverse-frequency weighted cross-entropy, lowest-validation-loss epoch). ``scratch``: for
-randomly initialised ViTs (no pretrained backbone, e.g. offline): a 4-layer ViT at 64x64, AdamW with
+randomly initialised ViTs (no pretrained backbone, e.g. offline): a 4-layer ViT at 32x32, AdamW with
 warmup + cosine, label smoothing, unweighted loss, grey standardised crops, the epoch with the best
 validation weighted accuracy. See docs/teacher.md for why."""
 

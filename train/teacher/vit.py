@@ -4,9 +4,12 @@ Everything here is plain ``transformers.ViTForImageClassification``:
 
 * :func:`build_vit` resolves a backbone by name or path - a Hugging Face model id (pretrained when it
   can be had, otherwise random init from its architecture with a warning), a local folder saved with
-  ``save_pretrained``, a ``config.json`` file, or ``tiny`` (a 2-layer, 32-wide ViT for tests).
-* :func:`train_classifier` fine-tunes on in-memory RGB images ``(N, S, S, 3)`` with SGD + momentum
-  and class-weighted cross-entropy, keeping the state with the lowest validation loss (the seed's rule).
+  ``save_pretrained``, a ``config.json`` file, ``small`` (from-scratch default) or ``tiny`` (a 2-layer,
+  32-wide ViT for tests).
+* :func:`train_classifier` trains on in-memory RGB images ``(N, S, S, 3)``: SGD + momentum or AdamW
+  with warmup + cosine, optionally class-weighted / label-smoothed cross-entropy or grade-balanced
+  sampling, keeping the epoch with the lowest validation loss (the seed's rule) or the highest
+  validation weighted accuracy.
 * :class:`ImageClassifier` wraps a trained model with its preprocessing and runs batched inference.
 """
 
@@ -43,11 +46,12 @@ SMALL_VIT = {
     "num_hidden_layers": 4,
     "num_attention_heads": 4,
     "intermediate_size": 192,
-    "image_size": 64,
-    "patch_size": 8,
+    "image_size": 32,
+    "patch_size": 4,
 }
-"""The ``small`` backbone (4 layers, 96 wide, 8x8 patches at 64x64): the default for from-scratch
-training on a few hundred crops; a few minutes per grader on a 2-core CPU."""
+"""The ``small`` backbone (4 layers, 96 wide, 4x4 patches at 32x32 = 64 tokens): the default for
+from-scratch training on a few hundred crops; one to two minutes per grader on a 2-core CPU. On the
+synthetic data it generalised to new animals at least as well as 8x8 patches at 64x64 (same cost)."""
 PRESETS = {"tiny": TINY_VIT, "small": SMALL_VIT}
 
 # ViT-Base/16 at 224 (the seed's backbone); transformers' ViTConfig defaults are exactly this.
