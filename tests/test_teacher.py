@@ -362,3 +362,67 @@ def test_class_weights_and_preprocess_options() -> None:
     aug = augment(batch, rng)
     assert aug.shape == batch.shape and aug.dtype == np.uint8
     assert (augment(batch, rng, flip=False, strength=0.0) == batch).all()
+
+
+def test_train_classifier_select_by_val_wacc_and_balanced_sampler() -> None:
+    from train.teacher.vit import Preprocess, build_vit, train_classifier
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(80) < 0.25).astype(np.int64)  # imbalanced: ~25 % class 1
+    x = np.zeros((80, 32, 32, 3), np.uint8)
+    x[y == 1, :16] = 255
+    x = (x + rng.integers(0, 30, x.shape)).clip(0, 255).astype(np.uint8)
+    model, _ = build_vit("tiny", 2)
+    hist = train_classifier(
+        model, Preprocess(32), x[:60], y[:60], x[60:], y[60:], epochs=5, lr=0.01, flip=False,
+        optimizer="adamw", sampler="balanced", class_weighting="none", label_smoothing=0.1,
+        select="val_wacc",
+    )
+    hs = hist["history"]
+    assert len(hs) == 5 and all(len(h) == 4 for h in hs)
+    # kept epoch: highest validation weighted accuracy, ties broken by the lower validation loss
+    best = max(hs, key=lambda h: (h[3], -h[2]))
+    assert hist["best_epoch"] == best[0] and hist["best_val_wacc"] == best[3]
+    assert hist["select"] == "val_wacc"
+    with pytest.raises(ValueError, match="sampler"):
+        train_classifier(model, Preprocess(32), x, y, x, y, epochs=1, sampler="nope")
+    with pytest.raises(ValueError, match="select"):
+        train_classifier(model, Preprocess(32), x, y, x, y, epochs=1, select="nope")
+
+
+def test_recipes_resolve_with_overrides() -> None:
+    from train.teacher.training import RECIPES, resolve_recipe
+
+    seed = resolve_recipe("seed")
+    assert seed["vit_optimizer"] == "sgd" and seed["class_weighting"] == "inverse"
+    assert seed["select"] == "val_loss" and seed["vit"] == "google/vit-base-patch16-224-in21k"
+    scratch = resolve_recipe("scratch", lr=0.01, grey=None)
+    assert scratch["lr"] == 0.01 and scratch["grey"] == RECIPES["scratch"]["grey"]
+    with pytest.raises(ValueError, match="recipe"):
+        resolve_recipe("fast")
+    with pytest.raises(ValueError, match="setting"):
+        resolve_recipe("seed", colour=True)
+
+
+def test_seed_recipe_via_cli_records_its_settings(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    data, run = tiny_run
+    out = tmp_path / "seedrun"
+    res = CliRunner().invoke(app, [
+        "teacher", "train", "--data", str(data), "--out", str(out), "--reuse-detector", str(run),
+        "--recipe", "seed", "--vit", "tiny", "--epochs-vit", "1", "--no-pain",
+    ])
+    assert res.exit_code == 0, res.output
+    st = json.loads((out / "manifest.json").read_text())["settings"]
+    assert (st["recipe"], st["vit_optimizer"], st["class_weighting"], st["select"]) == (
+        "seed", "sgd", "inverse", "val_loss"
+    )
+    assert st["epochs_vit"] == 1 and st["vit"] == "tiny" and not st["grey"]
+    bad = CliRunner().invoke(app, [
+        "teacher", "train", "--data", str(data), "--out", str(tmp_path / "x"), "--reuse-detector",
+        str(run), "--recipe", "fast", "--no-pain",
+    ])
+    assert bad.exit_code == 2 and "recipe" in bad.output

@@ -20,12 +20,13 @@ def train_cmd(
     data: Path = typer.Option(..., "--data", help="Grimace dataset folder (with data.yaml)."),
     out: Path = typer.Option(..., "--out", help="Teacher run folder to write."),
     detector: str = typer.Option("s", "--detector", help="YOLOv5 size: n, s or m."),
-    vit: str = typer.Option(
-        "google/vit-base-patch16-224-in21k", "--vit",
-        help="ViT backbone: Hugging Face id, local folder, config.json, or 'tiny'.",
+    vit: str | None = typer.Option(
+        None, "--vit",
+        help="ViT backbone: Hugging Face id, local folder, config.json, 'small' or 'tiny' "
+        "(default: the recipe's - 'small' for scratch, google/vit-base-patch16-224-in21k for seed).",
     ),
     epochs_det: int = typer.Option(100, "--epochs-det", min=1, help="Detector epochs."),
-    epochs_vit: int = typer.Option(20, "--epochs-vit", min=1, help="Epochs per ViT."),
+    epochs_vit: int | None = typer.Option(None, "--epochs-vit", min=1, help="Epochs per ViT."),
     imgsz: int = typer.Option(640, "--imgsz", min=32, help="Detector input size."),
     vit_size: int | None = typer.Option(
         None, "--vit-size", min=16, help="ViT input size for randomly initialised backbones."
@@ -41,20 +42,44 @@ def train_cmd(
     reuse_detector: Path | None = typer.Option(
         None, "--reuse-detector", help="Copy this teacher run's detector instead of training one."
     ),
-    vit_batch: int = typer.Option(16, "--vit-batch", min=1),
-    lr: float = typer.Option(0.01, "--lr", help="ViT learning rate."),
-    vit_optimizer: str = typer.Option(
-        "sgd", "--vit-optimizer", help="sgd (the seed; with momentum) or adamw (for random-init ViTs)."
+    recipe: str = typer.Option(
+        "scratch", "--recipe",
+        help="ViT training recipe: 'scratch' (from-scratch small ViT; works offline) or 'seed' (the "
+        "published method: fine-tune ImageNet-21k ViT-Base/16 at 224 with SGD and weighted CE). "
+        "The ViT options below override single settings of it.",
     ),
-    augment: float = typer.Option(0.5, "--augment", min=0.0, help="ViT augmentation strength (0 = flips)."),
-    class_weighting: str = typer.Option(
-        "inverse", "--class-weighting", help="Cross-entropy class weights: inverse, sqrt or none."
+    vit_batch: int | None = typer.Option(None, "--vit-batch", min=1),
+    lr: float | None = typer.Option(None, "--lr", help="ViT peak learning rate."),
+    vit_optimizer: str | None = typer.Option(
+        None, "--vit-optimizer", help="sgd (the seed; with momentum) or adamw (for random-init ViTs)."
     ),
-    grey: bool = typer.Option(False, "--grey/--colour", help="Grade grey-level crops (ignore fur colour)."),
-    standardize: bool = typer.Option(
-        False, "--standardize/--fixed-norm", help="Per-image standardisation of ViT inputs."
+    weight_decay: float | None = typer.Option(None, "--weight-decay", min=0.0, help="ViT weight decay."),
+    augment: float | None = typer.Option(
+        None, "--augment", min=0.0, help="ViT augmentation strength (0 = flips)."
     ),
-    margin: float = typer.Option(0.1, "--margin", min=0.0, help="Crop context margin (fraction of box)."),
+    class_weighting: str | None = typer.Option(
+        None, "--class-weighting", help="Cross-entropy class weights: inverse, sqrt or none."
+    ),
+    sampler: str | None = typer.Option(
+        None, "--sampler", help="shuffle, or balanced (grade-balanced sampling with replacement)."
+    ),
+    label_smoothing: float | None = typer.Option(
+        None, "--label-smoothing", min=0.0, max=0.5, help="Cross-entropy label smoothing."
+    ),
+    select: str | None = typer.Option(
+        None, "--select",
+        help="ViT epoch kept: val_loss (lowest validation loss) or val_wacc (best validation "
+        "weighted accuracy).",
+    ),
+    grey: bool | None = typer.Option(
+        None, "--grey/--colour", help="Grade grey-level crops (ignore fur colour)."
+    ),
+    standardize: bool | None = typer.Option(
+        None, "--standardize/--fixed-norm", help="Per-image standardisation of ViT inputs."
+    ),
+    margin: float | None = typer.Option(
+        None, "--margin", min=0.0, help="Crop context margin (fraction of box)."
+    ),
     pain: bool = typer.Option(True, "--pain/--no-pain", help="Also train the whole-face pain ViT."),
     pretrained: bool = typer.Option(True, "--pretrained/--scratch", help="Try pretrained weights first."),
     seed: int = typer.Option(0, "--seed"),
@@ -65,14 +90,19 @@ def train_cmd(
         require(m, "grimace teacher train")
     from train.teacher.training import train_teacher
 
-    train_teacher(
-        data, out, detector=detector, vit=vit, epochs_det=epochs_det, epochs_vit=epochs_vit,
-        imgsz=imgsz, vit_size=vit_size, det_batch=det_batch, det_optimizer=det_optimizer,
-        det_init=det_init, reuse_detector=reuse_detector, vit_batch=vit_batch, lr=lr,
-        vit_optimizer=vit_optimizer, augment=augment, grey=grey, standardize=standardize,
-        class_weighting=class_weighting,
-        margin=margin, pain=pain, pretrained=pretrained, seed=seed, verbose=not quiet, echo=typer.echo,
-    )
+    try:
+        train_teacher(
+            data, out, detector=detector, vit=vit, epochs_det=epochs_det, epochs_vit=epochs_vit,
+            imgsz=imgsz, vit_size=vit_size, det_batch=det_batch, det_optimizer=det_optimizer,
+            det_init=det_init, reuse_detector=reuse_detector, recipe=recipe, vit_batch=vit_batch,
+            lr=lr, vit_optimizer=vit_optimizer, weight_decay=weight_decay, augment=augment,
+            class_weighting=class_weighting, sampler=sampler, label_smoothing=label_smoothing,
+            select=select, grey=grey, standardize=standardize, margin=margin, pain=pain,
+            pretrained=pretrained, seed=seed, verbose=not quiet, echo=typer.echo,
+        )
+    except ValueError as e:  # bad recipe / option value
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
 
 
 @app.command("score")

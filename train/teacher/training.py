@@ -23,6 +23,42 @@ from train.teacher.detector import train_detector, write_detector_dataset
 from train.teacher.teacher import dataset_hash, save_teacher_parts, versions
 from train.teacher.vit import DEFAULT_VIT, ImageClassifier, Preprocess, build_vit, train_classifier
 
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed": {
+        "vit": DEFAULT_VIT, "vit_size": None, "epochs_vit": 20, "vit_batch": 16, "lr": 0.01,
+        "vit_optimizer": "sgd", "weight_decay": None, "augment": 0.5, "class_weighting": "inverse",
+        "sampler": "shuffle", "label_smoothing": 0.0, "select": "val_loss", "grey": False,
+        "standardize": False, "margin": 0.1,
+    },
+    "scratch": {
+        "vit": "small", "vit_size": None, "epochs_vit": 60, "vit_batch": 32, "lr": 0.001,
+        "vit_optimizer": "adamw", "weight_decay": 0.05, "augment": 0.5, "class_weighting": "none",
+        "sampler": "shuffle", "label_smoothing": 0.1, "select": "val_wacc", "grey": True,
+        "standardize": True, "margin": 0.1,
+    },
+}
+"""ViT training recipes. ``seed``: the published method (fine-tune ImageNet-21k ViT-Base/16 at 224
+with SGD, inverse-frequency weighted cross-entropy, lowest-validation-loss epoch). ``scratch``: for
+randomly initialised ViTs (no pretrained backbone, e.g. offline): a 4-layer ViT at 32x32, AdamW with
+warmup + cosine, label smoothing, unweighted loss, grey standardised crops, the epoch with the best
+validation weighted accuracy. See docs/teacher.md for why."""
+
+
+def resolve_recipe(recipe: str, **overrides: Any) -> dict[str, Any]:
+    """A recipe's ViT settings with the non-``None`` ``overrides`` applied.
+
+    Raises:
+        ValueError: Unknown recipe or setting name.
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+    out = dict(RECIPES[recipe])
+    unknown = set(overrides) - set(out)
+    if unknown:
+        raise ValueError(f"unknown recipe setting(s) {sorted(unknown)}")
+    out.update({k: v for k, v in overrides.items() if v is not None})
+    return out
+
 
 def _splits(ds: Any, seed: int, select_fraction: float) -> tuple[list[Path], list[Path], list[Path], str]:
     train = ds.images("train")
@@ -69,24 +105,29 @@ def train_teacher(
     out: str | Path,
     *,
     detector: str = "s",
-    vit: str = DEFAULT_VIT,
+    vit: str | None = None,
     epochs_det: int = 100,
-    epochs_vit: int = 20,
+    epochs_vit: int | None = None,
     imgsz: int = 640,
     vit_size: int | None = None,
     det_batch: int = 16,
     det_optimizer: str = "SGD",
     det_init: str | Path | None = None,
     reuse_detector: str | Path | None = None,
-    vit_batch: int = 16,
-    lr: float = 0.01,
+    recipe: str = "scratch",
+    vit_batch: int | None = None,
+    lr: float | None = None,
     momentum: float = 0.9,
-    vit_optimizer: str = "sgd",
-    augment: float = 0.5,
-    class_weighting: str = "inverse",
-    grey: bool = False,
-    standardize: bool = False,
-    margin: float = 0.1,
+    vit_optimizer: str | None = None,
+    weight_decay: float | None = None,
+    augment: float | None = None,
+    class_weighting: str | None = None,
+    sampler: str | None = None,
+    label_smoothing: float | None = None,
+    select: str | None = None,
+    grey: bool | None = None,
+    standardize: bool | None = None,
+    margin: float | None = None,
     pain: bool = True,
     pretrained: bool = True,
     select_fraction: float = 0.15,
@@ -104,18 +145,24 @@ def train_teacher(
         epochs_det: Detector epochs.
         epochs_vit: Epochs per ViT.
         imgsz: Detector input size.
-        vit_size: ViT input size; default the backbone's ``image_size`` (224 for ViT-Base).
+        vit_size: ViT input size for randomly initialised backbones (pretrained ones keep theirs).
         det_batch: Detector batch size.
         det_optimizer: Detector optimiser (ultralytics name; the seed used SGD with momentum).
         det_init: Start the detector from an existing teacher run's detector.
         reuse_detector: Skip detector training and copy the detector of this teacher run folder
             (e.g. to retrain only the graders); its training summary is carried over.
+        recipe: ViT training recipe, ``scratch`` (default) or ``seed`` (:data:`RECIPES`); every
+            ViT setting below left ``None`` takes the recipe's value.
         vit_batch: ViT batch size.
-        lr: ViT learning rate (SGD).
+        lr: ViT peak learning rate.
         momentum: SGD momentum.
         vit_optimizer: ``sgd`` (the seed) or ``adamw`` (better for randomly initialised ViTs).
+        weight_decay: ViT weight decay (``None`` in the recipe: the optimiser's default).
         augment: ViT training augmentation strength (0 = flips only).
-        class_weighting: ``inverse`` (balanced, default), ``sqrt`` or ``none`` cross-entropy weights.
+        class_weighting: ``inverse``, ``sqrt`` or ``none`` cross-entropy class weights.
+        sampler: ``shuffle`` or ``balanced`` (grade-balanced sampling with replacement).
+        label_smoothing: Cross-entropy label smoothing.
+        select: ViT epoch selection: ``val_loss`` or ``val_wacc`` (validation weighted accuracy).
         grey: Grade grey-level crops (no fur colour).
         standardize: Per-image standardisation instead of the fixed mean/std.
         margin: Context margin around unit boxes, fraction of box size per side.
@@ -131,6 +178,21 @@ def train_teacher(
         The manifest dict (also written to ``out/manifest.json``).
     """
     t0 = time.perf_counter()
+    rs = resolve_recipe(
+        recipe, vit=vit, vit_size=vit_size, epochs_vit=epochs_vit, vit_batch=vit_batch, lr=lr,
+        vit_optimizer=vit_optimizer, weight_decay=weight_decay, augment=augment,
+        class_weighting=class_weighting, sampler=sampler, label_smoothing=label_smoothing,
+        select=select, grey=grey, standardize=standardize, margin=margin,
+    )
+    vit, vit_size, epochs_vit, vit_batch = rs["vit"], rs["vit_size"], rs["epochs_vit"], rs["vit_batch"]
+    grey, standardize, margin = rs["grey"], rs["standardize"], rs["margin"]
+    fit_kw = {
+        "epochs": epochs_vit, "batch": vit_batch, "lr": rs["lr"], "momentum": momentum,
+        "optimizer": rs["vit_optimizer"], "weight_decay": rs["weight_decay"],
+        "augment_strength": rs["augment"], "class_weighting": rs["class_weighting"],
+        "sampler": rs["sampler"], "label_smoothing": rs["label_smoothing"], "select": rs["select"],
+        "seed": seed,
+    }
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(data)
@@ -162,7 +224,11 @@ def train_teacher(
     )
 
     # ---------------------------------------------------------------- stage 2: graders
-    echo(f"[2/3] graders: ViT {vit!r}, {epochs_vit} epochs each")
+    echo(
+        f"[2/3] graders: recipe {recipe!r}, ViT {vit!r}, {epochs_vit} epochs each, "
+        f"{rs['vit_optimizer']} lr {rs['lr']}, loss weights {rs['class_weighting']}, "
+        f"sampler {rs['sampler']}, label smoothing {rs['label_smoothing']}, selection {rs['select']}"
+    )
     graders: dict[str, ImageClassifier] = {}
     grader_metrics: dict[str, Any] = {}
     t = time.perf_counter()
@@ -185,15 +251,14 @@ def train_teacher(
         sel_x = sel.images if sel is not None else tr.images[:0]
         sel_y = sel.grades if sel is not None else tr.grades[:0]
         hist = train_classifier(
-            model, prep, tr.images, tr.grades, sel_x, sel_y, epochs=epochs_vit, batch=vit_batch,
-            lr=lr, momentum=momentum, seed=seed, desc=f"grader {name}", optimizer=vit_optimizer,
-            augment_strength=augment, class_weighting=class_weighting,
+            model, prep, tr.images, tr.grades, sel_x, sel_y, desc=f"grader {name}", **fit_kw
         )
         clf = ImageClassifier(model, prep)
         graders[name] = clf
         echo(
-            f"      {name}: {len(tr)} train / {len(sel_y)} selection crops; lowest val loss "
-            f"{hist['best_val_loss']:.4f} at epoch {hist['best_epoch']}/{epochs_vit}"
+            f"      {name}: {len(tr)} train / {len(sel_y)} selection crops; kept epoch "
+            f"{hist['best_epoch']}/{epochs_vit} ({rs['select']}): val loss {hist['best_val_loss']:.4f}, "
+            f"val weighted acc {hist['best_val_wacc']:.3f}"
         )
         m: dict[str, Any] = {
             "n_train": len(tr), "n_select": len(sel_y), "train_class_counts":
@@ -227,9 +292,7 @@ def train_teacher(
         else:
             model, _ = build_vit(vit, 2, {0: "no pain", 1: "pain"}, image_size=vit_size)
             hist = train_classifier(
-                model, fprep, f_tr.images, f_tr.grades, f_sel.images, f_sel.grades,
-                epochs=epochs_vit, batch=vit_batch, lr=lr, momentum=momentum, seed=seed, desc="pain",
-                optimizer=vit_optimizer, augment_strength=augment, class_weighting=class_weighting,
+                model, fprep, f_tr.images, f_tr.grades, f_sel.images, f_sel.grades, desc="pain", **fit_kw
             )
             pain_clf = ImageClassifier(model, fprep)
             pain_metrics = {"n_train": len(f_tr), "train_class_counts": counts.tolist(), **hist}
@@ -251,8 +314,11 @@ def train_teacher(
         "data": {"path": str(ds.root.resolve()), "hash": dataset_hash(ds.root), "held_out": held_name},
         "settings": {
             "detector": detector, "vit": vit, "vit_init": vit_init, "epochs_det": epochs_det,
-            "epochs_vit": epochs_vit, "imgsz": imgsz, "vit_size": size, "lr": lr, "momentum": momentum,
-            "vit_optimizer": vit_optimizer, "augment": augment, "class_weighting": class_weighting,
+            "epochs_vit": epochs_vit, "imgsz": imgsz, "vit_size": size, "recipe": recipe,
+            "vit_batch": vit_batch, "lr": rs["lr"], "momentum": momentum,
+            "vit_optimizer": rs["vit_optimizer"], "weight_decay": rs["weight_decay"],
+            "augment": rs["augment"], "class_weighting": rs["class_weighting"],
+            "sampler": rs["sampler"], "label_smoothing": rs["label_smoothing"], "select": rs["select"],
             "grey": grey, "standardize": standardize,
             "margin": margin, "seed": seed,
         },

@@ -4,9 +4,12 @@ Everything here is plain ``transformers.ViTForImageClassification``:
 
 * :func:`build_vit` resolves a backbone by name or path - a Hugging Face model id (pretrained when it
   can be had, otherwise random init from its architecture with a warning), a local folder saved with
-  ``save_pretrained``, a ``config.json`` file, or ``tiny`` (a 2-layer, 32-wide ViT for tests).
-* :func:`train_classifier` fine-tunes on in-memory RGB images ``(N, S, S, 3)`` with SGD + momentum
-  and class-weighted cross-entropy, keeping the state with the lowest validation loss (the seed's rule).
+  ``save_pretrained``, a ``config.json`` file, ``small`` (from-scratch default) or ``tiny`` (a 2-layer,
+  32-wide ViT for tests).
+* :func:`train_classifier` trains on in-memory RGB images ``(N, S, S, 3)``: SGD + momentum or AdamW
+  with warmup + cosine, optionally class-weighted / label-smoothed cross-entropy or grade-balanced
+  sampling, keeping the epoch with the lowest validation loss (the seed's rule) or the highest
+  validation weighted accuracy.
 * :class:`ImageClassifier` wraps a trained model with its preprocessing and runs batched inference.
 """
 
@@ -39,14 +42,16 @@ TINY_VIT = {
 }
 """The ``tiny`` backbone: small enough to train in seconds on a CPU (tests, smoke runs)."""
 SMALL_VIT = {
-    "hidden_size": 64,
+    "hidden_size": 96,
     "num_hidden_layers": 4,
     "num_attention_heads": 4,
-    "intermediate_size": 128,
-    "image_size": 48,
-    "patch_size": 6,
+    "intermediate_size": 192,
+    "image_size": 32,
+    "patch_size": 4,
 }
-"""The ``small`` backbone: still CPU-trainable in minutes, for from-scratch runs on small data."""
+"""The ``small`` backbone (4 layers, 96 wide, 4x4 patches at 32x32 = 64 tokens): the default for
+from-scratch training on a few hundred crops; one to two minutes per grader on a 2-core CPU. On the
+synthetic data it generalised to new animals at least as well as 8x8 patches at 64x64 (same cost)."""
 PRESETS = {"tiny": TINY_VIT, "small": SMALL_VIT}
 
 # ViT-Base/16 at 224 (the seed's backbone); transformers' ViTConfig defaults are exactly this.
@@ -225,6 +230,8 @@ def crop_box(image: np.ndarray, xyxy: np.ndarray | list[float], margin: float = 
 
 # ------------------------------------------------------------------------------------- training
 CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")
+SAMPLERS = ("shuffle", "balanced")
+SELECT_RULES = ("val_loss", "val_wacc")
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str = "inverse") -> np.ndarray:
@@ -281,18 +288,24 @@ def augment(
     return out.clip(0, 255).astype(np.uint8)
 
 
-def _val_loss(model: Any, x: Any, y: Any, weight: Any, batch: int) -> float:
+def _validate(model: Any, x: Any, y: Any, weight: Any, batch: int) -> tuple[float, float]:
+    """Weighted validation cross-entropy and weighted accuracy (seed's equation 3) of ``(M, 3, S, S)``."""
     import torch
 
+    from train.metrics import weighted_accuracy
+
     model.eval()
-    total, n = 0.0, 0
+    total, n, preds = 0.0, 0, []
     with torch.inference_mode():
         for i in range(0, len(y), batch):
             logits = model(pixel_values=x[i : i + batch]).logits
             loss = torch.nn.functional.cross_entropy(logits, y[i : i + batch], weight=weight, reduction="sum")
             total += float(loss)
             n += len(y[i : i + batch])
-    return total / max(n, 1)
+            preds.append(logits.argmax(1))
+    labels = list(range(int(model.config.num_labels)))
+    wacc = weighted_accuracy(y.numpy(), torch.cat(preds).numpy(), labels) if n else float("nan")
+    return total / max(n, 1), wacc
 
 
 def train_classifier(
@@ -311,6 +324,11 @@ def train_classifier(
     augment_strength: float = 1.0,
     optimizer: str = "sgd",
     class_weighting: str = "inverse",
+    sampler: str = "shuffle",
+    label_smoothing: float = 0.0,
+    weight_decay: float | None = None,
+    warmup: float = 0.1,
+    select: str = "val_loss",
     seed: int = 0,
     desc: str = "vit",
 ) -> dict[str, Any]:
@@ -338,14 +356,28 @@ def train_classifier(
         optimizer: ``sgd`` (with ``momentum``, the seed's choice for fine-tuning pretrained ViTs) or
             ``adamw`` (trains randomly initialised ViTs far better).
         class_weighting: Cross-entropy class weights (:func:`class_weights`).
+        sampler: ``shuffle`` (each crop once per epoch) or ``balanced`` (each epoch draws as many
+            crops with replacement, every grade equally likely; combine with ``class_weighting``
+            ``none`` so rare grades are not up-weighted twice).
+        label_smoothing: Cross-entropy label smoothing (0 = none).
+        weight_decay: Optimiser weight decay; default 1e-4 (SGD) or 0.05 (AdamW).
+        warmup: Share of the steps spent warming the learning rate up (then cosine decay).
+        select: Which epoch to keep: ``val_loss`` (lowest validation loss, the seed's rule) or
+            ``val_wacc`` (highest validation weighted accuracy, the seed's equation 3; ties go to the
+            lower validation loss).
         seed: Random seed.
         desc: Progress-bar label.
 
     Returns:
-        ``{"best_epoch", "best_val_loss", "history": [(epoch, train_loss, val_loss)], "class_weights"}``.
+        ``{"best_epoch", "best_val_loss", "best_val_wacc", "select", "history":
+        [(epoch, train_loss, val_loss, val_wacc)], "class_weights"}``.
     """
     import torch
 
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if select not in SELECT_RULES:
+        raise ValueError(f"select must be one of {SELECT_RULES}, got {select!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     n_classes = int(model.config.num_labels)
@@ -353,27 +385,38 @@ def train_classifier(
         raise ValueError(f"{desc}: no training samples")
     if len(y_val) == 0:
         x_val, y_val = x_train, y_train
-    w = torch.from_numpy(class_weights(np.asarray(y_train), n_classes, class_weighting))
+    y_train = np.asarray(y_train, dtype=np.int64)
+    w = torch.from_numpy(class_weights(y_train, n_classes, class_weighting))
     wv = torch.from_numpy(class_weights(np.asarray(y_val), n_classes, class_weighting))
     xv = prep.to_tensor(x_val)
     yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
     if optimizer == "sgd":
-        opt: Any = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=1e-4)
+        wd = 1e-4 if weight_decay is None else weight_decay
+        opt: Any = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
     elif optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+        wd = 0.05 if weight_decay is None else weight_decay
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
     else:
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
     steps = max(1, epochs * int(np.ceil(len(y_train) / batch)))
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=steps, pct_start=0.1, anneal_strategy="cos"
+        opt, max_lr=lr, total_steps=steps, pct_start=min(max(warmup, 1e-3), 0.5), anneal_strategy="cos"
     )
-    best = (float("inf"), -1)
+    # balanced sampling: P(crop) proportional to 1 / count of its grade
+    counts = np.bincount(y_train, minlength=n_classes).astype(np.float64)
+    p_sample = 1.0 / counts[y_train]
+    p_sample /= p_sample.sum()
+    best_key: tuple[float, float] = (float("-inf"), float("-inf"))
+    best = {"epoch": -1, "val_loss": float("inf"), "val_wacc": float("nan")}
     best_state: dict[str, Any] | None = None
     history = []
     bar = tqdm(range(1, epochs + 1), desc=desc, leave=False, disable=None)
     for ep in bar:
         model.train()
-        order = rng.permutation(len(y_train))
+        if sampler == "balanced":
+            order = rng.choice(len(y_train), size=len(y_train), replace=True, p=p_sample)
+        else:
+            order = rng.permutation(len(y_train))
         run, seen = 0.0, 0
         for i in range(0, len(order), batch):
             idx = order[i : i + batch]
@@ -383,8 +426,10 @@ def train_classifier(
                 imgs = imgs.copy()
                 imgs[f] = imgs[f, :, ::-1]
             xb = prep.to_tensor(imgs)
-            yb = torch.from_numpy(np.asarray(y_train[idx], dtype=np.int64))
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=xb).logits, yb, weight=w)
+            yb = torch.from_numpy(y_train[idx])
+            loss = torch.nn.functional.cross_entropy(
+                model(pixel_values=xb).logits, yb, weight=w, label_smoothing=label_smoothing
+            )
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -392,18 +437,22 @@ def train_classifier(
             sched.step()
             run += loss.item() * len(idx)
             seen += len(idx)
-        vl = _val_loss(model, xv, yv, wv, max(batch, 64))
-        history.append((ep, run / max(seen, 1), vl))
-        bar.set_postfix(train=f"{run / max(seen, 1):.3f}", val=f"{vl:.3f}")
-        if vl < best[0]:
-            best = (vl, ep)
+        vl, vw = _validate(model, xv, yv, wv, max(batch, 64))
+        history.append((ep, run / max(seen, 1), vl, vw))
+        bar.set_postfix(train=f"{run / max(seen, 1):.3f}", val=f"{vl:.3f}", wacc=f"{vw:.3f}")
+        key = (-vl, 0.0) if select == "val_loss" else (vw, -vl)
+        if key > best_key:
+            best_key = key
+            best = {"epoch": ep, "val_loss": vl, "val_wacc": vw}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return {
-        "best_epoch": best[1],
-        "best_val_loss": best[0],
+        "best_epoch": best["epoch"],
+        "best_val_loss": best["val_loss"],
+        "best_val_wacc": best["val_wacc"],
+        "select": select,
         "history": history,
         "class_weights": w.tolist(),
     }
