@@ -426,3 +426,15 @@ def test_seed_recipe_via_cli_records_its_settings(tiny_run: tuple[Path, Path], t
         str(run), "--recipe", "fast", "--no-pain",
     ])
     assert bad.exit_code == 2 and "recipe" in bad.output
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 10, 11, 100])
+def test_warmup_cosine_schedule_is_valid_for_any_step_count(steps: int) -> None:
+    from train.teacher.vit import warmup_cosine
+
+    f = warmup_cosine(steps, 0.1)
+    values = [f(i) for i in range(steps)]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert max(values) == pytest.approx(1.0)
+    if steps > 2:
+        assert values[-1] < values[len(values) // 2] <= 1.0  # decays after the warm-up

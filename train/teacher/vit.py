@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import warnings
@@ -308,6 +309,22 @@ def _validate(model: Any, x: Any, y: Any, weight: Any, batch: int) -> tuple[floa
     return total / max(n, 1), wacc
 
 
+def warmup_cosine(steps: int, warmup: float) -> Any:
+    """Learning-rate factor per step: linear warm-up over ``warmup`` of the steps, then cosine to 0.
+
+    Valid for any ``steps >= 1`` (``OneCycleLR`` divides by zero when the warm-up is one step long).
+    """
+    n_warm = min(max(1, round(steps * min(max(warmup, 0.0), 0.5))), steps)
+
+    def factor(step: int) -> float:
+        if step < n_warm:
+            return (step + 1) / n_warm
+        rest = max(1, steps - n_warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - n_warm, rest) / rest))
+
+    return factor
+
+
 def train_classifier(
     model: Any,
     prep: Preprocess,
@@ -399,9 +416,7 @@ def train_classifier(
     else:
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
     steps = max(1, epochs * int(np.ceil(len(y_train) / batch)))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=steps, pct_start=min(max(warmup, 1e-3), 0.5), anneal_strategy="cos"
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, warmup))
     # balanced sampling: P(crop) proportional to 1 / count of its grade
     counts = np.bincount(y_train, minlength=n_classes).astype(np.float64)
     p_sample = 1.0 / counts[y_train]
