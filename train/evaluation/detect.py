@@ -31,7 +31,7 @@ import numpy as np
 
 from edge.scales import ScaleError, ScaleSpec
 from train.data.format import image_to_label_path, load_dataset, read_labels
-from train.evaluation.io import NAME_KEYS
+from train.evaluation.io import NAME_KEYS, record_image_name
 
 
 class DetectFileError(ValueError):
@@ -60,10 +60,9 @@ def parse_record(
     """
     if not isinstance(rec, dict):
         raise DetectFileError(f"{where}: a record must be a JSON object")
-    name = next((rec[k] for k in NAME_KEYS if rec.get(k)), None)
+    name = record_image_name(rec)
     if not name:
-        raise DetectFileError(f"{where}: no image name (keys image/source/file/path)")
-    name = Path(str(name).replace("\\", "/")).name
+        raise DetectFileError(f"{where}: no image name (keys {'/'.join(NAME_KEYS)})")
     dets = rec.get("detections")
     if dets is None and rec.get("boxes") and isinstance(rec["boxes"][0], dict):
         dets = rec["boxes"]  # grimace predict --json: "boxes": [{"xyxy", "unit", "confidence", ...}]

@@ -29,6 +29,13 @@ from edge.scales import ScaleSpec
 MISSING = {"", "na", "n/a", "nan", "none", "null", "-", "abstained", "abstain"}
 FILE_COLUMNS = ("filename", "file", "image", "source", "path")
 NAME_KEYS = ("image", "name", "filename", "file", "source", "path")
+
+
+def record_image_name(rec: dict[str, object]) -> str | None:
+    """File name (no folders) of the image a JSON prediction record is about, from the first of
+    :data:`NAME_KEYS` it has; ``None`` when it names no image."""
+    name = next((rec[k] for k in NAME_KEYS if rec.get(k)), None)
+    return Path(str(name).replace("\\", "/")).name if name else None
 """Keys naming the image in a JSON record, in order of preference."""
 
 
@@ -251,10 +258,9 @@ def read_grade_jsonl(path: str | Path, spec: ScaleSpec) -> GradeTable:
             raise GradeFileError(f"{where}: invalid JSON: {e.msg}") from None
         if not isinstance(rec, dict):
             raise GradeFileError(f"{where}: a record must be a JSON object")
-        name = next((rec[k] for k in NAME_KEYS if rec.get(k)), None)
+        name = record_image_name(rec)
         if not name:
-            raise GradeFileError(f"{where}: no image name (keys image/name/filename/file/source/path)")
-        name = Path(str(name).replace("\\", "/")).name
+            raise GradeFileError(f"{where}: no image name (keys {'/'.join(NAME_KEYS)})")
         if name in seen:
             raise GradeFileError(f"{where}: image {name!r} listed twice (first on line {seen[name]})")
         seen[name] = lineno
