@@ -207,5 +207,12 @@ def watch_cmd(
         )
     )
     typer.echo(f"database: {res.db}")
+    if res.images_skipped:
+        typer.secho(
+            f"{res.images_skipped} selected-frame image(s) not saved: free disk space was below "
+            "GRIMACE_MIN_FREE_IMAGES (their rows have no image_path; see the images_paused events)",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
     if res.stopped == "camera gave up":
         raise typer.Exit(1)

@@ -341,6 +341,8 @@ class DiskGuard:
         self._clock = clock
         self._last_check: float | None = None
         self._allowed = True
+        self.last_free: int | None = None
+        """Free bytes at the last ``images_allowed`` re-read (``None`` before the first)."""
         self.last_rotation: RotationReport | None = None
         self.thresholds = self.config.resolve(self.usage().total)
 
@@ -380,6 +382,7 @@ class DiskGuard:
                 self.root, self.thresholds.target_free, min_age_s=self.config.min_age_s, usage_fn=self._usage
             )
             free = self.usage().free
+        self.last_free = free
         self._allowed = free >= self.thresholds.min_free_images
         return self._allowed
 

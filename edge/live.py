@@ -7,6 +7,12 @@ frame (scored frames first, then by quality) is kept: its image is written atomi
 replaced whenever a better frame arrives, so a crash loses at most the frame being processed. With
 ``continuous`` every frame's boxes are stored too and the running mean of all frames is reported.
 
+Disk space: one :class:`~edge.diskguard.DiskGuard` on the output folder (thresholds from the
+``GRIMACE_*`` environment, as for ``python -m edge.diskguard``) is asked before each image write. While
+free space is below ``min_free_images`` no image is written, but every frame and the interval's
+selection are still committed, with an empty ``image_path``; pausing and resuming are printed once
+each and stored as ``images_paused`` / ``images_resumed`` events.
+
 Restarting with the same output folder and camera resumes the unfinished session: a video file
 standing in for a camera continues after its last committed frame; a live camera continues the
 session clock from the last committed time. Camera loss is reconnected with backoff and logged as
@@ -27,6 +33,7 @@ from typing import Any
 
 from edge.aggregate import argmax_frame_score, mean_sem
 from edge.backends import Predictor, load_model
+from edge.diskguard import ENV_VARS, DiskGuard, GuardConfig, human
 from edge.quality import frame_quality
 from edge.report import annotate, write_csv
 from edge.sources import CameraEvent, CameraSource, describe_camera
@@ -50,6 +57,7 @@ class WatchResult:
         continuous_mean: Mean score over every scored frame of the session.
         db: The SQLite path.
         events: Camera events of this run.
+        images_skipped: Selected frames of this run whose images were not written (low disk space).
     """
 
     session_id: str
@@ -63,6 +71,7 @@ class WatchResult:
     continuous_mean: float | None = None
     db: str = ""
     events: list[CameraEvent] = field(default_factory=list)
+    images_skipped: int = 0
 
 
 def _slug(text: str) -> str:
@@ -96,6 +105,7 @@ def watch(
     max_retries: int | None = None,
     status: bool = True,
     stream: Any = None,
+    guard: DiskGuard | None = None,
 ) -> WatchResult:
     """Run (or resume) a live scoring session.
 
@@ -119,15 +129,25 @@ def watch(
         max_backoff_s: Longest reconnect wait.
         max_retries: Reconnect attempts in a row before giving up (``None`` = forever).
         status: Print a live status line.
-        stream: Where the status line goes (default stderr).
+        stream: Where the status line and disk-space warnings go (default stderr).
+        guard: Disk-space guard asked before each image write; default: one on ``out`` with
+            :meth:`GuardConfig.from_env` thresholds.
 
     Returns:
         The :class:`WatchResult`.
+
+    Raises:
+        ValueError: Bad interval/session, or unusable disk-guard settings in the environment.
     """
     if interval_s <= 0 or session_s <= 0:
         raise ValueError(f"interval ({interval_s}) and session ({session_s}) must be > 0 seconds")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if guard is None:
+        try:
+            guard = DiskGuard(out, GuardConfig.from_env())
+        except ValueError as e:
+            raise ValueError(f"disk-guard settings ({', '.join(ENV_VARS.values())}): {e}") from None
     stream = stream or sys.stderr
     kind = describe_camera(camera)[0]
     n_intervals = math.ceil(session_s / interval_s - 1e-9)
@@ -199,6 +219,29 @@ def watch(
             status_state: dict[str, Any] = {"at": 0.0, "interval": None}
             last_t = state.last_t_s
             last_interval = int(last_t // interval_s) if state.n_frames else -1
+            disk = {"paused": False}
+
+            def images_allowed(t: float) -> bool:
+                """Ask the guard; print and store an event when saving pauses or resumes."""
+                allowed = guard.images_allowed()
+                if allowed == disk["paused"]:  # state changed
+                    disk["paused"] = not allowed
+                    free = "?" if guard.last_free is None else human(guard.last_free)
+                    floor = human(guard.thresholds.min_free_images)
+                    if allowed:
+                        what, msg = "images_resumed", f"{free} free again (>= {floor}): saving images resumed"
+                    else:
+                        what, msg = (
+                            "images_paused",
+                            f"only {free} free on the disk of {out} (below {floor}, "
+                            f"{ENV_VARS['min_free_images']}): selected-frame images are NOT saved until "
+                            "space comes back; scores are still written to the database",
+                        )
+                    store.event(session_id, t, what, msg)
+                    stream.write(f"\n[disk] {'WARNING: ' if not allowed else ''}{msg}\n")
+                    stream.flush()
+                return allowed
+
             with src:
                 for frame in src:
                     if stop["why"]:
@@ -229,14 +272,22 @@ def watch(
                     rank = _rank(res.scored, res.quality)
                     if k not in best or rank > best[k][0]:
                         path = sel_dir / f"interval_{k:03d}.jpg"
-                        atomic_write_image(path, frame.image)
-                        atomic_write_image(
-                            sel_dir / f"interval_{k:03d}_annotated.jpg",
-                            annotate(
-                                frame.image, res, spec, title=f"interval {k + 1}/{n_intervals} t={t:.1f}s"
-                            ),
-                        )
-                        store.set_interval_best(session_id, k, fid, res, str(path))
+                        annotated = sel_dir / f"interval_{k:03d}_annotated.jpg"
+                        if images_allowed(t):
+                            atomic_write_image(path, frame.image)
+                            atomic_write_image(
+                                annotated,
+                                annotate(
+                                    frame.image, res, spec, title=f"interval {k + 1}/{n_intervals} t={t:.1f}s"
+                                ),
+                            )
+                            store.set_interval_best(session_id, k, fid, res, str(path))
+                        else:  # low disk: the row is committed without an image
+                            store.set_interval_best(session_id, k, fid, res, None)
+                            result.images_skipped += 1
+                            for stale in (path, annotated):  # an earlier frame's image, no longer selected
+                                with contextlib.suppress(FileNotFoundError):
+                                    stale.unlink()
                         best[k] = (rank, fid)
                     if status:
                         now = time.perf_counter()

@@ -181,11 +181,13 @@ def test_guard_pauses_images_when_low_and_resumes(tmp_path: Path) -> None:
     cfg = GuardConfig(min_free_start="2M", min_free_images="10M", target_free="20M", min_age_s=0)
     guard = DiskGuard(root, cfg, check_interval_s=5.0, usage_fn=disk, clock=lambda: t[0])
     assert guard.images_allowed() is False  # 5 MiB < 10 MiB, nothing to rotate
+    assert guard.last_free == 5 * MiB
     disk.base_free = 50 * MiB  # someone freed space
     t[0] = 1.0
     assert guard.images_allowed() is False  # cached within the interval
     t[0] = 6.0
     assert guard.images_allowed() is True
+    assert guard.last_free == 50 * MiB
 
 
 def test_guard_rotates_before_pausing(tmp_path: Path) -> None:

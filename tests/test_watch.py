@@ -1,8 +1,10 @@
-"""`grimace watch` with a video file standing in for a camera: interval selection, SQLite rows, and
-kill -9 mid-run followed by a restart that loses no committed row and continues the session."""
+"""`grimace watch` with a video file standing in for a camera: interval selection, SQLite rows,
+kill -9 mid-run followed by a restart that loses no committed row and continues the session, and
+image saving paused by the disk guard while rows are still committed."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sqlite3
@@ -14,7 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from edge.diskguard import DiskGuard, GuardConfig, Usage
 from edge.scales import RGS
 from tests.tiny_onnx import build_tiny_onnx, face_image
 
@@ -186,3 +190,120 @@ def test_watch_stops_cleanly_on_sigterm_and_stays_resumable(setup: tuple[Path, P
     assert _rows(db, "SELECT status FROM sessions")[0][0] == "running"
     n = _rows(db, "SELECT COUNT(*) FROM frames")[0][0]
     assert 5 <= n < SECONDS * SAMPLE_FPS
+
+
+MiB = 1024**2
+
+
+class _ScriptedDisk:
+    """A 1000 MiB disk with 5 MiB free on the reads whose number is in ``low``, else 500 MiB.
+
+    Read 0 is the guard's own set-up (it resolves the thresholds against the total).
+    """
+
+    def __init__(self, low: range) -> None:
+        self.low, self.reads = low, 0
+
+    def __call__(self, path: str) -> Usage:
+        free = 5 * MiB if self.reads in self.low else 500 * MiB
+        self.reads += 1
+        return Usage(1000 * MiB, 1000 * MiB - free, free)
+
+
+def _image_files(out: Path) -> set[str]:
+    return {p.name for p in (out / "selected").rglob("*.jpg")}
+
+
+def test_watch_pauses_images_on_low_disk_keeps_rows_and_resumes(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from edge.live import watch
+
+    model, video = setup
+    out = tmp_path / "lowdisk"
+    low = range(2, 6)  # the 2nd..5th image writes of the run find the disk nearly full
+    disk = _ScriptedDisk(low)
+    cfg = GuardConfig(min_free_start="1M", min_free_images="10M", target_free="10M", min_age_s=0)
+    guard = DiskGuard(out, cfg, check_interval_s=0.0, rotate_when_low=False, usage_fn=disk)
+    log = io.StringIO()
+    session = 4 * INTERVAL
+    res = watch(
+        str(video),
+        model,
+        out,
+        interval_s=INTERVAL,
+        session_s=session,
+        fps=SAMPLE_FPS,
+        threads=1,
+        status=False,
+        stream=log,
+        guard=guard,
+    )
+    assert res.complete and res.frames == session * SAMPLE_FPS
+    assert disk.reads > low.stop, "the run should outlast the low-disk spell"
+    assert res.images_skipped == len(low)
+    db = out / "grimace.sqlite"
+    # every frame is committed whatever the disk says
+    assert _rows(db, "SELECT COUNT(*) FROM frames")[0][0] == session * SAMPLE_FPS
+    intervals = _rows(db, "SELECT interval_index, final, image_path, quality FROM intervals ORDER BY 1")
+    assert [i[0] for i in intervals] == list(range(4)) and all(i[1] == 1 for i in intervals)
+    for k, _, _path, q in intervals:  # selection is unchanged by the guard: still the best frame
+        assert q == pytest.approx(
+            _rows(db, f"SELECT MAX(quality) FROM frames WHERE interval_index={k}")[0][0]
+        )
+    saved = {k for k, _, path, _ in intervals if path}
+    unsaved = {k for k, _, path, _ in intervals if not path}
+    assert unsaved and saved and max(saved) == 3, "saving must pause, then resume for later intervals"
+    # a row without an image has no file (not even an earlier, replaced frame's); a row with one has it
+    expected = {f"interval_{k:03d}{sfx}.jpg" for k in saved for sfx in ("", "_annotated")}
+    assert _image_files(out) == expected
+    assert all(cv2.imread(path) is not None for _, _, path, _ in intervals if path)
+    kinds = [k for (k,) in _rows(db, "SELECT kind FROM events ORDER BY id") if k.startswith("images_")]
+    assert kinds == ["images_paused", "images_resumed"]
+    text = log.getvalue()
+    assert text.count("NOT saved") == 1 and text.count("resumed") == 1 and "5.00 MiB free" in text
+    csv_text = (out / f"session_{res.session_id}.csv").read_text()
+    assert csv_text.count("interval_0") == len(saved)  # the report shows which intervals have images
+
+
+def test_watch_cli_builds_its_guard_from_the_environment(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """No guard passed in: `grimace watch` reads GRIMACE_* thresholds; here the floor for images is
+    the whole disk, so nothing may be saved, yet every row is."""
+    from edge.cli import app
+
+    model, video = setup
+    out = tmp_path / "fulldisk"
+    env = {
+        "GRIMACE_MIN_FREE_START": "0",
+        "GRIMACE_MIN_FREE_IMAGES": "100%",
+        "GRIMACE_TARGET_FREE": "100%",
+        "GRIMACE_IMAGE_MIN_AGE_S": "1e9",  # the rotation it triggers may delete nothing
+    }
+    args = [
+        "watch",
+        "--camera",
+        str(video),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--interval",
+        str(INTERVAL),
+        "--session",
+        str(2 * INTERVAL),
+        "--fps",
+        str(SAMPLE_FPS),
+        "--threads",
+        "1",
+        "--quiet",
+    ]
+    r = CliRunner().invoke(app, args, env=env)
+    assert r.exit_code == 0, r.output
+    db = out / "grimace.sqlite"
+    assert _rows(db, "SELECT COUNT(*) FROM frames")[0][0] == 2 * INTERVAL * SAMPLE_FPS
+    assert _rows(db, "SELECT interval_index, image_path FROM intervals ORDER BY 1") == [(0, None), (1, None)]
+    assert _image_files(out) == set()
+    assert "NOT saved" in r.output and "image(s) not saved" in r.output
+    assert [k for (k,) in _rows(db, "SELECT kind FROM events") if k.startswith("images_")] == [
+        "images_paused"
+    ]
