@@ -40,6 +40,26 @@ def test_distill_annotate_writes_soft_targets_and_pseudo_labels(tmp_path: Path) 
         annotate(TinyTeacher(), src, src)
 
 
+def test_validator_fitness_grade_term(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    from train.fused.trainer import GradeTrainer, GradeValidator
+
+    monkeypatch.setattr(DetectionValidator, "get_stats", lambda self: {"fitness": 0.4})
+    summary = {"grade_wacc": 0.6, "teacher_wacc": 0.7, "agree": 0.9, "exp_diff": 0.1, "icc": 0.8}
+    v = GradeValidator.__new__(GradeValidator)  # no dataloader needed for the fitness arithmetic
+    v.grade_metrics = lambda: dict(summary)
+    v.select = "grades"
+    assert v.get_stats()["fitness"] == pytest.approx(0.5 * 0.4 + 0.5 * 0.6)
+    v.select = "agreement"
+    stats = v.get_stats()
+    assert stats["fitness"] == pytest.approx(0.5 * 0.4 + 0.5 * 0.9) and stats["metrics/agree"] == 0.9
+    summary["agree"] = float("nan")  # no soft targets on the validation data: weighted accuracy
+    assert v.get_stats()["fitness"] == pytest.approx(0.5 * 0.4 + 0.5 * 0.6)
+    with pytest.raises(ValueError, match="select"):
+        GradeTrainer(overrides={}, select="mAP")
+
+
 def test_train_student_end_to_end(tmp_path: Path) -> None:
     from train.fused.checkpoint import load_checkpoint
     from train.fused.trainer import GradeTrainer
@@ -64,6 +84,7 @@ def test_train_student_end_to_end(tmp_path: Path) -> None:
         size="n",
         pretrained=None,
         out_dir=run,
+        select="agreement",
     )
     trainer.train()
     names = trainer.loss_names
@@ -76,6 +97,7 @@ def test_train_student_end_to_end(tmp_path: Path) -> None:
     _model, meta = load_checkpoint(run / "best", expect_scale=RGS)
     assert meta["size"] == "n" and meta["imgsz"] == 64 and "metrics/grade_wacc" in meta["metrics"]
     assert meta["grade_hyp"]["grade_T"] == 2.0
+    assert meta["select"] == "agreement" and trainer.validator.select == "agreement"
 
     from edge.cli import app
 

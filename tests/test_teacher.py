@@ -214,10 +214,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     run = root / "run"
     res = CliRunner().invoke(app, [
         "teacher", "train", "--data", str(data), "--out", str(run), "--detector", "n", "--vit", "tiny",
-        "--epochs-det", "1", "--epochs-vit", "2", "--imgsz", "64", "--det-batch", "4", "--quiet",
+        "--epochs-det", "1", "--epochs-vit", "2", "--shared-epochs", "2", "--imgsz", "64",
+        "--det-batch", "4", "--quiet",
     ])
     assert res.exit_code == 0, res.output
     assert "majority baseline" in res.output
+    assert "shared backbone: kept epoch" in res.output
     return data, run
 
 
@@ -235,6 +237,10 @@ def test_tiny_train_writes_run_folder(tiny_run: tuple[Path, Path]) -> None:
     assert man["metrics"]["detector"]["init"].endswith(".yaml")  # offline: random init from yaml
     assert man["has_pain"] and (run / "pain" / "model.safetensors").exists()
     assert man["metrics"]["pain"]["train_class_counts"][0] > 0
+    shared = man["metrics"]["shared_backbone"]
+    assert shared["units"] == ["eye", "ear", "nose"] and shared["classes"] == 9
+    assert man["settings"]["shared_epochs"] == 2
+    assert json.loads((run / "pain" / "preprocess.json").read_text())["region"] == "face"
 
 
 def test_teacher_predict_and_grade_boxes(tiny_run: tuple[Path, Path]) -> None:
@@ -283,9 +289,43 @@ def test_score_cli_writes_spreadsheet_and_flags_no_face(tiny_run: tuple[Path, Pa
     assert "cannot read" in by_name["broken.png"]["Flag"]
     for r in by_name.values():
         assert r["RGS"] is None or np.isfinite(r["RGS"])
-    # the pain ViT was trained (balanced levels) and wrote one attention overlay per readable image
-    assert 0.0 <= by_name["blank_0.png"]["Pain probability"] <= 1.0
+    # the pain ViT (trained on face squares) gives no probability where no face was found, one
+    # for every frame with units, and one overlay per readable image
+    assert by_name["blank_0.png"]["Pain probability"] is None
+    for r in by_name.values():
+        if r["Units found"]:
+            assert 0.0 <= r["Pain probability"] <= 1.0
     assert len(list(heat.glob("*_attention.png"))) == 5
+
+
+def test_pain_probability_grades_the_face_square(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from train.data.format import image_to_label_path, read_labels
+    from train.teacher import load_teacher
+    from train.teacher.pain import crop_square, face_square, write_heatmap
+
+    data, run = tiny_run
+    t = load_teacher(run)
+    assert t.pain is not None and t.pain.prep.region == "face"
+    imgs, boxes = [], []
+    for p in sorted((data / "images" / "test").glob("*.png")):
+        im = cv2.imread(str(p))
+        h, w = im.shape[:2]
+        b = np.array([b.xyxy(w, h) for b in read_labels(image_to_label_path(p), t.spec)])
+        if len(b) and len(imgs) < 2:
+            imgs.append(im)
+            boxes.append(b)
+    assert len(imgs) == 2
+    boxes[1] = np.zeros((0, 4))  # no unit found -> no face -> NaN
+    prob = t.pain_probability(imgs, boxes)
+    assert prob.shape == (2,) and 0.0 <= prob[0] <= 1.0 and np.isnan(prob[1])
+    square = face_square(boxes[0], t.pain.prep.margin)
+    assert prob[0] == pytest.approx(t.pain.probs([crop_square(imgs[0], square)])[0, 1], abs=1e-6)
+    png, p_pain = write_heatmap(t.pain, imgs[0], tmp_path / "h.png", boxes[0])
+    assert p_pain == pytest.approx(prob[0], abs=1e-6) and cv2.imread(str(png)).shape == imgs[0].shape
+    _png, p_none = write_heatmap(t.pain, imgs[1], tmp_path / "n.png", boxes[1])
+    assert np.isnan(p_none)
+    with pytest.raises(ValueError, match="unit boxes"):
+        write_heatmap(t.pain, imgs[0], tmp_path / "x.png", None)
 
 
 def test_pain_heatmap(tmp_path: Path) -> None:
@@ -438,3 +478,77 @@ def test_warmup_cosine_schedule_is_valid_for_any_step_count(steps: int) -> None:
     assert max(values) == pytest.approx(1.0)
     if steps > 2:
         assert values[-1] < values[len(values) // 2] <= 1.0  # decays after the warm-up
+
+
+# ------------------------------------------------------- face region and shared backbone
+
+
+def test_face_square_and_crop_square_pad_outside_the_image() -> None:
+    from train.teacher.pain import crop_square, face_square
+
+    assert face_square(np.zeros((0, 4))) is None
+    # union 10..50 x 20..40 -> longer side 40, margin 0.25 -> side 60 around centre (30, 30)
+    sq = face_square(np.array([[10, 20, 30, 40], [40, 25, 50, 30]]), margin=0.25)
+    np.testing.assert_allclose(sq, [0, 0, 60, 60])
+    img = np.arange(50 * 40 * 3, dtype=np.uint8).reshape(50, 40, 3)
+    inside = crop_square(img, np.array([5, 6, 15, 26]))
+    assert inside.shape == (20, 10, 3) and (inside == img[6:26, 5:15]).all()
+    out = crop_square(img, np.array([-5, 40, 10, 60]))  # left of and below the image
+    assert out.shape == (20, 15, 3)
+    assert (out[:10, 5:] == img[40:50, 0:10]).all()  # the part inside is the image itself
+    assert (out[:10, :5] == img[40:50, :1]).all()  # left pad replicates the first column
+    assert (out[10:, 5:] == img[49:50, 0:10]).all()  # bottom pad replicates the last row
+
+
+def test_collect_frames_cuts_the_face_square(tmp_path: Path) -> None:
+    from _teacher_helpers import make_dataset
+
+    from train.data.format import image_to_label_path, load_dataset, read_labels
+    from train.teacher.data import collect_frames
+    from train.teacher.pain import crop_square, face_square
+    from train.teacher.vit import Preprocess
+
+    data = make_dataset(tmp_path / "d", {"train": 6}, size=96, seed=3)
+    ds = load_dataset(data)
+    imgs = ds.images("train")
+    face = Preprocess(24, margin=0.2, region="face")
+    whole = Preprocess(24, margin=0.2, region="image")
+    f, errs = collect_frames(imgs, ds.spec, face)
+    w, _ = collect_frames(imgs, ds.spec, whole)
+    assert not errs and len(f) == len(w) > 0
+    p = Path(f.sources[0])
+    img = cv2.imread(str(p))
+    boxes = read_labels(image_to_label_path(p), ds.spec)
+    expect = face.resize(crop_square(img, face_square(np.array([b.xyxy(96, 96) for b in boxes]), 0.2)))
+    assert (f.images[0] == expect).all()
+    assert (w.images[0] == whole.resize(img)).all() and not (w.images[0] == f.images[0]).all()
+    with pytest.raises(ValueError, match="region"):
+        Preprocess(24, region="cheek")
+
+
+def test_shared_backbone_initialises_graders() -> None:
+    from train.teacher.data import CropSet
+    from train.teacher.training import _load_backbone, train_shared_backbone
+    from train.teacher.vit import Preprocess, build_vit
+
+    rng = np.random.default_rng(0)
+    spec = RGS
+
+    def crops(n: int) -> CropSet:
+        return CropSet(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, n))
+
+    tr = {"eye": crops(12), "nose": crops(8)}
+    sel = {"eye": crops(4)}  # a unit may lack selection crops
+    prep = Preprocess(32, grey=True, standardize=True)
+    kw = {"epochs": 2, "batch": 8, "lr": 1e-3, "optimizer": "adamw", "class_weighting": "none"}
+    state, m = train_shared_backbone("tiny", None, prep, spec, tr, sel, kw)
+    assert m["units"] == ["eye", "nose"] and m["classes"] == 6
+    assert m["n_train"] == 20 and m["n_select"] == 4 and 1 <= m["best_epoch"] <= 2
+    assert state and not any(k.startswith("classifier.") for k in state)
+    grader, _ = build_vit("tiny", 3)
+    _load_backbone(grader, state, "grader eye")
+    for k, v in state.items():  # the encoder is the shared one; only the head is new
+        assert (grader.state_dict()[k] == v).all(), k
+    other, _ = build_vit("small", 3)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        _load_backbone(other, state, "grader x")

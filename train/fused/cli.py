@@ -49,6 +49,11 @@ def student(
     mosaic: float = typer.Option(1.0, "--mosaic"),
     mixup: float = typer.Option(0.0, "--mixup"),
     close_mosaic: int = typer.Option(10, "--close-mosaic"),
+    select: str = typer.Option(
+        "grades", "--select",
+        help="Best checkpoint by detection fitness plus 'grades' (weighted accuracy vs human grades) "
+        "or 'agreement' (argmax agreement with the teacher's soft grades; for distillation).",
+    ),
 ) -> None:
     """Train the fused YOLOv5 + grade-head student (labels + teacher soft targets)."""
     from edge.deps import require
@@ -58,6 +63,8 @@ def student(
     from train.fused.trainer import GradeTrainer
 
     size = _size(model)
+    if select not in ("grades", "agreement"):
+        raise typer.BadParameter(f"--select must be 'grades' or 'agreement' (got {select!r})")
     out = out.resolve()
     overrides: dict[str, Any] = {
         "data": str((data / "data.yaml") if data.is_dir() else data),
@@ -92,6 +99,7 @@ def student(
             "grade_cls_pw": grade_cls_pw,
         },
         out_dir=out,
+        select=select,
     )
     trainer.train()
     best = out / "best"

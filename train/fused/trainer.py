@@ -9,7 +9,10 @@ Like ultralytics' pose task, they override only what differs from detection:
 * :class:`GradeValidator`: NMS on the raw contract, mAP per unit, per-unit grade weighted accuracy
   (seed eq. 3) of the student on matched boxes and of the teacher's soft targets, and student–teacher
   agreement (argmax agreement, mean |expected-grade difference|, ICC(3,1) of frame scores). Its
-  fitness (best-checkpoint criterion) is ``0.5 * detection fitness + 0.5 * mean grade weighted accuracy``.
+  fitness (best-checkpoint criterion) is ``0.5 * detection fitness + 0.5 * grade term``; the grade term
+  is the mean grade weighted accuracy against the human grades (``select="grades"``, the default) or,
+  when distilling (``select="agreement"``), the argmax agreement with the teacher on matched boxes
+  (falling back to the weighted accuracy on validation data without soft targets).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def _spec_from_data(data: dict[str, Any]) -> ScaleSpec:
     return load_scale(data["scale"])
 
 
+SELECT_RULES = ("grades", "agreement")
+
+
 class GradeValidator(DetectionValidator):
     """Detection validation plus grade accuracy and student–teacher agreement."""
 
@@ -45,6 +51,7 @@ class GradeValidator(DetectionValidator):
         super().__init__(dataloader, save_dir, args, _callbacks)
         self.spec: ScaleSpec | None = None
         self.grade_summary: dict[str, Any] = {}
+        self.select = "grades"  # grade term of the fitness (SELECT_RULES); set by the trainer
 
     def init_metrics(self, model: torch.nn.Module) -> None:
         """Detection metrics plus empty grade collectors."""
@@ -104,7 +111,10 @@ class GradeValidator(DetectionValidator):
         stats["metrics/agree"] = g["agree"]
         stats["metrics/exp_diff"] = g["exp_diff"]
         stats["metrics/icc"] = g["icc"]
-        stats["fitness"] = 0.5 * float(stats.get("fitness", 0.0)) + 0.5 * (0.0 if np.isnan(gw) else gw)
+        term = gw
+        if self.select == "agreement" and not np.isnan(g["agree"]):
+            term = g["agree"]
+        stats["fitness"] = 0.5 * float(stats.get("fitness", 0.0)) + 0.5 * (0.0 if np.isnan(term) else term)
         return stats
 
     def print_results(self) -> None:
@@ -131,6 +141,8 @@ class GradeTrainer(DetectionTrainer):
         pretrained: ``"auto"``, a detector checkpoint path, or ``None`` (see ``load_pretrained``).
         grade_hyp: Grade-loss settings overriding :data:`~train.fused.model.DEFAULT_GRADE_HYP`.
         out_dir: Where weights-only checkpoints go (``out_dir/best``, ``out_dir/last``).
+        select: Grade term of the best-checkpoint fitness: ``grades`` (weighted accuracy against
+            the human grades) or ``agreement`` (argmax agreement with the teacher; for distillation).
     """
 
     def __init__(
@@ -143,7 +155,10 @@ class GradeTrainer(DetectionTrainer):
         pretrained: str | None = "auto",
         grade_hyp: dict[str, float] | None = None,
         out_dir: str | Path | None = None,
+        select: str = "grades",
     ) -> None:
+        if select not in SELECT_RULES:
+            raise ValueError(f"select must be one of {SELECT_RULES}, got {select!r}")
         overrides = dict(overrides or {})
         overrides.setdefault("model", f"yolov5{size}-grade.yaml")
         overrides["pretrained"] = False  # pretrained weights are loaded by get_model (shape-matched)
@@ -153,6 +168,7 @@ class GradeTrainer(DetectionTrainer):
         self.pretrained = pretrained
         self.grade_hyp = {**DEFAULT_GRADE_HYP, **(grade_hyp or {})}
         self.out_dir = Path(out_dir) if out_dir else Path(self.save_dir).parent
+        self.select = select
         self.add_callback("on_model_save", _save_weights_only)
         self.pretrained_info = ""
 
@@ -231,9 +247,11 @@ class GradeTrainer(DetectionTrainer):
 
     def get_validator(self) -> GradeValidator:
         """The grade validator."""
-        return GradeValidator(
+        v = GradeValidator(
             self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
         )
+        v.select = self.select
+        return v
 
     def final_eval(self) -> None:
         """Skip ultralytics' re-validation of the pickled best.pt; the weights-only best is what ships."""
@@ -254,6 +272,7 @@ def _save_weights_only(trainer: GradeTrainer) -> None:
         "imgsz": int(trainer.args.imgsz),
         "epoch": int(trainer.epoch) + 1,
         "fitness": None if trainer.fitness is None else float(trainer.fitness),
+        "select": trainer.select,
         "metrics": dict(trainer.metrics or {}),
         "grade_metrics": grade,
         "train_args": {

@@ -80,6 +80,11 @@ def train_cmd(
     margin: float | None = typer.Option(
         None, "--margin", min=0.0, help="Crop context margin (fraction of box)."
     ),
+    shared_epochs: int | None = typer.Option(
+        None, "--shared-epochs", min=0,
+        help="Epochs of the shared backbone trained on all units' crops that initialises every grader "
+        "(random-init backbones only; 0 = off; scratch recipe: 40).",
+    ),
     pain: bool = typer.Option(True, "--pain/--no-pain", help="Also train the whole-face pain ViT."),
     pretrained: bool = typer.Option(True, "--pretrained/--scratch", help="Try pretrained weights first."),
     seed: int = typer.Option(0, "--seed"),
@@ -97,7 +102,8 @@ def train_cmd(
             det_init=det_init, reuse_detector=reuse_detector, recipe=recipe, vit_batch=vit_batch,
             lr=lr, vit_optimizer=vit_optimizer, weight_decay=weight_decay, augment=augment,
             class_weighting=class_weighting, sampler=sampler, label_smoothing=label_smoothing,
-            select=select, grey=grey, standardize=standardize, margin=margin, pain=pain,
+            select=select, grey=grey, standardize=standardize, margin=margin,
+            shared_epochs=shared_epochs, pain=pain,
             pretrained=pretrained, seed=seed, verbose=not quiet, echo=typer.echo,
         )
     except ValueError as e:  # bad recipe / option value
@@ -169,8 +175,10 @@ def heatmap_cmd(
         if img is None:
             typer.echo(f"skipped: {p}: cannot read image", err=True)
             continue
-        png, prob = write_heatmap(t.pain, img, out / f"{p.stem}_attention.png")
-        typer.echo(f"{p.name}: pain p={prob:.3f} -> {png}")
+        boxes = t.predict([img])[0].xyxy if t.pain.prep.region == "face" else None
+        png, prob = write_heatmap(t.pain, img, out / f"{p.stem}_attention.png", boxes)
+        shown = "no face found" if prob != prob else f"pain p={prob:.3f}"
+        typer.echo(f"{p.name}: {shown} -> {png}")
 
 
 @app.command("import-seed")

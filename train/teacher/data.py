@@ -114,11 +114,17 @@ def collect_crops(
 def collect_frames(
     images: list[Path], spec: ScaleSpec, prep: Preprocess, desc: str = "frames"
 ) -> tuple[CropSet, list[str]]:
-    """Whole frames with the seed's binary pain label (frames between the thresholds excluded).
+    """Frames with the seed's binary pain label (frames between the thresholds excluded).
+
+    With ``prep.region == "face"`` each frame is cut to the square around its labelled unit boxes
+    (:func:`train.teacher.pain.face_square` with ``prep.margin``), as the pain classifier sees it at
+    inference; otherwise the whole frame is used.
 
     Returns:
         ``(CropSet with grades 0/1, errors)``.
     """
+    from train.teacher.pain import crop_square, face_square
+
     ims, ys, srcs = [], [], []
     errors: list[str] = []
     for p in tqdm(images, desc=desc, leave=False, disable=None):
@@ -129,6 +135,12 @@ def collect_frames(
         y = pain_label(frame_rgs(boxes, spec))
         if y is None:
             continue
+        if prep.region == "face":
+            h, w = img.shape[:2]
+            square = face_square(np.array([b.xyxy(w, h) for b in boxes]), prep.margin)
+            if square is None:
+                continue
+            img = crop_square(img, square)
         ims.append(prep.resize(img))
         ys.append(y)
         srcs.append(str(p))

@@ -148,17 +148,19 @@ def score_paths(
         if not imgs:
             continue
         dets = teacher.predict(imgs, conf=conf)
-        pain = teacher.pain_probability(imgs)
+        pain = teacher.pain_probability(imgs, [d.xyxy for d in dets])
         for k, (p, d) in enumerate(zip(ok, dets, strict=True)):
             fr = score_frame(d, teacher.spec, min_units=max(min_units, 1), source=str(p))
             row = frame_row(p, fr, teacher.spec, list(teacher.graders), min_units)
             if pain is not None:
-                row["Pain probability"] = float(pain[k])
+                row["Pain probability"] = None if np.isnan(pain[k]) else float(pain[k])
             if heatmaps is not None:
                 from train.teacher.pain import write_heatmap
 
                 assert teacher.pain is not None
-                out_png, _ = write_heatmap(teacher.pain, imgs[k], Path(heatmaps) / f"{p.stem}_attention.png")
+                out_png, _ = write_heatmap(
+                    teacher.pain, imgs[k], Path(heatmaps) / f"{p.stem}_attention.png", d.xyxy
+                )
                 row["Heatmap"] = str(out_png)
             rows.append(row)
         n_ok += len(imgs)

@@ -114,6 +114,8 @@ class Teacher:
                     f"grader {name!r} has {g.num_labels} classes but unit {name!r} of scale "
                     f"{self.spec.name!r} has {u.grades} grades"
                 )
+        if self.pain is not None and self.pain.prep.region == "box":
+            raise TeacherError("the pain classifier must look at the face or the whole image, not a unit box")
         self.graded_units = np.array(
             [i for i, u in enumerate(self.spec.units) if u.name in self.graders], np.int64
         )
@@ -242,11 +244,36 @@ class Teacher:
             for d, s in zip(dets, srcs, strict=True)
         ]
 
-    def pain_probability(self, images: list[np.ndarray]) -> np.ndarray | None:
-        """Whole-face pain probability per image ``(N,)``, or ``None`` without a pain classifier."""
+    def pain_probability(
+        self, images: list[np.ndarray], boxes: list[np.ndarray] | None = None
+    ) -> np.ndarray | None:
+        """Whole-face pain probability per image, or ``None`` without a pain classifier.
+
+        Args:
+            images: BGR frames.
+            boxes: Per frame, the ``(N, 4)`` unit boxes that locate the face (e.g. ``Detections.xyxy``
+                from :meth:`predict`); detected here when not given. Unused by a classifier of whole
+                frames (``region`` ``image``).
+
+        Returns:
+            float32 ``(len(images),)``; NaN for a frame in which no unit (so no face) was found.
+        """
+        from train.teacher.pain import crop_square, pain_region
+
         if self.pain is None:
             return None
-        return self.pain.probs(images)[:, 1]
+        if boxes is None and self.pain.prep.region == "face":
+            boxes = [d.xyxy for d in self.predict(images)]
+        out = np.full(len(images), np.nan, np.float32)
+        crops, idx = [], []
+        for i, im in enumerate(images):
+            region = pain_region(self.pain, im, None if boxes is None else boxes[i])
+            if region is not None:
+                crops.append(crop_square(im, region))
+                idx.append(i)
+        if crops:
+            out[idx] = self.pain.probs(crops)[:, 1]
+        return out
 
 
 # -------------------------------------------------------------------------------- save / load
@@ -320,7 +347,7 @@ def load_teacher(run_dir: str | Path, expect_scale: ScaleSpec | str | None = Non
         if not folder.exists():
             raise TeacherError(f"{folder}: grader listed in the manifest is missing")
         graders[name] = ImageClassifier.load(folder)
-    pain = ImageClassifier.load(run_dir / PAIN_DIR) if manifest.get("has_pain") else None
+    pain = ImageClassifier.load(run_dir / PAIN_DIR, "image") if manifest.get("has_pain") else None
     return Teacher(spec, detector, graders, pain, manifest, run_dir)
 
 

@@ -20,6 +20,7 @@ from train.data.format import load_dataset
 from train.metrics import classification_report
 from train.teacher.data import collect_crops, collect_frames
 from train.teacher.detector import train_detector, write_detector_dataset
+from train.teacher.pain import FACE_MARGIN
 from train.teacher.teacher import dataset_hash, save_teacher_parts, versions
 from train.teacher.vit import DEFAULT_VIT, ImageClassifier, Preprocess, build_vit, train_classifier
 
@@ -28,20 +29,22 @@ RECIPES: dict[str, dict[str, Any]] = {
         "vit": DEFAULT_VIT, "vit_size": None, "epochs_vit": 20, "vit_batch": 16, "lr": 0.01,
         "vit_optimizer": "sgd", "weight_decay": None, "augment": 0.5, "class_weighting": "inverse",
         "sampler": "shuffle", "label_smoothing": 0.0, "select": "val_loss", "grey": False,
-        "standardize": False, "margin": 0.1,
+        "standardize": False, "margin": 0.1, "shared_epochs": 0,
     },
     "scratch": {
         "vit": "small", "vit_size": None, "epochs_vit": 60, "vit_batch": 32, "lr": 0.001,
         "vit_optimizer": "adamw", "weight_decay": 0.05, "augment": 0.5, "class_weighting": "none",
         "sampler": "shuffle", "label_smoothing": 0.1, "select": "val_wacc", "grey": True,
-        "standardize": True, "margin": 0.1,
+        "standardize": True, "margin": 0.1, "shared_epochs": 40,
     },
 }
 """ViT training recipes. ``seed``: the published method (fine-tune ImageNet-21k ViT-Base/16 at 224
 with SGD, inverse-frequency weighted cross-entropy, lowest-validation-loss epoch). ``scratch``: for
 randomly initialised ViTs (no pretrained backbone, e.g. offline): a 4-layer ViT at 32x32, AdamW with
 warmup + cosine, label smoothing, unweighted loss, grey standardised crops, the epoch with the best
-validation weighted accuracy. See docs/teacher.md for why."""
+validation weighted accuracy, and every grader starting from a *shared backbone* first trained on the
+crops of all units together (``shared_epochs``; :func:`train_shared_backbone`). See docs/teacher.md
+for why."""
 
 
 def resolve_recipe(recipe: str, **overrides: Any) -> dict[str, Any]:
@@ -100,6 +103,74 @@ def _copy_detector(src: Path, out: Path) -> dict[str, Any]:
     return {**summary, "reused_from": str(src.resolve()), "seconds": float(summary.get("seconds", 0.0))}
 
 
+def train_shared_backbone(
+    vit: str,
+    vit_size: int | None,
+    prep: Preprocess,
+    spec: Any,
+    crops_train: dict[str, Any],
+    crops_select: dict[str, Any],
+    fit_kw: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train one ViT on the crops of all units at once; its encoder initialises every grader.
+
+    A randomly initialised ViT learns little from the few hundred crops of one unit (the nose or
+    whisker grader of a small study), but the units share what matters - edges, lines, their
+    angles and spacing at the crop's scale - and together they have several times more crops. The
+    shared model classifies a crop into one ``(unit, grade)`` class (e.g. 12 classes for RGS:
+    ``eye:0 .. whiskers:2``), so it must learn every unit's grade cues; its classifier head is then
+    dropped and each grader fine-tunes the encoder on its own unit. In-domain pretraining of this
+    kind uses only the training crops (no other data).
+
+    Args:
+        vit: Backbone name/path (:func:`build_vit`; a random-init architecture).
+        vit_size: Input size for random-init backbones.
+        prep: Crop preprocessing (the graders').
+        spec: The scale.
+        crops_train: Unit name -> training ``CropSet``.
+        crops_select: Unit name -> selection ``CropSet`` (may lack units).
+        fit_kw: :func:`train_classifier` keyword arguments (``epochs`` is the shared stage's).
+
+    Returns:
+        ``(encoder state dict without the classifier head, metrics)``.
+    """
+    names = list(crops_train)
+    offsets, labels = {}, {}
+    for name in names:
+        offsets[name] = len(labels)
+        for g in range(spec.unit(name).grades):
+            labels[len(labels)] = f"{name}:{g}"
+    model, _ = build_vit(vit, len(labels), labels, image_size=vit_size)
+
+    def stack(sets: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        xs = [sets[n].images for n in names if n in sets and len(sets[n])]
+        ys = [sets[n].grades + offsets[n] for n in names if n in sets and len(sets[n])]
+        if not xs:
+            return np.zeros((0, prep.size, prep.size, 3), np.uint8), np.zeros((0,), np.int64)
+        return np.concatenate(xs), np.concatenate(ys)
+
+    x_tr, y_tr = stack(crops_train)
+    x_sel, y_sel = stack(crops_select)
+    hist = train_classifier(model, prep, x_tr, y_tr, x_sel, y_sel, desc="shared backbone", **fit_kw)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    metrics = {
+        "units": names, "classes": len(labels), "n_train": len(y_tr), "n_select": len(y_sel),
+        **{k: v for k, v in hist.items() if k != "class_weights"},
+    }
+    return state, metrics
+
+
+def _load_backbone(model: Any, state: dict[str, Any], what: str) -> None:
+    """Load a shared encoder into a fresh classifier; only the classifier head may stay new."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise RuntimeError(f"{what}: shared backbone does not fit the model ({str(e)[:300]})") from e
+    bad = [k for k in missing if not k.startswith("classifier.")] + list(unexpected)
+    if bad:
+        raise RuntimeError(f"{what}: shared backbone does not fit the model ({bad[:4]} ...)")
+
+
 def train_teacher(
     data: str | Path,
     out: str | Path,
@@ -128,6 +199,7 @@ def train_teacher(
     grey: bool | None = None,
     standardize: bool | None = None,
     margin: float | None = None,
+    shared_epochs: int | None = None,
     pain: bool = True,
     pretrained: bool = True,
     select_fraction: float = 0.15,
@@ -166,6 +238,9 @@ def train_teacher(
         grey: Grade grey-level crops (no fur colour).
         standardize: Per-image standardisation instead of the fixed mean/std.
         margin: Context margin around unit boxes, fraction of box size per side.
+        shared_epochs: Epochs of the shared backbone that initialises every grader
+            (:func:`train_shared_backbone`); 0 = each grader starts from the backbone's own init.
+            Used only when the backbone is randomly initialised.
         pain: Also train the whole-face binary pain ViT.
         pretrained: Try pretrained detector/backbone weights first.
         select_fraction: Share of training images used for ViT epoch selection when there is no
@@ -182,7 +257,7 @@ def train_teacher(
         recipe, vit=vit, vit_size=vit_size, epochs_vit=epochs_vit, vit_batch=vit_batch, lr=lr,
         vit_optimizer=vit_optimizer, weight_decay=weight_decay, augment=augment,
         class_weighting=class_weighting, sampler=sampler, label_smoothing=label_smoothing,
-        select=select, grey=grey, standardize=standardize, margin=margin,
+        select=select, grey=grey, standardize=standardize, margin=margin, shared_epochs=shared_epochs,
     )
     vit, vit_size, epochs_vit, vit_batch = rs["vit"], rs["vit_size"], rs["epochs_vit"], rs["vit_batch"]
     grey, standardize, margin = rs["grey"], rs["standardize"], rs["margin"]
@@ -243,10 +318,33 @@ def train_teacher(
     crops_ho, e3 = collect_crops(held_imgs, spec, prep, "held-out crops")
     for e in errs + e2 + e3:
         echo(f"      skipped: {e}")
+    backbone: dict[str, Any] | None = None
+    shared_metrics: dict[str, Any] = {}
+    n_shared = int(rs["shared_epochs"] or 0)
+    if n_shared > 0 and vit_init.startswith("random init") and len(crops_tr) > 1:
+        ts = time.perf_counter()
+        echo(
+            f"      shared backbone: one ViT on the crops of all {len(crops_tr)} units "
+            f"({sum(len(c) for c in crops_tr.values())} crops, unit x grade classes), {n_shared} epochs"
+        )
+        backbone, shared_metrics = train_shared_backbone(
+            vit, vit_size, prep, spec, crops_tr, crops_sel, {**fit_kw, "epochs": n_shared}
+        )
+        shared_metrics["seconds"] = time.perf_counter() - ts
+        echo(
+            f"      shared backbone: kept epoch {shared_metrics['best_epoch']}/{n_shared}, val weighted "
+            f"acc {shared_metrics['best_val_wacc']:.3f} over unit x grade ({shared_metrics['seconds']:.0f} s)"
+        )
+    elif n_shared > 0:
+        why = "the backbone is pretrained" if not vit_init.startswith("random init") else "only one unit"
+        echo(f"      shared backbone skipped: {why}")
+        shared_metrics = {"skipped": why}
     for name, tr in crops_tr.items():
         unit = spec.unit(name)
         labels = dict(enumerate(unit.grade_names)) if unit.grade_names else None
         model, vit_init = build_vit(vit, unit.grades, labels, image_size=vit_size)
+        if backbone is not None:
+            _load_backbone(model, backbone, f"grader {name}")
         sel = crops_sel.get(name)
         sel_x = sel.images if sel is not None else tr.images[:0]
         sel_y = sel.grades if sel is not None else tr.grades[:0]
@@ -279,9 +377,9 @@ def train_teacher(
     pain_clf: ImageClassifier | None = None
     pain_metrics: dict[str, Any] = {}
     if pain:
-        echo("[3/3] whole-face pain ViT (RGS <= 0.33 no pain, >= 1 pain)")
+        echo("[3/3] whole-face pain ViT on the face square (RGS <= 0.33 no pain, >= 1 pain)")
         t = time.perf_counter()
-        fprep = Preprocess(size=size, margin=0.0, grey=grey, standardize=standardize)
+        fprep = Preprocess(size=size, margin=FACE_MARGIN, grey=grey, standardize=standardize, region="face")
         f_tr, _ = collect_frames(train_imgs, spec, fprep, "train frames")
         f_sel, _ = collect_frames(select_imgs, spec, fprep, "selection frames")
         f_ho, _ = collect_frames(held_imgs, spec, fprep, "held-out frames")
@@ -291,6 +389,8 @@ def train_teacher(
             pain_metrics = {"skipped": f"class counts {counts.tolist()}"}
         else:
             model, _ = build_vit(vit, 2, {0: "no pain", 1: "pain"}, image_size=vit_size)
+            if backbone is not None:  # on the validation animals this beat a fresh start (docs/teacher.md)
+                _load_backbone(model, backbone, "pain ViT")
             hist = train_classifier(
                 model, fprep, f_tr.images, f_tr.grades, f_sel.images, f_sel.grades, desc="pain", **fit_kw
             )
@@ -320,10 +420,12 @@ def train_teacher(
             "augment": rs["augment"], "class_weighting": rs["class_weighting"],
             "sampler": rs["sampler"], "label_smoothing": rs["label_smoothing"], "select": rs["select"],
             "grey": grey, "standardize": standardize,
-            "margin": margin, "seed": seed,
+            "margin": margin, "shared_epochs": n_shared, "pain_region": "face", "face_margin": FACE_MARGIN,
+            "seed": seed,
         },
         "metrics": {
             "detector": det_summary,
+            "shared_backbone": shared_metrics,
             "graders": grader_metrics,
             "pain": pain_metrics,
             "seconds": {"detector": det_summary["seconds"], "graders": vit_seconds, "total": total},

@@ -152,6 +152,9 @@ def build_vit(
 
 
 # ---------------------------------------------------------------------------------- preprocessing
+REGIONS = ("box", "face", "image")
+
+
 @dataclass
 class Preprocess:
     """Image preprocessing of a classifier: resize to ``size`` (square), RGB, ``(x/255 - mean) / std``.
@@ -160,6 +163,11 @@ class Preprocess:
     key on fur colour; with ``standardize`` each image is scaled to zero mean and unit variance
     instead of the fixed ``mean``/``std`` (invariance to fur brightness and lighting). Both help
     when few animals are in the training data; pretrained backbones keep their own normalisation.
+
+    ``region`` says what the classifier looks at: ``box`` (a unit box with ``margin`` of context: the
+    graders), ``face`` (the square around all of a frame's unit boxes with ``margin`` of context: the
+    pain classifier, :func:`train.teacher.pain.face_square`) or ``image`` (the whole frame, as the
+    seed's close-up photographs; classifiers saved before ``region`` existed).
     """
 
     size: int
@@ -168,20 +176,26 @@ class Preprocess:
     margin: float = 0.1
     grey: bool = False
     standardize: bool = False
+    region: str = "box"
+
+    def __post_init__(self) -> None:
+        if self.region not in REGIONS:
+            raise ValueError(f"preprocess region must be one of {REGIONS}, got {self.region!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {
             "size": self.size, "mean": list(self.mean), "std": list(self.std), "margin": self.margin,
-            "grey": self.grey, "standardize": self.standardize,
+            "grey": self.grey, "standardize": self.standardize, "region": self.region,
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
-        """Inverse of :meth:`to_dict`."""
+    def from_dict(cls, d: dict[str, Any], default_region: str = "box") -> Preprocess:
+        """Inverse of :meth:`to_dict` (``default_region`` for files written before ``region``)."""
         return cls(
             int(d["size"]), tuple(d["mean"]), tuple(d["std"]), float(d.get("margin", 0.1)),
             bool(d.get("grey", False)), bool(d.get("standardize", False)),
+            str(d.get("region", default_region)),
         )
 
     def resize(self, bgr: np.ndarray) -> np.ndarray:
@@ -530,8 +544,9 @@ class ImageClassifier:
         (folder / PREPROCESS_FILE).write_text(json.dumps({**self.prep.to_dict(), **(extra or {})}, indent=1))
 
     @classmethod
-    def load(cls, folder: str | Path) -> ImageClassifier:
-        """Load a folder written by :meth:`save`."""
+    def load(cls, folder: str | Path, default_region: str = "box") -> ImageClassifier:
+        """Load a folder written by :meth:`save` (``default_region`` for folders saved before
+        :attr:`Preprocess.region` existed)."""
         from transformers import ViTForImageClassification
 
         _quiet_transformers()
@@ -541,7 +556,7 @@ class ImageClassifier:
         model = ViTForImageClassification.from_pretrained(str(folder))
         pp = folder / PREPROCESS_FILE
         if pp.exists():
-            prep = Preprocess.from_dict(json.loads(pp.read_text()))
+            prep = Preprocess.from_dict(json.loads(pp.read_text()), default_region)
         else:
-            prep = Preprocess(int(model.config.image_size))
+            prep = Preprocess(int(model.config.image_size), region=default_region)
         return cls(model, prep)
