@@ -44,10 +44,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _cmd(model: Path, video: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "edge.cli", *_watch_args(model, video, out, SECONDS, *extra)]
+
+
+def _watch_args(model: Path, video: Path, out: Path, seconds: float, *extra: str) -> list[str]:
+    """``grimace watch`` arguments: the video as the camera, the test's interval and sampling rate."""
     return [
-        sys.executable,
-        "-m",
-        "edge.cli",
         "watch",
         "--camera",
         str(video),
@@ -58,7 +60,7 @@ def _cmd(model: Path, video: Path, out: Path, *extra: str) -> list[str]:
         "--interval",
         str(INTERVAL),
         "--session",
-        str(SECONDS),
+        str(seconds),
         "--fps",
         str(SAMPLE_FPS),
         "--threads",
@@ -279,24 +281,7 @@ def test_watch_cli_builds_its_guard_from_the_environment(setup: tuple[Path, Path
         "GRIMACE_TARGET_FREE": "100%",
         "GRIMACE_IMAGE_MIN_AGE_S": "1e9",  # the rotation it triggers may delete nothing
     }
-    args = [
-        "watch",
-        "--camera",
-        str(video),
-        "--model",
-        str(model),
-        "--out",
-        str(out),
-        "--interval",
-        str(INTERVAL),
-        "--session",
-        str(2 * INTERVAL),
-        "--fps",
-        str(SAMPLE_FPS),
-        "--threads",
-        "1",
-        "--quiet",
-    ]
+    args = _watch_args(model, video, out, 2 * INTERVAL, "--quiet")
     r = CliRunner().invoke(app, args, env=env)
     assert r.exit_code == 0, r.output
     db = out / "grimace.sqlite"
