@@ -95,3 +95,20 @@ def test_run_directory_resolves_to_its_best_checkpoint(tmp_path) -> None:
     assert checkpoint_dir(run) == run / "best"
     assert checkpoint_dir(run / "best") == run / "best"
     assert read_config(run)["format"] == "grimace-fused/1"
+
+
+def test_pretrained_weights_from_a_training_run_folder(
+    tmp_path: Path, ckpt: tuple[Path, torch.nn.Module]
+) -> None:
+    from train.fused.model import load_pretrained
+
+    path, trained = ckpt
+    fresh = build_fused_model(RGS, "n", imgsz=96)
+    msg = load_pretrained(fresh, path.parent)  # the run folder -> its best/ checkpoint
+    assert str(path / "model.safetensors") in msg
+    n = len(trained.state_dict())
+    assert f"{n}/{n}" in msg
+    for k, v in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    with pytest.raises(FileNotFoundError, match="without weights"):
+        load_pretrained(fresh, tmp_path)

@@ -215,13 +215,20 @@ def load_pretrained(model: GradeModel, weights: str | Path | None, size: str = "
             warnings.warn(msg, stacklevel=2)
             return msg
     else:
+        from train.fused.checkpoint import checkpoint_dir
+
         path = Path(weights)
         if path.is_dir() and (path / "detector.safetensors").exists():  # a teacher run folder
             path = path / "detector.safetensors"
-        elif path.is_dir() and (path / "model.safetensors").exists():  # a fused checkpoint folder
-            path = path / "model.safetensors"
+        elif path.is_dir() and (checkpoint_dir(path) / "model.safetensors").exists():
+            path = checkpoint_dir(path) / "model.safetensors"  # a fused checkpoint or training run folder
         if not path.exists():
             raise FileNotFoundError(f"pretrained weights {path} do not exist")
+        if path.is_dir():
+            raise FileNotFoundError(
+                f"{path}: a folder without weights (expected a teacher run, a fused checkpoint or "
+                "training run folder, or a .safetensors/.pt file)"
+            )
     state = _state_from_file(path)
     names = _detector_names(path)
     if names is not None and names != [model.names.get(i) for i in range(len(model.names))]:
