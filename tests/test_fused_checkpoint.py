@@ -112,3 +112,33 @@ def test_pretrained_weights_from_a_training_run_folder(
         assert torch.equal(fresh.state_dict()[k], v), k
     with pytest.raises(FileNotFoundError, match="without weights"):
         load_pretrained(fresh, tmp_path)
+
+
+def test_grade_channels_round_trip_and_legacy_config(tmp_path: Path) -> None:
+    from train.fused.model import fused_checkpoint_config
+    from train.fused.trainer import resolve_grade_channels
+
+    torch.manual_seed(1)
+    wide = build_fused_model(RGS, "n", imgsz=64, grade_channels=24)
+    path = save_checkpoint(wide, tmp_path / "wide", {"imgsz": 64})
+    loaded, meta = load_checkpoint(path)
+    assert meta["grade_channels"] == 24 and loaded.head.grade_channels == 24
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.allclose(loaded(x), wide.eval()(x)[0], atol=1e-5)
+    # fine-tuning from a student keeps its width; an explicit width wins; other weights get the default
+    assert fused_checkpoint_config(path)["grade_channels"] == 24
+    assert resolve_grade_channels(None, path) == 24
+    assert resolve_grade_channels(None, path / "model.safetensors") == 24
+    assert resolve_grade_channels(40, path) == 40
+    assert fused_checkpoint_config("none") is None and fused_checkpoint_config(tmp_path / "absent") is None
+
+    # a checkpoint written before the setting existed has no "grade_channels": the legacy width
+    old = tmp_path / "old"
+    legacy = build_fused_model(RGS, "n", imgsz=64)
+    save_checkpoint(legacy, old, {"imgsz": 64})
+    cfg = json.loads((old / "config.json").read_text())
+    del cfg["grade_channels"]
+    (old / "config.json").write_text(json.dumps(cfg))
+    loaded, _ = load_checkpoint(old)
+    assert loaded.head.grade_channels == legacy.head.grade_channels == 16
+    assert resolve_grade_channels(None, old) is None  # the default width, so it loads

@@ -8,7 +8,7 @@ import torch
 
 from edge.scales import GOAT, RGS, ScaleSpec, Unit
 from train.fused import ultra_compat
-from train.fused.head import GradeDetect
+from train.fused.head import GradeDetect, default_grade_channels
 from train.fused.model import (
     GradeModel,
     build_fused_model,
@@ -105,3 +105,19 @@ def test_grade_probs_mask_numpy_agrees() -> None:
         zz = z.view(1, MIXED.nc, MIXED.ng, 7)[0, u, : unit.grades].numpy()
         ref = np.exp(zz - zz.max(0)) / np.exp(zz - zz.max(0)).sum(0)
         assert np.allclose(p[0, u, : unit.grades], ref, atol=1e-6)
+
+
+def test_grade_channels_setting() -> None:
+    legacy = build_fused_model(RGS, "n").head
+    assert legacy.grade_channels == default_grade_channels([64, 128, 256], RGS.nc, RGS.ng) == 16
+    wide = build_fused_model(RGS, "n", grade_channels=32)
+    assert wide.yaml["grade_channels"] == 32 and wide.head.grade_channels == 32
+    for branch in wide.head.cv4:
+        assert branch[0].conv.out_channels == 32 and branch[1].conv.out_channels == 32
+        assert branch[2].out_channels == RGS.nc * RGS.ng
+    x = torch.rand(1, 3, 64, 64)
+    assert wide.eval()(x)[0].shape == build_fused_model(RGS, "n").eval()(x)[0].shape
+    with pytest.raises(ValueError, match="grade_channels"):
+        build_fused_model(RGS, "n", grade_channels=0)
+    r = flops_comparison(RGS, "n", 320, grade_channels=32)
+    assert r["ratio"] > flops_comparison(RGS, "n", 320)["ratio"]

@@ -85,6 +85,7 @@ def test_train_student_end_to_end(tmp_path: Path) -> None:
         pretrained=None,
         out_dir=run,
         select="agreement",
+        grade_channels=24,
     )
     trainer.train()
     names = trainer.loss_names
@@ -98,6 +99,7 @@ def test_train_student_end_to_end(tmp_path: Path) -> None:
     assert meta["size"] == "n" and meta["imgsz"] == 64 and "metrics/grade_wacc" in meta["metrics"]
     assert meta["grade_hyp"]["grade_T"] == 2.0
     assert meta["select"] == "agreement" and trainer.validator.select == "agreement"
+    assert meta["grade_channels"] == 24 and _model.head.grade_channels == 24
 
     from edge.cli import app
 

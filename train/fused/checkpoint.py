@@ -70,6 +70,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict[str, An
         "stride": [float(s) for s in head.stride.tolist()],
         "nc": int(head.nc),
         "ng": int(head.ng),
+        "grade_channels": int(head.grade_channels),
         "metrics": {k: _jsonable(v) for k, v in (meta.get("metrics") or {}).items()},
     }
     (path / CONFIG).write_text(json.dumps(_clean(config), indent=2, default=_jsonable))
@@ -149,7 +150,10 @@ def load_checkpoint(
     wpath = d / WEIGHTS
     if not wpath.exists():
         raise CheckpointError(f"{d}: no {WEIGHTS}")
-    model = build_fused_model(spec, meta.get("size", "n"), int(meta.get("imgsz", 640)))
+    # checkpoints written before the grade-branch width was a setting have no "grade_channels": the default width
+    model = build_fused_model(
+        spec, meta.get("size", "n"), int(meta.get("imgsz", 640)), grade_channels=meta.get("grade_channels")
+    )
     state = load_file(str(wpath))
     try:
         model.load_state_dict(state, strict=True)

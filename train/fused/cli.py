@@ -54,6 +54,11 @@ def student(
         help="Best checkpoint by detection fitness plus 'grades' (weighted accuracy vs human grades) "
         "or 'agreement' (argmax agreement with the teacher's soft grades; for distillation).",
     ),
+    grade_channels: int | None = typer.Option(
+        None, "--grade-channels", min=1,
+        help="Width of the grade branch's 3x3 convolutions. Default: the width of a student given as "
+        "--weights, else max(C/4, nc*ng, 16) with C the first head input's channels (16 for yolov5n).",
+    ),
 ) -> None:
     """Train the fused YOLOv5 + grade-head student (labels + teacher soft targets)."""
     from edge.deps import require
@@ -100,6 +105,7 @@ def student(
         },
         out_dir=out,
         select=select,
+        grade_channels=grade_channels,
     )
     trainer.train()
     best = out / "best"

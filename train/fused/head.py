@@ -26,6 +26,15 @@ MASKED_LOGIT = -1.0e4
 """Logit given to grade levels a unit does not have (softmax probability underflows to exactly 0)."""
 
 
+def default_grade_channels(ch: list[int] | tuple[int, ...], nc: int, ng: int) -> int:
+    """The default grade-branch width: ``max(ch[0] // 4, min(nc·ng, 128), 16)``.
+
+    16 channels for yolov5n, 32 for s and 48 for m with the RGS scale. Checkpoints written before the
+    width was a setting were all built with it.
+    """
+    return max(ch[0] // 4, min(nc * ng, 128), 16)
+
+
 class GradeDetect(Detect):
     """YOLO detect head with per-box, class-conditional grade logits.
 
@@ -41,6 +50,8 @@ class GradeDetect(Detect):
         end2end: Not supported (the grimace contract uses NMS); must be False.
         ch: Input channels per detection level.
         grade_mask: Optional ``(nc, ng)`` boolean mask (nested lists accepted); default all valid.
+        grade_channels: Width of the grade branch's two 3×3 convolutions; ``None`` gives the original
+            width :func:`default_grade_channels` (what checkpoints without the setting were built with).
     """
 
     def __init__(
@@ -51,6 +62,7 @@ class GradeDetect(Detect):
         end2end: bool = False,
         ch: list[int] | tuple[int, ...] = (),
         grade_mask: list[list[bool]] | torch.Tensor | None = None,
+        grade_channels: int | None = None,
     ) -> None:
         if end2end:
             raise ValueError("GradeDetect does not support end2end (NMS-free) heads")
@@ -58,7 +70,10 @@ class GradeDetect(Detect):
             raise ValueError(f"GradeDetect needs ng >= 1, got {ng}")
         super().__init__(nc, reg_max, False, ch)
         self.ng = ng
-        c4 = max(ch[0] // 4, min(nc * ng, 128), 16)
+        c4 = default_grade_channels(ch, nc, ng) if grade_channels is None else int(grade_channels)
+        if c4 < 1:
+            raise ValueError(f"grade_channels must be >= 1, got {c4}")
+        self.grade_channels = c4
         self.cv4 = nn.ModuleList(
             nn.Sequential(Conv(x, c4, 3), Conv(c4, c4, 3), nn.Conv2d(c4, nc * ng, 1)) for x in ch
         )

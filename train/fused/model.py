@@ -49,7 +49,9 @@ class GradeModel(DetectionModel):
         if nc is not None and nc != cfg["nc"]:
             raise ValueError(f"model yaml has nc={cfg['nc']} but nc={nc} was requested")
         super().__init__(ultra_compat.parse_yaml_for_ultralytics(cfg), ch=ch, nc=cfg["nc"], verbose=verbose)
-        ultra_compat.swap_in_grade_head(self, int(cfg["ng"]), cfg.get("grade_mask"))
+        ultra_compat.swap_in_grade_head(
+            self, int(cfg["ng"]), cfg.get("grade_mask"), cfg.get("grade_channels")
+        )
         cfg["channels"] = ch
         self.yaml = cfg
         self.grade_hyp = dict(DEFAULT_GRADE_HYP)
@@ -73,7 +75,11 @@ class GradeModel(DetectionModel):
 
 
 def build_fused_model(
-    spec: ScaleSpec | str, size: str = "n", imgsz: int = 640, verbose: bool = False
+    spec: ScaleSpec | str,
+    size: str = "n",
+    imgsz: int = 640,
+    verbose: bool = False,
+    grade_channels: int | None = None,
 ) -> GradeModel:
     """Build a fused YOLOv5 + grade-head model with random weights.
 
@@ -82,6 +88,7 @@ def build_fused_model(
         size: YOLOv5 size ``n``/``s``/``m`` (``l``/``x`` also build).
         imgsz: Nominal input size (stored on the model as ``imgsz``; any multiple of 32 works).
         verbose: Print the layer table.
+        grade_channels: Grade-branch width (``None``: :func:`~train.fused.head.default_grade_channels`).
 
     Returns:
         A :class:`GradeModel` in train mode; ``model.eval()(x)`` returns ``(raw, dict)``, and with
@@ -89,7 +96,7 @@ def build_fused_model(
     """
     spec = load_scale(spec)
     size = size.removeprefix("yolov5")
-    cfg = ultra_compat.grade_model_yaml(size, spec.nc, spec.ng, spec.grade_mask)
+    cfg = ultra_compat.grade_model_yaml(size, spec.nc, spec.ng, spec.grade_mask, grade_channels)
     model = GradeModel(cfg, verbose=verbose)
     model.names = dict(enumerate(spec.unit_names))
     model.scale_spec = spec.to_dict()
@@ -119,14 +126,22 @@ def count_flops(model: torch.nn.Module, imgsz: int = 640) -> float:
     return float(counter.get_total_flops())
 
 
-def flops_comparison(spec: ScaleSpec | str, size: str = "n", imgsz: int = 640) -> dict[str, float]:
+def flops_comparison(
+    spec: ScaleSpec | str, size: str = "n", imgsz: int = 640, grade_channels: int | None = None
+) -> dict[str, float]:
     """FLOPs of the fused model and of the same YOLOv5 size without grade heads.
+
+    Args:
+        spec: Scale spec (or name / YAML path).
+        size: YOLOv5 size.
+        imgsz: Square input size.
+        grade_channels: Grade-branch width of the fused model (``None``: default width).
 
     Returns:
         ``{"fused": F, "plain": P, "ratio": F / P}`` (FLOPs per image).
     """
     spec = load_scale(spec)
-    fused = count_flops(build_fused_model(spec, size), imgsz)
+    fused = count_flops(build_fused_model(spec, size, grade_channels=grade_channels), imgsz)
     plain = count_flops(build_plain_detector(spec.nc, size), imgsz)
     return {"fused": fused, "plain": plain, "ratio": fused / plain}
 
@@ -180,6 +195,25 @@ def _detector_names(path: Path) -> list[str] | None:
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names, key=int)]
     return list(names) if names else None
+
+
+def fused_checkpoint_config(weights: str | Path | None) -> dict[str, Any] | None:
+    """``config.json`` of a fused checkpoint (or student run folder, or its ``model.safetensors``).
+
+    Returns:
+        The config dict, or ``None`` when ``weights`` is not a fused checkpoint (``auto``, ``none``, a
+        teacher run, a detector file).
+    """
+    if weights is None or str(weights).lower() in ("", "none", "random", "auto"):
+        return None
+    from train.fused.checkpoint import CONFIG, checkpoint_dir, read_config
+
+    path = Path(weights)
+    if path.is_file():
+        path = path.parent
+    if not path.is_dir() or not (checkpoint_dir(path) / CONFIG).exists():
+        return None
+    return read_config(checkpoint_dir(path))
 
 
 def load_pretrained(model: GradeModel, weights: str | Path | None, size: str = "n") -> str:

@@ -32,7 +32,7 @@ from edge.scales import ScaleSpec, load_scale
 from train.fused import ultra_compat
 from train.fused.data import grade_class_weights, grade_dataset_class
 from train.fused.evaluate import GradeStats, format_summary
-from train.fused.model import DEFAULT_GRADE_HYP, GradeModel, load_pretrained
+from train.fused.model import DEFAULT_GRADE_HYP, GradeModel, fused_checkpoint_config, load_pretrained
 
 
 def _spec_from_data(data: dict[str, Any]) -> ScaleSpec:
@@ -143,6 +143,9 @@ class GradeTrainer(DetectionTrainer):
         out_dir: Where weights-only checkpoints go (``out_dir/best``, ``out_dir/last``).
         select: Grade term of the best-checkpoint fitness: ``grades`` (weighted accuracy against
             the human grades) or ``agreement`` (argmax agreement with the teacher; for distillation).
+        grade_channels: Grade-branch width; ``None`` takes the width of a fused checkpoint given as
+            ``pretrained`` (fine-tuning keeps its head), else the default
+            (:func:`~train.fused.head.default_grade_channels`).
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class GradeTrainer(DetectionTrainer):
         grade_hyp: dict[str, float] | None = None,
         out_dir: str | Path | None = None,
         select: str = "grades",
+        grade_channels: int | None = None,
     ) -> None:
         if select not in SELECT_RULES:
             raise ValueError(f"select must be one of {SELECT_RULES}, got {select!r}")
@@ -169,6 +173,7 @@ class GradeTrainer(DetectionTrainer):
         self.grade_hyp = {**DEFAULT_GRADE_HYP, **(grade_hyp or {})}
         self.out_dir = Path(out_dir) if out_dir else Path(self.save_dir).parent
         self.select = select
+        self.grade_channels = grade_channels
         self.add_callback("on_model_save", _save_weights_only)
         self.pretrained_info = ""
 
@@ -183,7 +188,8 @@ class GradeTrainer(DetectionTrainer):
         if isinstance(cfg, dict) and cfg.get("head", [[None] * 3])[-1][2] == ultra_compat.GRADE_HEAD:
             model_cfg = cfg
         else:
-            model_cfg = ultra_compat.grade_model_yaml(self.size, spec.nc, spec.ng, spec.grade_mask)
+            width = resolve_grade_channels(self.grade_channels, self.pretrained)
+            model_cfg = ultra_compat.grade_model_yaml(self.size, spec.nc, spec.ng, spec.grade_mask, width)
         model = GradeModel(model_cfg, verbose=verbose)
         model.names = dict(enumerate(spec.unit_names))
         model.scale_spec = spec.to_dict()
@@ -256,6 +262,23 @@ class GradeTrainer(DetectionTrainer):
     def final_eval(self) -> None:
         """Skip ultralytics' re-validation of the pickled best.pt; the weights-only best is what ships."""
         return None
+
+
+def resolve_grade_channels(explicit: int | None, pretrained: str | Path | None) -> int | None:
+    """Grade-branch width of a new training run.
+
+    Args:
+        explicit: ``--grade-channels`` (wins when given).
+        pretrained: ``--weights``; a fused checkpoint keeps its own width so that fine-tuning loads
+            its grade branch (checkpoints that predate the setting have the default width).
+
+    Returns:
+        The width, or ``None`` for the default width (:func:`~train.fused.head.default_grade_channels`).
+    """
+    if explicit is not None:
+        return int(explicit)
+    ckpt = fused_checkpoint_config(pretrained)
+    return None if ckpt is None else ckpt.get("grade_channels")
 
 
 def _save_weights_only(trainer: GradeTrainer) -> None:

@@ -38,7 +38,13 @@ SIZES = ("n", "s", "m", "l", "x")
 
 
 # ----------------------------------------------------------------------------------------- model yaml
-def grade_model_yaml(size: str, nc: int, ng: int, grade_mask: np.ndarray | None = None) -> dict[str, Any]:
+def grade_model_yaml(
+    size: str,
+    nc: int,
+    ng: int,
+    grade_mask: np.ndarray | None = None,
+    grade_channels: int | None = None,
+) -> dict[str, Any]:
     """ultralytics' ``yolov5.yaml`` at scale ``size`` with the ``Detect`` row swapped for ``GradeDetect``.
 
     Args:
@@ -46,6 +52,8 @@ def grade_model_yaml(size: str, nc: int, ng: int, grade_mask: np.ndarray | None 
         nc: Number of units.
         ng: Grade columns per unit.
         grade_mask: Optional ``(nc, ng)`` boolean mask of valid grade levels.
+        grade_channels: Width of the grade branch (``None``: the default width, see
+            :func:`train.fused.head.default_grade_channels`); stored as the dict's ``grade_channels``.
 
     Returns:
         A model dict that :class:`~train.fused.model.GradeModel` accepts.
@@ -61,6 +69,8 @@ def grade_model_yaml(size: str, nc: int, ng: int, grade_mask: np.ndarray | None 
     d["grade_mask"] = (
         np.ones((nc, ng), bool) if grade_mask is None else np.asarray(grade_mask, bool)
     ).tolist()
+    if grade_channels is not None:
+        d["grade_channels"] = int(grade_channels)
     last = d["head"][-1]
     if last[2] != "Detect":
         raise RuntimeError(f"ultralytics yolov5.yaml changed: last head row is {last[2]!r}, expected Detect")
@@ -79,13 +89,16 @@ def parse_yaml_for_ultralytics(cfg: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def swap_in_grade_head(model: torch.nn.Module, ng: int, grade_mask: Any) -> None:
+def swap_in_grade_head(
+    model: torch.nn.Module, ng: int, grade_mask: Any, grade_channels: int | None = None
+) -> None:
     """Replace ``model.model[-1]`` (a built ``Detect``) by a ``GradeDetect`` sharing its weights.
 
     Args:
         model: A ``DetectionModel`` built from :func:`parse_yaml_for_ultralytics` output.
         ng: Grade columns per unit.
         grade_mask: ``(nc, ng)`` boolean mask.
+        grade_channels: Grade-branch width (``None``: default width).
     """
     from ultralytics.nn.modules import Detect
     from ultralytics.utils.torch_utils import initialize_weights
@@ -96,7 +109,9 @@ def swap_in_grade_head(model: torch.nn.Module, ng: int, grade_mask: Any) -> None
     if type(old) is not Detect:
         raise TypeError(f"expected a Detect head to swap, got {type(old).__name__}")
     ch = [int(seq[0].conv.in_channels) for seq in old.cv2]
-    new = GradeDetect(old.nc, ng, old.reg_max, False, ch, grade_mask=grade_mask)
+    new = GradeDetect(
+        old.nc, ng, old.reg_max, False, ch, grade_mask=grade_mask, grade_channels=grade_channels
+    )
     missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
     if unexpected or any(not k.startswith(("cv4.", "grade_mask")) for k in missing):
         raise RuntimeError(f"head swap mismatch: missing={missing} unexpected={unexpected}")
