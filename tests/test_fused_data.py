@@ -141,3 +141,28 @@ def test_collate_and_bad_soft_file(tmp_path: Path) -> None:
     sp.write_text("0.5 0.6 0\n-\n-\n-\n")
     with pytest.raises(LabelError, match=r"im0.txt:1"):
         read_soft(sp, RGS.ng, 4)
+
+
+def test_consistent_augmentation_shows_the_teacher_view(tmp_path: Path) -> None:
+    """``--augment consistent``: every training sample is the image and boxes the teacher graded."""
+    from ultralytics.cfg import get_cfg
+
+    from train.fused.trainer import augmentation_overrides
+
+    with pytest.raises(ValueError, match="augment must be one of"):
+        augmentation_overrides("heavy")
+    assert augmentation_overrides("standard") == {}
+    over = augmentation_overrides("consistent")
+    get_cfg(overrides=over)  # every key is an ultralytics setting
+    root = _make(tmp_path)
+    ds = _dataset(root, **over)
+    for rep in range(2):
+        for i in range(len(ds)):
+            s = ds[i]
+            name = Path(s["im_file"]).stem
+            src = cv2.imread(str(root / "images" / "train" / f"{name}.png"))
+            img = np.ascontiguousarray(s["img"].numpy().transpose(1, 2, 0)[..., ::-1])
+            assert np.array_equal(img, src), (rep, name)  # same pixels: no flip, colour or geometry change
+            lines = (root / "labels" / "train" / f"{name}.txt").read_text().split("\n")
+            ref = np.array([[float(v) for v in ln.split()[1:5]] for ln in lines if ln.strip()])
+            assert np.allclose(s["bboxes"].numpy(), ref, atol=1e-5)

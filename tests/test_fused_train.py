@@ -200,3 +200,11 @@ def test_resume_continues_interrupted_run(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     meta = json.loads((run / "last" / "config.json").read_text())
     assert meta["epoch"] == 2
+
+
+def test_cli_student_rejects_unknown_augment(tmp_path: Path) -> None:
+    from edge.cli import app
+
+    args = ["train", "student", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--augment", "heavy"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "--augment must be 'standard' or 'consistent'" in res.output

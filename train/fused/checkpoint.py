@@ -150,7 +150,7 @@ def load_checkpoint(
     wpath = d / WEIGHTS
     if not wpath.exists():
         raise CheckpointError(f"{d}: no {WEIGHTS}")
-    # checkpoints written before the grade-branch width was a setting have no "grade_channels": the default width
+    # checkpoints from before the grade-branch width was a setting: no "grade_channels", default width
     model = build_fused_model(
         spec, meta.get("size", "n"), int(meta.get("imgsz", 640)), grade_channels=meta.get("grade_channels")
     )

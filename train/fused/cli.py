@@ -54,6 +54,12 @@ def student(
         help="Best checkpoint by detection fitness plus 'grades' (weighted accuracy vs human grades) "
         "or 'agreement' (argmax agreement with the teacher's soft grades; for distillation).",
     ),
+    augment: str = typer.Option(
+        "standard", "--augment",
+        help="'standard' (ultralytics: mosaic, flips, colour, scale) or 'consistent': the student sees "
+        "each image as the teacher graded it (no augmentation; overrides --mosaic/--mixup/--close-mosaic). "
+        "Use it for a final distillation phase.",
+    ),
     grade_channels: int | None = typer.Option(
         None, "--grade-channels", min=1,
         help="Width of the grade branch's 3x3 convolutions. Default: the width of a student given as "
@@ -65,11 +71,13 @@ def student(
 
     require("torch", "grimace train student")
     require("ultralytics", "grimace train student")
-    from train.fused.trainer import GradeTrainer
+    from train.fused.trainer import AUGMENT_MODES, SELECT_RULES, GradeTrainer, augmentation_overrides
 
     size = _size(model)
-    if select not in ("grades", "agreement"):
+    if select not in SELECT_RULES:
         raise typer.BadParameter(f"--select must be 'grades' or 'agreement' (got {select!r})")
+    if augment not in AUGMENT_MODES:
+        raise typer.BadParameter(f"--augment must be 'standard' or 'consistent' (got {augment!r})")
     out = out.resolve()
     overrides: dict[str, Any] = {
         "data": str((data / "data.yaml") if data.is_dir() else data),
@@ -87,6 +95,7 @@ def student(
         "close_mosaic": close_mosaic,
         "plots": False,
         "amp": device != "cpu",
+        **augmentation_overrides(augment),
     }
     if resume:
         last = out / "train" / "weights" / "last.pt"

@@ -43,6 +43,39 @@ def _spec_from_data(data: dict[str, Any]) -> ScaleSpec:
 
 SELECT_RULES = ("grades", "agreement")
 
+CONSISTENT_VIEWS: dict[str, float] = {
+    "mosaic": 0.0,
+    "close_mosaic": 0,
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    "copy_paste": 0.0,
+    "fliplr": 0.0,
+    "flipud": 0.0,
+    "hsv_h": 0.0,
+    "hsv_s": 0.0,
+    "hsv_v": 0.0,
+    "degrees": 0.0,
+    "translate": 0.0,
+    "scale": 0.0,
+    "shear": 0.0,
+    "perspective": 0.0,
+    "erasing": 0.0,
+}
+"""ultralytics augmentation settings for ``--augment consistent``: the student sees each image as the
+teacher graded it. Soft targets are computed once on the unaugmented boxes, so a flipped, recoloured or
+rescaled view would be trained toward the teacher's answer for a different view; near a grade boundary
+the teacher's answers for the two can differ. Use it for a final distillation phase (measured in
+docs/fused-model.md: training-set agreement 0.91 with standard augmentation, 0.97 with consistent views)."""
+
+AUGMENT_MODES = ("standard", "consistent")
+
+
+def augmentation_overrides(mode: str) -> dict[str, float]:
+    """ultralytics overrides for an ``--augment`` mode (``standard``: ultralytics' defaults, none)."""
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {mode!r}")
+    return dict(CONSISTENT_VIEWS) if mode == "consistent" else {}
+
 
 class GradeValidator(DetectionValidator):
     """Detection validation plus grade accuracy and student–teacher agreement."""
