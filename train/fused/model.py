@@ -208,12 +208,8 @@ def fused_checkpoint_config(weights: str | Path | None) -> dict[str, Any] | None
         return None
     from train.fused.checkpoint import CONFIG, checkpoint_dir, read_config
 
-    path = Path(weights)
-    if path.is_file():
-        path = path.parent
-    if not path.is_dir() or not (checkpoint_dir(path) / CONFIG).exists():
-        return None
-    return read_config(checkpoint_dir(path))
+    d = checkpoint_dir(weights)
+    return read_config(d) if (d / CONFIG).exists() else None
 
 
 def load_pretrained(model: GradeModel, weights: str | Path | None, size: str = "n") -> str:
