@@ -6,6 +6,7 @@ the commands), so ``grimace --help`` stays fast and works without the train extr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -177,7 +178,7 @@ def heatmap_cmd(
             continue
         boxes = t.predict([img])[0].xyxy if t.pain.prep.region == "face" else None
         png, prob = write_heatmap(t.pain, img, out / f"{p.stem}_attention.png", boxes)
-        shown = "no face found" if prob != prob else f"pain p={prob:.3f}"
+        shown = "no face found" if math.isnan(prob) else f"pain p={prob:.3f}"
         typer.echo(f"{p.name}: {shown} -> {png}")
 
 

@@ -137,7 +137,11 @@ def heatmap_overlay(bgr: np.ndarray, amap: np.ndarray, alpha: float = 0.45) -> n
 
 
 def write_heatmap(
-    clf: ImageClassifier, bgr: np.ndarray, out_png: str | Path, boxes_xyxy: np.ndarray | None = None
+    clf: ImageClassifier,
+    bgr: np.ndarray,
+    out_png: str | Path,
+    boxes_xyxy: np.ndarray | None = None,
+    p_pain: float | None = None,
 ) -> tuple[Path, float]:
     """Write the rollout overlay of one frame with its pain probability printed on it.
 
@@ -149,6 +153,8 @@ def write_heatmap(
         bgr: BGR frame ``(H, W, 3)``.
         out_png: Output file.
         boxes_xyxy: ``(N, 4)`` unit boxes of the frame (needed by a face classifier).
+        p_pain: The frame's pain probability when already computed (e.g. by
+            ``Teacher.pain_probability`` on the same boxes); computed here when ``None``.
 
     Returns:
         ``(png path, pain probability)``; the probability is NaN when no face was found.
@@ -159,7 +165,8 @@ def write_heatmap(
         p_pain, text = float("nan"), "no face found"
     else:
         crop = crop_square(bgr, region)
-        p_pain = float(clf.probs([crop])[0, 1])
+        if p_pain is None:
+            p_pain = float(clf.probs([crop])[0, 1])
         text = f"pain p={p_pain:.2f}"
         big = heatmap_overlay(crop, attention_rollout(clf, crop))
         # paste the overlay back where the region lies inside the frame

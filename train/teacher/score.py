@@ -158,8 +158,8 @@ def score_paths(
                 from train.teacher.pain import write_heatmap
 
                 assert teacher.pain is not None
-                out_png, _ = write_heatmap(
-                    teacher.pain, imgs[k], Path(heatmaps) / f"{p.stem}_attention.png", d.xyxy
+                out_png, _ = write_heatmap(  # the probability column was computed above, on the same boxes
+                    teacher.pain, imgs[k], Path(heatmaps) / f"{p.stem}_attention.png", d.xyxy, float(pain[k])
                 )
                 row["Heatmap"] = str(out_png)
             rows.append(row)
