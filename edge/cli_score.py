@@ -162,6 +162,7 @@ def watch_cmd(
     """Live capture: one best frame per interval, every scored frame in SQLite; resumes after a crash."""
     from edge.artifact import ArtifactError
     from edge.deps import MissingDependencyError
+    from edge.diskguard import DiskSpaceError
     from edge.live import watch
     from edge.scales import ScaleError, ScaleMismatchError
 
@@ -194,6 +195,8 @@ def watch_cmd(
         ValueError,
     ) as e:
         raise _fail(str(e)) from None
+    except DiskSpaceError as e:  # exit 1 like `python -m edge.diskguard preflight`: systemd retries later
+        raise _fail(str(e), 1) from None
     score = "-" if res.session_score is None else f"{res.session_score:.3f}"
     sem = "" if res.session_sem is None else f" ± {res.session_sem:.3f} (SEM)"
     typer.echo(

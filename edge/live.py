@@ -11,7 +11,9 @@ Disk space: one :class:`~edge.diskguard.DiskGuard` on the output folder (thresho
 ``GRIMACE_*`` environment, as for ``python -m edge.diskguard``) is asked before each image write. While
 free space is below ``min_free_images`` no image is written, but every frame and the interval's
 selection are still committed, with an empty ``image_path``; pausing and resuming are printed once
-each and stored as ``images_paused`` / ``images_resumed`` events.
+each and stored as ``images_paused`` / ``images_resumed`` events. Like ``python -m edge.diskguard
+preflight`` (the systemd ``ExecStartPre``), the loop first rotates old images if needed and refuses to
+start (:class:`~edge.diskguard.DiskSpaceError`) below ``min_free_start``, also when run by hand.
 
 Restarting with the same output folder and camera resumes the unfinished session: a video file
 standing in for a camera continues after its last committed frame; a live camera continues the
@@ -138,6 +140,8 @@ def watch(
 
     Raises:
         ValueError: Bad interval/session, or unusable disk-guard settings in the environment.
+        DiskSpaceError: Free space on ``out``'s file system is below the guard's ``min_free_start``
+            (after rotating old selected-frame images); nothing is opened or written.
     """
     if interval_s <= 0 or session_s <= 0:
         raise ValueError(f"interval ({interval_s}) and session ({session_s}) must be > 0 seconds")
@@ -148,6 +152,7 @@ def watch(
             guard = DiskGuard(out, GuardConfig.from_env())
         except ValueError as e:
             raise ValueError(f"disk-guard settings ({', '.join(ENV_VARS.values())}): {e}") from None
+    guard.check_start()  # as `python -m edge.diskguard preflight`: rotate if needed, refuse below the floor
     stream = stream or sys.stderr
     kind = describe_camera(camera)[0]
     n_intervals = math.ceil(session_s / interval_s - 1e-9)

@@ -200,7 +200,8 @@ MiB = 1024**2
 class _ScriptedDisk:
     """A 1000 MiB disk with 5 MiB free on the reads whose number is in ``low``, else 500 MiB.
 
-    Read 0 is the guard's own set-up (it resolves the thresholds against the total).
+    Read 0 is the guard's own set-up (it resolves the thresholds against the total), read 1 the start
+    check that ``watch`` makes before opening anything; image writes start at read 2.
     """
 
     def __init__(self, low: range) -> None:
@@ -223,7 +224,7 @@ def test_watch_pauses_images_on_low_disk_keeps_rows_and_resumes(
 
     model, video = setup
     out = tmp_path / "lowdisk"
-    low = range(2, 6)  # the 2nd..5th image writes of the run find the disk nearly full
+    low = range(3, 7)  # the 2nd..5th image writes of the run find the disk nearly full
     disk = _ScriptedDisk(low)
     cfg = GuardConfig(min_free_start="1M", min_free_images="10M", target_free="10M", min_age_s=0)
     guard = DiskGuard(out, cfg, check_interval_s=0.0, rotate_when_low=False, usage_fn=disk)
@@ -292,3 +293,22 @@ def test_watch_cli_builds_its_guard_from_the_environment(setup: tuple[Path, Path
     assert [k for (k,) in _rows(db, "SELECT kind FROM events") if k.startswith("images_")] == [
         "images_paused"
     ]
+
+
+def test_watch_refuses_to_start_below_the_floor(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """Run by hand (no systemd preflight), `grimace watch` makes the same start check: below
+    GRIMACE_MIN_FREE_START it exits 1 naming the folder and the floor, and opens no database."""
+    from edge.cli import app
+
+    model, video = setup
+    out = tmp_path / "nospace"
+    env = {
+        "GRIMACE_MIN_FREE_START": "100%",  # more than can ever be free
+        "GRIMACE_MIN_FREE_IMAGES": "100%",
+        "GRIMACE_TARGET_FREE": "100%",
+        "GRIMACE_IMAGE_MIN_AGE_S": "1e9",  # the rotation it triggers may delete nothing
+    }
+    r = CliRunner().invoke(app, _watch_args(model, video, out, 2 * INTERVAL, "--quiet"), env=env)
+    assert r.exit_code == 1, r.output
+    assert str(out) in r.output and "free on the file system" in r.output and "need at least" in r.output
+    assert not (out / "grimace.sqlite").exists()
