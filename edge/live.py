@@ -7,7 +7,7 @@ frame (scored frames first, then by quality) is kept: its image is written atomi
 replaced whenever a better frame arrives, so a crash loses at most the frame being processed. With
 ``continuous`` every frame's boxes are stored too and the running mean of all frames is reported.
 
-Disk space: one :class:`~edge.diskguard.DiskGuard` on the output folder (thresholds from the
+Disk space: one :class:`~edge.diskguard.DiskGuard` on ``out/selected`` (thresholds from the
 ``GRIMACE_*`` environment, as for ``python -m edge.diskguard``) is asked before each image write. While
 free space is below ``min_free_images`` no image is written, but every frame and the interval's
 selection are still committed, with an empty ``image_path``; pausing and resuming are printed once
@@ -132,7 +132,8 @@ def watch(
         max_retries: Reconnect attempts in a row before giving up (``None`` = forever).
         status: Print a live status line.
         stream: Where the status line and disk-space warnings go (default stderr).
-        guard: Disk-space guard asked before each image write; default: one on ``out`` with
+        guard: Disk-space guard asked before each image write; default: one on ``out/selected`` (so
+            rotation deletes only selected-frame images, never other images kept in ``out``) with
             :meth:`GuardConfig.from_env` thresholds.
 
     Returns:
@@ -149,7 +150,7 @@ def watch(
     out.mkdir(parents=True, exist_ok=True)
     if guard is None:
         try:
-            guard = DiskGuard(out, GuardConfig.from_env())
+            guard = DiskGuard(out / "selected", GuardConfig.from_env())  # rotates only images it wrote
         except ValueError as e:
             raise ValueError(f"disk-guard settings ({', '.join(ENV_VARS.values())}): {e}") from None
     guard.check_start()  # as `python -m edge.diskguard preflight`: rotate if needed, refuse below the floor

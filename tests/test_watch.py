@@ -312,3 +312,28 @@ def test_watch_refuses_to_start_below_the_floor(setup: tuple[Path, Path], tmp_pa
     assert r.exit_code == 1, r.output
     assert str(out) in r.output and "free on the file system" in r.output and "need at least" in r.output
     assert not (out / "grimace.sqlite").exists()
+
+
+def test_watch_rotates_only_its_own_selected_images(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """Low on space at start, `grimace watch` rotates old selected-frame images of its output folder,
+    never other images a user keeps there."""
+    from edge.cli import app
+
+    model, video = setup
+    out = tmp_path / "shared"
+    (out / "selected" / "old").mkdir(parents=True)
+    old_selected = out / "selected" / "old" / "interval_000.jpg"
+    users_photo = out / "photo.jpg"
+    for f in (old_selected, users_photo):
+        cv2.imwrite(str(f), np.zeros((8, 8, 3), np.uint8))
+        os.utime(f, (1e9, 1e9))  # 2001: old enough for any age limit
+    env = {
+        "GRIMACE_MIN_FREE_START": "0",
+        "GRIMACE_MIN_FREE_IMAGES": "0",
+        "GRIMACE_TARGET_FREE": "100%",  # never reached: rotation deletes every candidate
+        "GRIMACE_IMAGE_MIN_AGE_S": "0",
+    }
+    r = CliRunner().invoke(app, _watch_args(model, video, out, INTERVAL, "--quiet"), env=env)
+    assert r.exit_code == 0, r.output
+    assert not old_selected.exists()
+    assert users_photo.exists()
