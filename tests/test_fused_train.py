@@ -208,3 +208,41 @@ def test_cli_student_rejects_unknown_augment(tmp_path: Path) -> None:
     args = ["train", "student", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--augment", "heavy"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and "--augment must be 'standard' or 'consistent'" in res.output
+
+
+def test_optimizer_overrides() -> None:
+    from train.fused.trainer import optimizer_overrides
+
+    assert optimizer_overrides() == {"optimizer": "auto", "warmup_epochs": 3.0}
+    assert optimizer_overrides("AdamW", 3e-4, 0) == {"optimizer": "AdamW", "warmup_epochs": 0.0, "lr0": 3e-4}
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        optimizer_overrides("adamw")
+    with pytest.raises(ValueError, match="needs a named optimizer"):
+        optimizer_overrides("auto", 1e-3)
+    with pytest.raises(ValueError, match="must be > 0"):
+        optimizer_overrides("SGD", 0.0)
+
+
+def test_cli_student_passes_optimizer_settings_to_ultralytics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer the CLI builds carries --optimizer/--lr0/--warmup-epochs in ultralytics' args (the
+    ones ``args.yaml`` records); training itself is skipped here (it is covered by the slow tests)."""
+    from edge.cli import app
+    from train.fused.trainer import GradeTrainer
+
+    src = make_tiny_dataset(tmp_path / "src", n_train=2, n_val=1)
+    seen = {}
+
+    def record(self: GradeTrainer) -> None:
+        seen.update(optimizer=self.args.optimizer, lr0=self.args.lr0, warmup=self.args.warmup_epochs)
+
+    monkeypatch.setattr(GradeTrainer, "train", record)
+    base = ["train", "student", "--data", str(src), "--out", str(tmp_path / "r"), "--imgsz", "64"]
+    res = CliRunner().invoke(
+        app, [*base, "--weights", "none", "--optimizer", "AdamW", "--lr0", "0.0003", "--warmup-epochs", "0"]
+    )
+    assert res.exit_code == 0, res.output
+    assert seen == {"optimizer": "AdamW", "lr0": 0.0003, "warmup": 0.0}
+    res = CliRunner().invoke(app, [*base, "--lr0", "0.001"])
+    assert res.exit_code == 2 and "picks its own" in res.output

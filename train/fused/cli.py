@@ -60,6 +60,14 @@ def student(
         "each image as the teacher graded it (no augmentation; overrides --mosaic/--mixup/--close-mosaic). "
         "Use it for a final distillation phase.",
     ),
+    optimizer: str = typer.Option(
+        "auto", "--optimizer",
+        help="auto | SGD | Adam | AdamW | NAdam | RAdam | RMSProp (auto picks one and its learning rate).",
+    ),
+    lr0: float | None = typer.Option(
+        None, "--lr0", help="Initial learning rate (needs a named --optimizer; default: ultralytics')."
+    ),
+    warmup_epochs: float = typer.Option(3.0, "--warmup-epochs", help="Epochs of learning-rate warm-up."),
     grade_channels: int | None = typer.Option(
         None, "--grade-channels", min=1,
         help="Width of the grade branch's 3x3 convolutions. Default: the width of a student given as "
@@ -71,13 +79,23 @@ def student(
 
     require("torch", "grimace train student")
     require("ultralytics", "grimace train student")
-    from train.fused.trainer import AUGMENT_MODES, SELECT_RULES, GradeTrainer, augmentation_overrides
+    from train.fused.trainer import (
+        AUGMENT_MODES,
+        SELECT_RULES,
+        GradeTrainer,
+        augmentation_overrides,
+        optimizer_overrides,
+    )
 
     size = _size(model)
     if select not in SELECT_RULES:
         raise typer.BadParameter(f"--select must be 'grades' or 'agreement' (got {select!r})")
     if augment not in AUGMENT_MODES:
         raise typer.BadParameter(f"--augment must be 'standard' or 'consistent' (got {augment!r})")
+    try:
+        optim = optimizer_overrides(optimizer, lr0, warmup_epochs)
+    except ValueError as e:
+        raise typer.BadParameter(f"--optimizer/--lr0/--warmup-epochs: {e}") from None
     out = out.resolve()
     overrides: dict[str, Any] = {
         "data": str((data / "data.yaml") if data.is_dir() else data),
@@ -96,6 +114,7 @@ def student(
         "plots": False,
         "amp": device != "cpu",
         **augmentation_overrides(augment),
+        **optim,
     }
     if resume:
         last = out / "train" / "weights" / "last.pt"

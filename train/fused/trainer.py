@@ -77,6 +77,36 @@ def augmentation_overrides(mode: str) -> dict[str, float]:
     return dict(CONSISTENT_VIEWS) if mode == "consistent" else {}
 
 
+OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp")
+"""``--optimizer`` choices: ultralytics' names (``auto`` picks AdamW or SGD and its own learning rate)."""
+
+
+def optimizer_overrides(
+    optimizer: str = "auto", lr0: float | None = None, warmup_epochs: float = 3.0
+) -> dict[str, str | float]:
+    """ultralytics overrides for the optimizer, initial learning rate and warm-up.
+
+    Args:
+        optimizer: One of :data:`OPTIMIZERS`.
+        lr0: Initial learning rate; ``None`` keeps ultralytics' default. Not allowed with ``auto``,
+            which sets its own (it would be ignored silently).
+        warmup_epochs: Epochs of linear warm-up (``0``: none, e.g. for a short low-rate last phase).
+
+    Raises:
+        ValueError: Unknown optimizer, ``lr0`` with ``auto``, or a negative value.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if lr0 is not None and optimizer == "auto":
+        raise ValueError("a learning rate needs a named optimizer ('auto' picks its own)")
+    if (lr0 is not None and lr0 <= 0) or warmup_epochs < 0:
+        raise ValueError(f"learning rate must be > 0 and warm-up epochs >= 0 (got {lr0}, {warmup_epochs})")
+    over: dict[str, str | float] = {"optimizer": optimizer, "warmup_epochs": float(warmup_epochs)}
+    if lr0 is not None:
+        over["lr0"] = float(lr0)
+    return over
+
+
 class GradeValidator(DetectionValidator):
     """Detection validation plus grade accuracy and student–teacher agreement."""
 
