@@ -71,6 +71,10 @@ def onnx_cmd(
     except (export.ExportError, ValueError, OSError) as e:
         _fail(str(e))
     if imgsz is not None:
+        if tuple(meta.imgsz) != (imgsz, imgsz):
+            typer.echo(f"warning: exporting {checkpoint} at {imgsz}x{imgsz}, but it was trained at "
+                       f"{meta.imgsz[0]}x{meta.imgsz[1]}; its grades were fitted at that size and can "
+                       "differ at another. Leave out --imgsz to export at the trained size.", err=True)
         meta = replace(meta, imgsz=(imgsz, imgsz))
     try:
         path, md, raw = export.export_onnx(

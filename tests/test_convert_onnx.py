@@ -248,6 +248,21 @@ def test_cli_with_real_fused_checkpoint(tmp_path):
     assert md.source_sha256 == export.checkpoint_sha256(ckpt)
     assert md.metrics == {"grade_acc": 0.5} and md.imgsz == (IMGSZ, IMGSZ)
     assert json.loads(md.to_json())["scale"]["name"] == "rgs"
+    assert "warning: exporting" not in res.output
+
+
+def test_cli_onnx_warns_when_imgsz_differs_from_training(tmp_path):
+    """Exporting at another size than the checkpoint was trained at works, with a warning naming both."""
+    fused = pytest.importorskip("train.fused.model")
+    ckpt_mod = pytest.importorskip("train.fused.checkpoint")
+    ckpt = ckpt_mod.save_checkpoint(fused.build_fused_model(RGS, "n", IMGSZ), tmp_path / "fused",
+                                    {"imgsz": IMGSZ})
+    other = IMGSZ + 32
+    out = tmp_path / "other.onnx"
+    res = runner.invoke(_cli(), ["convert", "onnx", str(ckpt), "--imgsz", str(other), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"at {other}x{other}, but it was trained at {IMGSZ}x{IMGSZ}" in res.output
+    assert export.read_onnx_metadata(out).imgsz == (other, other)
 
 
 def test_edge_runtime_loads_export_and_refuses_other_scale(raw_export, nms_export, parity_images):
