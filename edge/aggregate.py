@@ -1,11 +1,10 @@
-"""Per-frame records and per-animal / per-session aggregation of grimace scores.
+"""Per-animal / per-session aggregation of grimace scores.
 
-A :class:`FrameRecord` flattens one scored frame (expected-grade score, argmax-grade score, unit
-scores, abstention, quality) with where it came from and which animal it shows. :func:`aggregate`
-groups records (by subject, session or source) into :class:`GroupSummary` rows: number of frames,
-scored and abstained, mean and standard error of the mean (SEM) of the frame scores (expected and
-argmax), mean per unit; for binary scales (goats) also the mean pain probability, the share of
-painful frames and a verdict at the scale's threshold.
+:func:`aggregate` groups frame records (:class:`edge.records.FrameRecord`) by animal, session or
+source into :class:`GroupSummary` rows: number of frames, scored and abstained, mean and standard
+error of the mean (SEM) of the frame scores (expected and argmax), mean per unit; for binary scales
+(goats) also the mean pain probability, the share of painful frames and a verdict at the scale's
+threshold.
 
 :func:`load_subject_map` reads ``--subject-map`` CSVs that map files/videos to animal ids.
 """
@@ -15,13 +14,13 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.results import FrameResult
+from edge.records import GROUP_KEY_COLUMN, FrameRecord
 from edge.scales import ScaleSpec
 
 KEY_COLUMNS = ("file", "filename", "image", "video", "path", "source")
@@ -30,105 +29,6 @@ SUBJECT_COLUMNS = ("subject", "animal", "animal_id", "id")
 
 class SubjectMapError(ValueError):
     """A subject map CSV is invalid (the message names the file and line)."""
-
-
-def argmax_frame_score(result: FrameResult, spec: ScaleSpec) -> float | None:
-    """Frame score from argmax grades (``None`` when the frame abstained).
-
-    Graded scales: mean of the per-unit argmax means present. Binary: 1.0 when the best box's most
-    likely grade is the top grade ("pain"), else 0.0.
-    """
-    if not result.scored:
-        return None
-    if spec.aggregation == "binary":
-        best = int(result.selected[0])
-        top = spec.units[0].grades - 1
-        return float(result.detections.argmax_grade[best] == top)
-    vals = [v for v in result.unit_argmax.values() if v is not None]
-    return float(np.mean(vals)) if vals else None
-
-
-@dataclass
-class FrameRecord:
-    """One scored (or abstained) frame, flat.
-
-    Attributes:
-        name: Display name (``Filename`` column): file name, ``video.mp4@000123`` for video frames.
-        source: Path of the file or camera.
-        index: Frame index in its video (0 for images).
-        time_s: Video/session time.
-        subject: Animal id.
-        session: Session id (video file or live session).
-        score: Frame score from expected grades (``None`` when abstained).
-        score_argmax: Frame score from argmax grades.
-        abstained: Reason when not scored.
-        quality: Frame quality in ``[0, 1]``.
-        unit_scores: Expected-grade score per unit name.
-        unit_argmax: Argmax-grade score per unit name.
-        unit_counts: Selected boxes per unit name.
-        n_boxes: All kept boxes.
-        pain: For binary scales, whether ``score >= threshold``.
-    """
-
-    name: str
-    source: str
-    index: int
-    time_s: float
-    subject: str
-    session: str
-    score: float | None
-    score_argmax: float | None
-    abstained: str | None
-    quality: float | None
-    unit_scores: dict[str, float | None] = field(default_factory=dict)
-    unit_argmax: dict[str, float | None] = field(default_factory=dict)
-    unit_counts: dict[str, int] = field(default_factory=dict)
-    n_boxes: int = 0
-    pain: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return asdict(self)
-
-
-def frame_record(
-    result: FrameResult,
-    spec: ScaleSpec,
-    *,
-    name: str,
-    source: str,
-    index: int = 0,
-    time_s: float = 0.0,
-    subject: str = "",
-    session: str = "",
-    threshold: float | None = None,
-) -> FrameRecord:
-    """Flatten a :class:`~edge.results.FrameResult`.
-
-    Args:
-        threshold: Pain threshold of binary scales (default: the scale's ``pain_threshold``).
-    """
-    thr = spec.pain_threshold if threshold is None else threshold
-    pain = None
-    if spec.aggregation == "binary" and result.score is not None and thr is not None:
-        pain = bool(result.score >= thr)
-    return FrameRecord(
-        name=name,
-        source=source,
-        index=int(index),
-        time_s=float(time_s),
-        subject=subject,
-        session=session,
-        score=result.score,
-        score_argmax=argmax_frame_score(result, spec),
-        abstained=result.abstained,
-        quality=result.quality,
-        unit_scores=dict(result.unit_scores),
-        unit_argmax=dict(result.unit_argmax),
-        unit_counts=dict(result.unit_counts),
-        n_boxes=len(result.detections),
-        pain=pain,
-    )
 
 
 def mean_sem(values: Iterable[float]) -> tuple[float | None, float | None]:
@@ -146,7 +46,7 @@ class GroupSummary:
     """Aggregate of one group (animal, session or source).
 
     Attributes:
-        group: The group key (e.g. subject id).
+        group: The group key (animal id, session or source: what was grouped by).
         n_frames: Frames in the group.
         n_scored: Frames with a score.
         n_abstained: Frames that abstained.
@@ -177,17 +77,20 @@ class GroupSummary:
     verdict: str | None = None
     threshold: float | None = None
 
-    def row(self, spec: ScaleSpec) -> dict[str, Any]:
-        """Flat row for CSV output (unit means under the units' labels)."""
+    def row(self, spec: ScaleSpec, by: str = "subject") -> dict[str, Any]:
+        """Flat row for a summary table: the key under ``animal``/``session``/``source`` (what was
+        grouped by), scores named like the frame columns (``RGS mean``, ``RGS argmax mean``, unit means
+        under the units' labels)."""
+        s = spec.score_name
         r: dict[str, Any] = {
-            "group": self.group,
+            GROUP_KEY_COLUMN.get(by, by): self.group,
             "n_frames": self.n_frames,
             "n_scored": self.n_scored,
             "n_abstained": self.n_abstained,
-            f"{spec.name.upper()}_mean": self.mean,
-            f"{spec.name.upper()}_sem": self.sem,
-            f"{spec.name.upper()}_argmax_mean": self.mean_argmax,
-            f"{spec.name.upper()}_argmax_sem": self.sem_argmax,
+            f"{s} mean": self.mean,
+            f"{s} sem": self.sem,
+            f"{s} argmax mean": self.mean_argmax,
+            f"{s} argmax sem": self.sem_argmax,
         }
         for u in spec.units:
             r[f"{u.label} mean"] = self.unit_means.get(u.name)
@@ -249,6 +152,17 @@ def aggregate(
             s.share_painful = float(np.mean([r.score >= thr for r in scored]))  # type: ignore[operator]
             s.verdict = "pain" if mean is not None and mean >= thr else "no pain"
         out.append(s)
+    return out
+
+
+def summary_rows(
+    groups: Iterable[GroupSummary], spec: ScaleSpec, by: str = "subject"
+) -> list[dict[str, Any]]:
+    """Rows of a summary table (:meth:`GroupSummary.row`), numbers rounded to 4 digits."""
+    out = []
+    for g in groups:
+        r = g.row(spec, by)
+        out.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
     return out
 
 

@@ -105,7 +105,7 @@ def score_cmd(
         f"({run.frames_per_s:.1f} frames/s; per frame: {run.times.summary()})"
     )
     typer.echo(
-        f"outputs in {out}: frames.csv, frames.jsonl, summary_by_subject.csv, summary_by_session.csv"
+        f"outputs in {out}: frames.csv, frames.jsonl, summary_by_animal.csv, summary_by_session.csv"
         + (", frames.xlsx" if "frames_xlsx" in run.outputs else "")
     )
     failed = run.failed_sources

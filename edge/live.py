@@ -33,13 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.aggregate import argmax_frame_score, mean_sem
+from edge.aggregate import mean_sem
 from edge.backends import Predictor, load_model
 from edge.diskguard import ENV_VARS, DiskGuard, GuardConfig, human
+from edge.fileio import atomic_write_image
 from edge.quality import frame_quality
-from edge.report import annotate, write_csv
+from edge.records import frame_columns, frame_record, record_from_sql, table_row, write_csv
+from edge.report import annotate
 from edge.sources import CameraEvent, CameraSource, describe_camera
-from edge.storage import Store, atomic_write_image
+from edge.storage import Store
 
 
 @dataclass
@@ -190,7 +192,7 @@ def watch(
             result = WatchResult(session_id, state.resumed, db=str(db_path))
             if state.status == "complete":
                 result.complete, result.stopped = True, "already complete"
-                _finish(store, result, session_id, out, spec.name)
+                _finish(store, result, session_id, out, spec)
                 return result
             sel_dir = out / "selected" / session_id
             best = {  # committed selections, ranked like new frames
@@ -263,13 +265,22 @@ def watch(
                     pred.times.add("decode", frame.decode_s)
                     res = pred([frame.image], [frame.source])[0]
                     fidx = frame.index + index_offset
+                    rec = frame_record(
+                        res,
+                        spec,
+                        name=f"{session_id}@{fidx:06d}",
+                        source=frame.source,
+                        index=fidx,
+                        time_s=t,
+                        session=session_id,
+                    )
                     fid = store.add_frame(
                         session_id,
                         frame_index=fidx,
                         t_s=t,
                         interval_index=k,
                         result=res,
-                        score_argmax=argmax_frame_score(res, spec),
+                        record=rec,
                         store_detections=continuous,
                         wall_time=frame.meta.get("wall_time"),
                     )
@@ -322,7 +333,7 @@ def watch(
                 stream.write("\n")
             if result.complete:
                 store.complete(session_id, last_t)
-            _finish(store, result, session_id, out, spec.name)
+            _finish(store, result, session_id, out, spec)
             result.events = list(src.events)
             return result
     finally:
@@ -330,28 +341,34 @@ def watch(
             signal.signal(sig, h)
 
 
-def _finish(store: Store, result: WatchResult, session_id: str, out: Path, scale_name: str) -> None:
+def _finish(store: Store, result: WatchResult, session_id: str, out: Path, spec: Any) -> None:
+    """Session figures into ``result`` and ``session_<id>.csv``: the selected frame of each interval as
+    a frame record row (:mod:`edge.records`), then ``interval``, ``final`` and ``image``."""
     intervals = store.intervals(session_id)
     frames = store.frames(session_id)
+    source = str(store.session_row(session_id).get("source", ""))
     result.selected = {int(r["interval_index"]): int(r["frame_index"]) for r in intervals}
     result.session_score, result.session_sem = mean_sem(
         r["score"] for r in intervals if r["score"] is not None
     )
     result.continuous_mean = mean_sem(r["score"] for r in frames if r["score"] is not None)[0]
-    rows = [
-        {
-            "interval": r["interval_index"] + 1,
-            "frame_index": r["frame_index"],
-            "t_s": round(r["t_s"], 3),
-            scale_name.upper(): None if r["score"] is None else round(r["score"], 4),
-            "quality": None if r["quality"] is None else round(r["quality"], 4),
-            "final": r["final"],
-            "image": r["image_path"],
-        }
-        for r in intervals
-    ]
-    write_csv(
-        out / f"session_{session_id}.csv",
-        rows,
-        ["interval", "frame_index", "t_s", scale_name.upper(), "quality", "final", "image"],
-    )
+    by_id = {int(r["id"]): r for r in frames}
+    rows = []
+    for r in intervals:
+        frame = by_id[int(r["frame_id"])]
+        rec = record_from_sql(
+            frame,
+            spec,
+            name=f"{session_id}@{int(frame['frame_index']):06d}",
+            source=source,
+            session=session_id,
+        )
+        rows.append(
+            {
+                **table_row(rec, spec),
+                "interval": r["interval_index"] + 1,
+                "final": r["final"],
+                "image": r["image_path"],
+            }
+        )
+    write_csv(out / f"session_{session_id}.csv", rows, [*frame_columns(spec), "interval", "final", "image"])

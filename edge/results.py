@@ -96,7 +96,10 @@ class FrameResult:
             unit was not found. Keyed by unit name, in scale order.
         unit_argmax: Per-unit score from argmax grades (same keys).
         unit_counts: Number of selected boxes per unit.
-        score: Frame score by the scale's aggregation rule, or ``None`` when abstained.
+        score: Frame score from expected grades by the scale's aggregation rule, or ``None`` when
+            abstained.
+        score_argmax: The same rule applied to argmax grades (binary scales: 1.0 when the best box's
+            most likely grade is the top one, else 0.0); ``None`` exactly when ``score`` is.
         abstained: Reason the frame was not scored (``None`` when scored).
         quality: Optional frame quality in ``[0, 1]``.
         source: Where the frame came from (file path, video path + frame index, camera).
@@ -109,6 +112,7 @@ class FrameResult:
     unit_argmax: dict[str, float | None]
     unit_counts: dict[str, int]
     score: float | None
+    score_argmax: float | None = None
     abstained: str | None = None
     quality: float | None = None
     source: str = ""
@@ -119,6 +123,11 @@ class FrameResult:
             raise ValueError("FrameResult: a frame without a score must give an abstention reason")
         if self.score is not None and not np.isfinite(self.score):
             raise ValueError(f"FrameResult: score must be finite, got {self.score}")
+        if (self.score is None) != (self.score_argmax is None):
+            raise ValueError(
+                f"FrameResult: score ({self.score}) and score_argmax ({self.score_argmax}) must both be "
+                "set or both be None"
+            )
 
     @property
     def scored(self) -> bool:

@@ -3,9 +3,10 @@
 :func:`score_inputs` reads every input (bad ones are reported by name and skipped), scores each
 frame with the model, and writes into ``out``:
 
-* ``frames.csv`` / ``frames.xlsx`` (openpyxl) / ``frames.jsonl``: one row per frame (seed columns first);
-  the JSON lines also hold every box and one line per failed input,
-* ``summary_by_subject.csv`` and ``summary_by_session.csv``: per animal / per session (video) aggregates,
+* ``frames.csv`` / ``frames.xlsx`` (openpyxl) / ``frames.jsonl``: one row per frame in the one frame
+  record vocabulary (:mod:`edge.records`, seed columns first); the JSON lines also hold every box and
+  one line per failed input,
+* ``summary_by_animal.csv`` and ``summary_by_session.csv``: per animal / per session (video) aggregates,
 * ``errors.csv``: the inputs that failed and why,
 * ``annotated/``: annotated images (and ``*_annotated.mp4`` per video with ``annotate_video``),
 * ``run.json``: counts, per-stage times, frames/s, model and settings.
@@ -22,27 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.aggregate import (
-    FrameRecord,
-    SubjectMap,
-    aggregate,
-    default_subject,
-    frame_record,
-    load_subject_map,
-)
+from edge.aggregate import SubjectMap, aggregate, default_subject, load_subject_map, summary_rows
 from edge.backends import Predictor, StageTimes, load_model
 from edge.quality import frame_quality
-from edge.report import (
-    AnnotatedVideo,
+from edge.records import (
+    RECORD_SCHEMA,
+    FrameRecord,
     JsonlWriter,
-    annotate,
-    detection_dicts,
     frame_columns,
-    frame_row,
-    summary_rows,
+    frame_record,
+    json_line,
+    table_row,
     write_csv,
     write_xlsx,
 )
+from edge.report import AnnotatedVideo, annotate
 from edge.sources import Frame, ItemError, iter_inputs
 
 
@@ -204,10 +199,13 @@ def _score_frame(
     kind = item.meta.get("kind", "image")
     pred.times.add("decode", item.decode_s)
     res = pred([item.image], [item.source])[0]
+    group = timepoint = ""
     if smap is not None:
         info = smap.lookup(item.source)
         subject = info.subject if info else "unmapped"
         session = (info.session if info and info.session else "") or item.source
+        if info:
+            group, timepoint = info.group, info.timepoint
     else:
         subject = default_subject(item.source, kind)
         session = item.source if kind == "video" else str(Path(item.source).parent)
@@ -220,12 +218,11 @@ def _score_frame(
         time_s=item.time_s,
         subject=subject,
         session=session,
+        group=group,
+        timepoint=timepoint,
     )
     run.records.append(rec)
-    obj = rec.to_dict()
-    obj["quality_parts"] = res.meta.get("quality_parts")
-    obj["detections"] = detection_dicts(res, spec)
-    jsonl.write(obj)
+    jsonl.write(json_line(rec, spec, res))
     if kind == "image" and annotate_images:
         dst = _unique(out / "annotated" / f"{Path(item.source).stem}.jpg", used)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -254,12 +251,12 @@ def _write_outputs(
     min_quality: float | None,
 ) -> None:
     cols = frame_columns(spec)
-    rows = [frame_row(r, spec) for r in run.records]
+    rows = [table_row(r, spec) for r in run.records]
     run.outputs["frames_csv"] = str(write_csv(out / "frames.csv", rows, cols))
     run.outputs["frames_jsonl"] = str(out / "frames.jsonl")
-    by_subject = summary_rows(aggregate(run.records, spec, by="subject"), spec)
-    by_session = summary_rows(aggregate(run.records, spec, by="session"), spec)
-    run.outputs["summary_by_subject"] = str(write_csv(out / "summary_by_subject.csv", by_subject))
+    by_subject = summary_rows(aggregate(run.records, spec, by="subject"), spec, by="subject")
+    by_session = summary_rows(aggregate(run.records, spec, by="session"), spec, by="session")
+    run.outputs["summary_by_animal"] = str(write_csv(out / "summary_by_animal.csv", by_subject))
     run.outputs["summary_by_session"] = str(write_csv(out / "summary_by_session.csv", by_session))
     err_rows = [{"source": e.source, "error": e.message, "frames_read": e.frames_read} for e in run.errors]
     run.outputs["errors_csv"] = str(
@@ -267,8 +264,8 @@ def _write_outputs(
     )
     sheets = {
         "frames": (cols, rows),
-        "by subject": (list(by_subject[0]) if by_subject else ["group"], by_subject),
-        "by session": (list(by_session[0]) if by_session else ["group"], by_session),
+        "by animal": (list(by_subject[0]) if by_subject else ["animal"], by_subject),
+        "by session": (list(by_session[0]) if by_session else ["session"], by_session),
         "errors": (["source", "error", "frames_read"], err_rows),
     }
     xlsx = write_xlsx(out / "frames.xlsx", sheets)
@@ -278,6 +275,7 @@ def _write_outputs(
         run.outputs["frames_xlsx"] = str(xlsx)
     info = {
         "grimace_edge": __version__,
+        "record_schema": RECORD_SCHEMA,
         "python": platform.python_version(),
         "model": str(model_path),
         "scale": spec.name,

@@ -138,6 +138,12 @@ class ScaleSpec:
         return max(u.grades for u in self.units)
 
     @property
+    def score_name(self) -> str:
+        """Name of the frame-score column and banner: the scale's family in capitals (``RGS`` for
+        ``rgs`` and ``rgs-seed``, ``MGS``, ``GOAT``, ``RABBIT`` for a user scale named ``rabbit``)."""
+        return self.name.split("-")[0].upper()
+
+    @property
     def unit_names(self) -> list[str]:
         """Unit names in class order."""
         return [u.name for u in self.units]

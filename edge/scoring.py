@@ -60,7 +60,8 @@ def score_frame(
         min_quality: Abstain when ``quality`` is below this.
 
     Returns:
-        The frame result; ``score`` is ``None`` exactly when ``abstained`` gives a reason.
+        The frame result with both frame scores (expected and argmax grades, computed here and only
+        here); ``score`` is ``None`` exactly when ``abstained`` gives a reason.
 
     Raises:
         ValueError: If the grade columns do not match the scale.
@@ -99,12 +100,16 @@ def score_frame(
         reason = f"quality {quality:.2f} below {min_quality:.2f}"
 
     score: float | None = None
+    score_argmax: float | None = None
     if reason is None:
         if spec.aggregation == "binary":
             best = sel[0]
-            score = float(dets.grade_probs[best, spec.units[0].grades - 1])
+            top = spec.units[0].grades - 1
+            score = float(dets.grade_probs[best, top])
+            score_argmax = float(argmax[best] == top)
         else:
             score = float(np.mean([unit_scores[n] for n in present]))
+            score_argmax = float(np.mean([unit_argmax[n] for n in present]))
     return FrameResult(
         detections=dets,
         selected=sel,
@@ -112,6 +117,7 @@ def score_frame(
         unit_argmax=unit_argmax,
         unit_counts=counts,
         score=score,
+        score_argmax=score_argmax,
         abstained=reason,
         quality=quality,
         source=source,

@@ -19,20 +19,17 @@ reconnect, completion).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
+from edge.records import SQL_COLUMNS, FrameRecord, sql_row
 from edge.results import FrameResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version of the store's schema; :data:`MIGRATIONS` bring an older store up to it in place."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -94,47 +91,21 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS frames_session ON frames (session_id, frame_index);
 CREATE INDEX IF NOT EXISTS detections_frame ON detections (frame_id);
 """
+"""Schema version 1 (the tables as first released); later versions are reached by :data:`MIGRATIONS`."""
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        # record schema 2: the frame's argmax unit scores and scored-box counts (edge.records.sql_row)
+        "ALTER TABLE frames ADD COLUMN unit_argmax TEXT",
+        "ALTER TABLE frames ADD COLUMN unit_counts TEXT",
+    ),
+}
+"""Version -> statements that take a store from the version before it to this one (applied in order,
+each version in one transaction, ``meta.schema_version`` updated with it)."""
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # not supported on this platform
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename + folder fsync)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(p.parent)
-    return p
-
-
-def atomic_write_image(path: str | Path, image: np.ndarray, jpeg_quality: int = 95) -> Path:
-    """Encode ``image`` (BGR) by the path's extension and write it atomically."""
-    p = Path(path)
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if p.suffix.lower() in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(p.suffix or ".jpg", image, params)
-    if not ok:
-        raise OSError(f"{p}: could not encode image")
-    return atomic_write_bytes(p, buf.tobytes())
+class StoreError(RuntimeError):
+    """The session database cannot be used (the message names the file and what is wrong)."""
 
 
 @dataclass
@@ -174,13 +145,33 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-        self.db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
         mode = self.db.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode}); use a local disk")
+            raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode}); use a local disk")
+        self.schema_version = self._migrate()
+
+    def _migrate(self) -> int:
+        """Create the tables (version 1) when new, then apply :data:`MIGRATIONS` up to the current
+        version; a store written by a newer grimace-edge is refused."""
+        self.db.executescript(SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
+        version = int(self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: store schema version {version} is newer than this grimace-edge supports "
+                f"({SCHEMA_VERSION}); upgrade grimace-edge to open it"
+            )
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in MIGRATIONS[v]:
+                    self.db.execute(stmt)
+                self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(v),))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return SCHEMA_VERSION
 
     def close(self) -> None:
         """Close the connection (a WAL checkpoint runs on close)."""
@@ -287,33 +278,40 @@ class Store:
         t_s: float,
         interval_index: int,
         result: FrameResult,
-        score_argmax: float | None,
+        record: FrameRecord,
         store_detections: bool = False,
         wall_time: float | None = None,
     ) -> int:
         """Insert one scored frame (and optionally its boxes) in one committed transaction.
 
+        Args:
+            session_id: The session.
+            frame_index: Frame index in the session.
+            t_s: Session time.
+            interval_index: Protocol interval the frame falls in.
+            result: The scored frame (its boxes are stored with ``store_detections``).
+            record: Its frame record (:func:`edge.records.frame_record`); the row's values are
+                :func:`edge.records.sql_row` of it.
+            store_detections: Also store every box.
+            wall_time: Capture time (default now).
+
         Returns:
             The frame's row id.
         """
-        d = result.detections
+        row = sql_row(record)
+        cols = ", ".join(SQL_COLUMNS)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             cur = self.db.execute(
-                "INSERT INTO frames (session_id, frame_index, t_s, wall_time, interval_index, score, "
-                "score_argmax, abstained, quality, unit_scores, n_boxes) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO frames (session_id, frame_index, t_s, wall_time, interval_index, {cols}) "
+                f"VALUES (?,?,?,?,?,{','.join('?' * len(SQL_COLUMNS))})",
                 (
                     session_id,
                     int(frame_index),
                     float(t_s),
                     float(wall_time if wall_time is not None else time.time()),
                     int(interval_index),
-                    result.score,
-                    score_argmax,
-                    result.abstained,
-                    result.quality,
-                    json.dumps(result.unit_scores),
-                    len(d),
+                    *(row[c] for c in SQL_COLUMNS),
                 ),
             )
             fid = int(cur.lastrowid)
@@ -384,6 +382,12 @@ class Store:
         )
 
     # -------------------------------------------------------------------------------- reading
+    def session_row(self, session_id: str) -> dict[str, Any]:
+        """The session's row (``{}`` when there is none)."""
+        cur = self.db.execute("SELECT * FROM sessions WHERE id=?", (session_id,))
+        row = cur.fetchone()
+        return dict(zip([c[0] for c in cur.description], row, strict=True)) if row else {}
+
     def frames(self, session_id: str) -> list[dict[str, Any]]:
         """All committed frames of a session, by frame index."""
         cur = self.db.execute("SELECT * FROM frames WHERE session_id=? ORDER BY frame_index", (session_id,))

@@ -107,12 +107,15 @@ def test_score_folder_with_bad_inputs(mixed: tuple[Path, Path], tmp_path: Path) 
     # a grayscale face has no colour for the colour-blob test model: it is read, then abstains with a reason
     gray = next(row for row in rows if row["Filename"] == "rat2_gray.png")
     assert gray["RGS"] == "" and "missing required unit" in gray["abstained"]
-    assert {row["subject"] for row in rows} == {"R1", "R2", "R3"}
-    with (out / "summary_by_subject.csv").open() as f:
-        summary = {row["group"]: row for row in csv.DictReader(f)}
+    assert {row["animal"] for row in rows} == {"R1", "R2", "R3"}
+    assert {row["group"] for row in rows if row["animal"] == "R1"} == {"saline"}
+    with (out / "summary_by_animal.csv").open() as f:
+        summary = {row["animal"]: row for row in csv.DictReader(f)}
     assert summary["R1"]["n_frames"] == "2" and summary["R1"]["n_scored"] == "2"
     assert summary["R2"]["n_abstained"] == "1" and summary["R3"]["n_frames"] == "15"
-    assert float(summary["R3"]["RGS_sem"]) >= 0
+    r3 = np.array([float(row["RGS"]) for row in video_rows])
+    assert float(summary["R3"]["RGS mean"]) == pytest.approx(r3.mean(), abs=1e-3)
+    assert float(summary["R3"]["RGS sem"]) == pytest.approx(r3.std(ddof=1) / np.sqrt(r3.size), abs=1e-3)
     lines = [json.loads(x) for x in (out / "frames.jsonl").read_text().splitlines()]
     assert sum("error" in x for x in lines) == 4
     assert all(len(x["detections"]) == x["n_boxes"] for x in lines if "error" not in x)
@@ -120,7 +123,7 @@ def test_score_folder_with_bad_inputs(mixed: tuple[Path, Path], tmp_path: Path) 
     from openpyxl import load_workbook
 
     wb = load_workbook(out / "frames.xlsx", read_only=True)
-    assert wb.sheetnames == ["frames", "by subject", "by session", "errors"]
+    assert wb.sheetnames == ["frames", "by animal", "by session", "errors"]
     ann = sorted(p.name for p in (out / "annotated").iterdir())
     assert "rat1_a.jpg" in ann and "rat3_session_annotated.mp4" in ann
     cap = cv2.VideoCapture(str(out / "annotated" / "rat3_session_annotated.mp4"))

@@ -12,12 +12,11 @@ import pytest
 from edge.aggregate import (
     SubjectMapError,
     aggregate,
-    argmax_frame_score,
     default_subject,
-    frame_record,
     load_subject_map,
     mean_sem,
 )
+from edge.records import frame_record
 from edge.quality import completeness, frame_quality, frontalness
 from edge.results import Detections
 from edge.scales import GOAT, RGS
@@ -110,7 +109,9 @@ def test_aggregate_per_animal_with_abstentions() -> None:
     sess = aggregate(recs, RGS, by="session")
     assert len(sess) == 1 and sess[0].n_frames == 6 and sess[0].mean == pytest.approx(1.4)
     row = by["rat1"].row(RGS)
-    assert row["RGS_mean"] == pytest.approx(1.0) and "Orbital Tightening mean" in row
+    assert row["animal"] == "rat1"  # the animal's id, not the treatment group
+    assert row["RGS mean"] == pytest.approx(1.0) and "Orbital Tightening mean" in row
+    assert sess[0].row(RGS, by="session")["session"] == "s1"
 
 
 def test_goat_verdict_and_share_of_painful_frames() -> None:
@@ -120,7 +121,7 @@ def test_goat_verdict_and_share_of_painful_frames() -> None:
             d = Detections([[0, 0, 50, 50]], [0], [0.9], [[1 - p, p]])
             res = score_frame(d, GOAT)
             assert res.score == pytest.approx(p)
-            assert argmax_frame_score(res, GOAT) == float(p > 0.5)
+            assert res.score_argmax == float(p > 0.5)
             recs.append(
                 frame_record(res, GOAT, name=f"{subject}{i}", source=f"{subject}.mp4", subject=subject)
             )

@@ -9,10 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.fileio import atomic_write_bytes, atomic_write_image
+from edge.records import frame_record
 from edge.results import Detections
 from edge.scales import RGS
 from edge.scoring import score_frame
-from edge.storage import Store, atomic_write_bytes, atomic_write_image
+from edge.storage import Store
 
 
 def _result(q: float, grade: int = 1):
@@ -49,16 +51,16 @@ def test_store_sessions_frames_intervals_and_resume(tmp_path: Path) -> None:
                 t_s=i * 2.0,
                 interval_index=0,
                 result=r,
-                score_argmax=1.0,
+                record=frame_record(r, RGS, name=f"s1@{i:06d}", source="cam0", index=i),
                 store_detections=(i == 0),
             )
             ids.append(fid)
             if q >= 0.5 and (i == 1):
                 s.set_interval_best("s1", 0, fid, r, str(tmp_path / "i0.jpg"))
         with pytest.raises(sqlite3.IntegrityError):  # one row per frame index
-            s.add_frame(
-                "s1", frame_index=1, t_s=2.0, interval_index=0, result=_result(0.1), score_argmax=None
-            )
+            r = _result(0.1)
+            rec = frame_record(r, RGS, name="s1@000001", source="cam0", index=1)
+            s.add_frame("s1", frame_index=1, t_s=2.0, interval_index=0, result=r, record=rec)
         assert s.db.execute("SELECT COUNT(*) FROM detections WHERE frame_id=?", (ids[0],)).fetchone()[0] == 5
         assert s.db.execute("SELECT COUNT(*) FROM detections WHERE frame_id=?", (ids[1],)).fetchone()[0] == 5
     # a new connection (a restarted process) sees every committed row and resumes
