@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if scored:
         mean = sum(r.score for r in scored) / len(scored)
-        print(f"      mean {meta.spec.name.upper()} over scored frames: {mean:.2f}")
+        print(f"      mean {meta.spec.score_name} over scored frames: {mean:.2f}")
     if run.errors:
         for e in run.errors:
             print(f"      error: {e}")

@@ -51,7 +51,7 @@ def annotate(image: np.ndarray, result: FrameResult, spec: ScaleSpec, title: str
             out, label, (x1 + 1, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), 1, cv2.LINE_AA
         )
     if result.scored:
-        banner = f"{spec.name.upper()} {result.score:.2f}"
+        banner = f"{spec.score_name} {result.score:.2f}"
     else:
         banner = f"not scored: {result.abstained}"
     if result.quality is not None:

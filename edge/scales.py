@@ -106,12 +106,16 @@ class ScaleSpec:
                 f"{where}: unknown aggregation {self.aggregation!r}; expected one of {AGGREGATIONS}"
             )
         seen: set[str] = set()
+        labels: set[str] = set()
         for u in self.units:
             if not u.name:
                 raise ScaleError(f"{where}: a unit has an empty name")
             if u.name in seen:
                 raise ScaleError(f"{where}: duplicate unit name {u.name!r}")
             seen.add(u.name)
+            if u.label.lower() in labels:
+                raise ScaleError(f"{where}: duplicate unit label {u.label!r} (labels name the table columns)")
+            labels.add(u.label.lower())
             if u.grades < 1:
                 raise ScaleError(f"{where}: unit {u.name!r} has an empty grade list")
             if u.per_frame < 1:

@@ -285,13 +285,26 @@ def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[ItemErr
     """Expand folders (recursively, sorted) into image/video files.
 
     Files named explicitly are kept whatever their extension (they are then reported when they turn
-    out unreadable); inside folders only known image/video extensions are taken.
+    out unreadable); inside folders only known image/video extensions are taken. A file reached twice
+    (``dir``, ``dir/a.jpg``, ``./dir/a.jpg``, a symlink to it) is kept once, where it first appears:
+    scoring it twice would count one frame as two and shrink the standard errors.
 
     Returns:
         ``(files, errors)``; errors for paths that do not exist or folders with no inputs.
     """
     files: list[Path] = []
     errors: list[ItemError] = []
+    seen: set[Path] = set()
+
+    def add(f: Path) -> None:
+        try:
+            key = f.resolve()
+        except (OSError, RuntimeError):  # a symlink loop or an unreadable path: keep it to be reported
+            key = f.absolute()
+        if key not in seen:
+            seen.add(key)
+            files.append(f)
+
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
@@ -300,9 +313,10 @@ def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[ItemErr
             )
             if not found:
                 errors.append(ItemError(str(p), "folder holds no image or video files"))
-            files += found
+            for f in found:
+                add(f)
         elif p.is_file():
-            files.append(p)
+            add(p)
         else:
             errors.append(ItemError(str(p), "no such file or folder"))
     return files, errors

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from edge.cli import app
 from edge.scales import RGS
 from train.data.format import LabelBox, write_data_yaml, write_labels
+from edge.boxes import box_iou
 from train.evaluation.detect import (
     DetectFileError,
-    box_iou,
     evaluate_detections,
     match_image,
     read_predictions,
@@ -35,31 +35,33 @@ def _dataset(root: Path) -> Path:
     return root
 
 
+def _det(xyxy: list[float], unit: int | str, conf: float) -> dict:
+    return {"xyxy": xyxy, "unit": unit, "confidence": conf}
+
+
 def _write_preds(path: Path) -> None:
     recs = [
         # exact eye (TP, 0.9), duplicate eye (FP, 0.8), nose by name, shifted (IoU 1/7 < 0.5: FP, 0.6)
         {
-            "image": "dir/a.png",
-            "boxes": [[20, 20, 40, 40], [21, 21, 41, 41], [50, 50, 70, 70]],
-            "unit": [0, 0, "nose"],
-            "confidence": [0.9, 0.8, 0.6],
+            "record_schema": 2,
+            "Filename": "a.png",
+            "source": "dir/a.png",
+            "detections": [_det([20, 20, 40, 40], 0, 0.9), _det([21, 21, 41, 41], 0, 0.8),
+                           _det([50, 50, 70, 70], "nose", 0.6)],
         },
-        # grimace predict --json style record: ear found at 0.4 (TP), a stray nose at 0.2 (FP)
+        # record schema 1 (grimace predict --json before schema 2): ear at 0.4 (TP), a stray nose at 0.2 (FP)
         {
             "source": "b.png",
             "width": 100,
             "height": 100,
-            "boxes": [
-                {"xyxy": [30, 30, 70, 70], "unit": 1, "confidence": 0.4},
-                {"xyxy": [0, 0, 10, 10], "unit": 2, "conf": 0.2},
-            ],
+            "boxes": [_det([30, 30, 70, 70], 1, 0.4), _det([0, 0, 10, 10], 2, 0.2)],
         },
-        # "detections" list form, empty: merges into b.png without adding anything
-        {"source": "/x/b.png", "detections": []},
+        # schema 1 frames.jsonl of grimace score, empty: merges into b.png without adding anything
+        {"name": "b.png", "source": "/x/b.png", "detections": []},
     ]
     lines = [json.dumps(r) for r in recs] + [
         "{not json",
-        json.dumps({"image": "c.png", "boxes": [[0, 0, 1, 1]]}),
+        json.dumps({"Filename": "c.png", "detections": [{"xyxy": [0, 0, 1, 1]}]}),
     ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -111,7 +113,7 @@ def test_eval_detect_cli_writes_json_and_plots(tmp_path: Path) -> None:
 def test_detect_errors(tmp_path: Path) -> None:
     data = _dataset(tmp_path / "ds")
     p = tmp_path / "p.jsonl"
-    p.write_text(json.dumps({"image": "zzz.png", "boxes": [], "unit": [], "confidence": []}) + "\n")
+    p.write_text(json.dumps({"Filename": "zzz.png", "detections": []}) + "\n")
     with pytest.raises(DetectFileError, match="none of its 1 images"):
         evaluate_detections(p, data)
     p.write_text("garbage\n")
@@ -120,7 +122,7 @@ def test_detect_errors(tmp_path: Path) -> None:
     ):
         read_predictions(p, RGS)
     p.write_text(
-        json.dumps({"image": "a.png", "boxes": [[0, 0, 1, 1]], "unit": [7], "confidence": [0.5]}) + "\n"
+        json.dumps({"Filename": "a.png", "detections": [_det([0, 0, 1, 1], 7, 0.5)]}) + "\n"
     )
     with pytest.raises(DetectFileError, match="unit index 7"):
         read_predictions(p, RGS)

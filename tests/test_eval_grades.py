@@ -175,7 +175,10 @@ def test_bad_files_name_file_and_line(tmp_path: Path) -> None:
 
 def test_total_computed_from_units_when_no_score_column(tmp_path: Path) -> None:
     p = tmp_path / "g.csv"
-    p.write_text("filename,eye,ear,nose,whiskers\na.png,2,1,0,\nb.png,2,,0,1\nc.png,NA,NA,NA,NA\n")
+    p.write_text(
+        "filename,Orbital Tightening,Ear Changes,Nose Flattening,Whisker Change\n"
+        "a.png,2,1,0,\nb.png,2,,0,1\nc.png,NA,NA,NA,NA\n"
+    )
     t = read_grade_csv(p, RGS)
     assert not t.total_from_file
     assert t.total[0] == pytest.approx(1.0)
@@ -212,7 +215,7 @@ def test_prediction_json_lines_like_grimace_predict(tmp_path: Path) -> None:
     assert rep["total"]["icc_model_vs_human_mean"]["n_excluded"] == 1
     assert "whiskers" not in rep["units"] or rep["units"]["whiskers"]["icc_model_vs_human_mean"]["n"] == 0
     p.write_text('{"source": "a.png", "unit_scores": {"eye": "high"}}\n')
-    with pytest.raises(GradeFileError, match=r"pred\.jsonl:1: unit 'eye'"):
+    with pytest.raises(GradeFileError, match=r"pred\.jsonl:1: column 'Orbital Tightening'.*'high'"):
         load_inputs(p, [f["grader1"]], RGS)
 
 
@@ -273,3 +276,40 @@ def test_no_overlap_and_constant_grades_never_crash(tmp_path: Path) -> None:
     assert rep["units"]["eye"]["classification"]["error"]
     graders = rep["units"]["eye"]["icc_graders"]  # graded-only images count for the graders' own ICC
     assert graders["n"] == 2 and "identical" in graders["error"]
+
+
+def test_only_the_record_schema_is_read_and_earlier_layouts_are_upgraded(tmp_path: Path) -> None:
+    """Unit names or other spellings are not aliases of the schema's columns; the two earlier layouts
+    (teacher score: RGS = argmax, `RGS expected`; score: `RGS_argmax`) are renamed on reading."""
+    p = tmp_path / "g.csv"
+    p.write_text("filename,eye,ear,nose\na.png,2,1,0\n")
+    with pytest.raises(GradeFileError, match="none of the columns"):
+        read_grade_csv(p, RGS)
+    p.write_text("File,RGS\na.png,1\n")
+    with pytest.raises(GradeFileError, match="expected 'Filename'"):
+        read_grade_csv(p, RGS)
+    old_teacher = tmp_path / "teacher_v1.csv"
+    old_teacher.write_text(
+        "Filename,RGS,Orbital Tightening,Ear Changes,Nose Flattening,RGS expected,"
+        "Orbital Tightening expected,Ear Changes expected,Nose Flattening expected,Flag\n"
+        "a.png,1.0,2,1,0,0.8,1.5,0.7,0.2,\n"
+    )
+    t = read_grade_csv(old_teacher, RGS)
+    assert t.total[0] == pytest.approx(0.8) and t.units["eye"][0] == pytest.approx(1.5)  # expected grades
+    assert "teacher-score layout" in t.note
+    old_score = tmp_path / "score_v1.csv"
+    old_score.write_text("Filename,RGS,Orbital Tightening,RGS_argmax,subject\na.png,0.9,1.2,1.0,r1\n")
+    t = read_grade_csv(old_score, RGS)
+    assert t.total[0] == pytest.approx(0.9) and "score layout" in t.note
+    new = tmp_path / "new.csv"
+    new.write_text("Filename,RGS\na.png,1\n")
+    assert read_grade_csv(new, RGS).note is None
+
+
+def test_escaped_file_names_read_back(tmp_path: Path) -> None:
+    from edge.records import write_csv
+
+    name = "=cmd|' -C calc'!A0.png"
+    p = write_csv(tmp_path / "p.csv", [{"Filename": name, "RGS": 1.0}], ["Filename", "RGS"])
+    assert p.read_text().splitlines()[1].startswith("'=cmd")  # inert in a spreadsheet
+    assert read_grade_csv(p, RGS).images == [name]

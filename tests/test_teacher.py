@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.records import table_row
 from edge.results import Detections
 from edge.scales import RGS
 from edge.scoring import score_frame
 from train.metrics import classification_report, confusion_matrix, weighted_accuracy
 from train.teacher.data import frame_rgs, pain_label
-from train.teacher.score import frame_row, write_table
 
 # --------------------------------------------------------------------------------- metrics
 
@@ -70,36 +70,62 @@ def _dets(units: list[int], conf: list[float], grades: list[int]) -> Detections:
     return Detections(xyxy, units, conf, _onehot(grades) if n else np.zeros((0, 3), np.float32))
 
 
+def _teacher_row(fr, name: str = "a.png") -> dict:
+    from edge.sources import Frame
+    from train.teacher.score import _record
+
+    item = Frame(np.zeros((10, 10, 3), np.uint8), f"/d/{name}", meta={"kind": "image"})
+    return table_row(_record(item, fr, RGS, None), RGS)
+
+
 def test_score_rule_top2_eyes_of_three() -> None:
     # three eyes: the two most confident (grade 2) count, the weak one (grade 0) is ignored
     d = _dets([0, 0, 0, 1, 1, 2], [0.9, 0.3, 0.8, 0.7, 0.6, 0.9], [2, 0, 2, 1, 1, 0])
-    fr = score_frame(d, RGS)
-    row = frame_row(Path("a.png"), fr, RGS, ["eye", "ear", "nose"])
-    assert row["eye count"] == 2
-    assert row["Orbital Tightening"] == 2.0
+    row = _teacher_row(score_frame(d, RGS))
+    assert row["eye_count"] == 2
+    assert row["Orbital Tightening"] == 2.0 and row["Orbital Tightening argmax"] == 2.0
     assert row["Ear Changes"] == 1.0 and row["Nose Flattening"] == 0.0
-    assert row["RGS"] == pytest.approx(1.0)
-    assert row["eye confidence"] == pytest.approx(0.85)
-    assert row["Flag"] == ""
+    assert row["RGS"] == pytest.approx(1.0) and row["RGS argmax"] == pytest.approx(1.0)
+    assert row["eye_confidence"] == pytest.approx(0.85)
+    assert row["abstained"] is None and row["animal"] == "d"
 
 
-def test_score_rule_missing_unit_is_flagged_not_nan() -> None:
+def test_score_rule_expected_and_argmax_columns_differ_by_meaning() -> None:
+    # soft grades: expected grade 0.6 per box, argmax grade 0 -> RGS 0.6, RGS argmax 0
+    d = _dets([0, 0, 1, 1, 2], [0.9] * 5, [0] * 5)
+    d.grade_probs[:] = [0.6, 0.2, 0.2]
+    row = _teacher_row(score_frame(d, RGS))
+    assert row["RGS"] == pytest.approx(0.6) and row["RGS argmax"] == 0.0
+    assert row["Orbital Tightening"] == pytest.approx(0.6) and row["Orbital Tightening argmax"] == 0.0
+
+
+def test_score_rule_missing_required_unit_abstains_with_reason() -> None:
     d = _dets([0, 0, 1], [0.9, 0.8, 0.7], [2, 1, 0])
-    row = frame_row(Path("b.png"), score_frame(d, RGS), RGS, ["eye", "ear", "nose"])
-    assert row["RGS"] == pytest.approx((1.5 + 0.0) / 2)  # over the units found
-    assert row["Nose Flattening"] is None and row["nose count"] == 0
-    assert "nose" in row["Flag"]
-    assert row["Units found"] == "eye:2, ear:1"
+    row = _teacher_row(score_frame(d, RGS), "b.png")
+    assert row["RGS"] is None and row["RGS argmax"] is None  # the same rule as `grimace score`
+    assert row["Orbital Tightening"] == pytest.approx(1.5)  # unit scores are kept
+    assert row["Nose Flattening"] is None and row["nose_count"] == 0
+    assert "nose" in row["abstained"]
 
 
 def test_score_rule_no_face_and_min_units(tmp_path: Path) -> None:
-    empty = frame_row(Path("c.png"), score_frame(Detections.empty(3), RGS), RGS, ["eye", "ear", "nose"])
-    assert empty["RGS"] is None and empty["Flag"]
-    d = _dets([0, 1], [0.9, 0.9], [1, 1])
-    few = frame_row(Path("d.png"), score_frame(d, RGS, min_units=3), RGS, ["eye", "ear", "nose"], 3)
-    assert few["RGS"] is None and few["Flag"]
-    out = write_table([empty, few], tmp_path / "t.csv")
+    from edge.records import frame_columns
+    from train.teacher.score import TeacherScoreRun, teacher_columns, write_outputs
+
+    empty = _teacher_row(score_frame(Detections.empty(3), RGS), "c.png")
+    assert empty["RGS"] is None and empty["abstained"]
+    d = _dets([0, 1, 2], [0.9, 0.9, 0.9], [1, 1, 1])
+    few = _teacher_row(score_frame(d, RGS, min_units=4), "d.png")
+    assert few["RGS"] is None and "need 4" in few["abstained"]
+    from edge.sources import Frame
+    from train.teacher.score import _record
+
+    frs = {"c.png": score_frame(Detections.empty(3), RGS), "d.png": score_frame(d, RGS, min_units=4)}
+    blank = np.zeros((4, 4, 3), np.uint8)
+    recs = [_record(Frame(blank, f"/d/{n}", meta={"kind": "image"}), fr, RGS, None) for n, fr in frs.items()]
+    (out,) = write_outputs(TeacherScoreRun(records=recs), RGS, tmp_path / "t.csv")
     rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == frame_columns(RGS, extra=teacher_columns(RGS))
     assert rows[0]["RGS"] == "" and "nan" not in out.read_text().lower()
 
 
@@ -275,26 +301,27 @@ def test_score_cli_writes_spreadsheet_and_flags_no_face(tiny_run: tuple[Path, Pa
     heat = tmp_path / "heat"
     res = CliRunner().invoke(app, ["teacher", "score", str(data / "images" / "test"), str(bad),
                                    "--teacher", str(run), "--out", str(out), "--heatmaps", str(heat)])
-    assert res.exit_code == 0, res.output
-    assert "s/image" in res.output
-    ws = load_workbook(out).active
-    rows = list(ws.iter_rows(values_only=True))
+    assert res.exit_code == 1, res.output  # one input failed: named, the rest written
+    assert "s/frame" in res.output and "broken.png" in res.output
+    wb = load_workbook(out)
+    rows = list(wb["RGS"].iter_rows(values_only=True))
     header = rows[0]
     assert header[:5] == ("Filename", "RGS", "Orbital Tightening", "Ear Changes", "Nose Flattening")
-    for col in ("eye count", "eye confidence", "Orbital Tightening expected", "Flag"):
+    for col in ("RGS argmax", "eye_count", "eye_confidence", "abstained", "pain_probability"):
         assert col in header
     by_name = {r[0]: dict(zip(header, r, strict=True)) for r in rows[1:]}
-    assert len(by_name) == 6
-    assert by_name["blank_0.png"]["Flag"]  # the faceless image is flagged, not a crash
-    assert "cannot read" in by_name["broken.png"]["Flag"]
+    assert len(by_name) == 5
+    assert by_name["blank_0.png"]["abstained"]  # the faceless image abstains with its reason, no crash
+    errors = list(wb["errors"].iter_rows(values_only=True))
+    assert len(errors) == 2 and "broken.png" in errors[1][0]
     for r in by_name.values():
         assert r["RGS"] is None or np.isfinite(r["RGS"])
     # the pain ViT (trained on face squares) gives no probability where no face was found, one
     # for every frame with units, and one overlay per readable image
-    assert by_name["blank_0.png"]["Pain probability"] is None
+    assert by_name["blank_0.png"]["pain_probability"] is None
     for r in by_name.values():
-        if r["Units found"]:
-            assert 0.0 <= r["Pain probability"] <= 1.0
+        if r["n_boxes"]:
+            assert 0.0 <= r["pain_probability"] <= 1.0
     assert len(list(heat.glob("*_attention.png"))) == 5
 
 

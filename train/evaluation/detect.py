@@ -1,17 +1,16 @@
 """Detection precision and recall per unit as functions of the confidence threshold (rat seed Fig. 1).
 
-Predictions are JSON lines, one record per image (or per video frame written as an image)::
+Predictions are JSON lines of frame records (:mod:`edge.records`, as ``grimace score`` writes
+``frames.jsonl`` and ``grimace predict --json`` writes), one per image::
 
-    {"image": "rat_001.png", "boxes": [[x1, y1, x2, y2], ...], "unit": [0, 2, ...],
-     "confidence": [0.91, 0.55, ...]}
+    {"record_schema": 2, "Filename": "rat_001.png", ...,
+     "detections": [{"xyxy": [x1, y1, x2, y2], "unit": "eye", "confidence": 0.91, ...}, ...]}
 
-Boxes are in original-image pixels. ``unit`` holds class indices or unit names of the scale. Also
-accepted, so the edge runtime's per-frame records can be read directly: ``source``/``file``/``path``
-for the image name (folders are dropped; names must match the dataset's image file names),
-``xyxy`` for ``boxes``, ``conf``/``scores`` for ``confidence``, and a ``detections`` list of
-``{"xyxy" | "box": [...], "unit": ..., "confidence" | "conf": ...}`` objects instead of parallel lists
-(``grimace predict --json`` writes such objects under ``boxes``).
-Optional ``width``/``height`` save reading the image to learn its size.
+Boxes are in original-image pixels; ``unit`` is a unit name (or class index) of the scale; names must
+match the dataset's image file names (folders are dropped). Records of record schema 1
+(``name``/``source`` for the image, ``grimace predict --json``'s ``boxes`` list) are read through
+:func:`train.evaluation.io.legacy_json_row`. Optional ``width``/``height`` save reading the image to
+learn its size.
 
 Ground truth comes from the dataset's label files. A prediction is a true positive when it overlaps
 an unmatched ground-truth box of the same unit with IoU >= ``iou`` (0.5); predictions are matched in
@@ -29,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from edge.boxes import greedy_match
 from edge.scales import ScaleError, ScaleSpec
 from train.data.format import image_to_label_path, load_dataset, read_labels
-from train.evaluation.io import NAME_KEYS, record_image_name
+from train.evaluation.io import FILE_COLUMN, legacy_json_row, record_image_name
 
 
 class DetectFileError(ValueError):
@@ -60,24 +60,20 @@ def parse_record(
     """
     if not isinstance(rec, dict):
         raise DetectFileError(f"{where}: a record must be a JSON object")
+    rec = legacy_json_row(rec, spec)
     name = record_image_name(rec)
     if not name:
-        raise DetectFileError(f"{where}: no image name (keys {'/'.join(NAME_KEYS)})")
+        raise DetectFileError(f"{where}: no image name (key {FILE_COLUMN!r})")
     dets = rec.get("detections")
-    if dets is None and rec.get("boxes") and isinstance(rec["boxes"][0], dict):
-        dets = rec["boxes"]  # grimace predict --json: "boxes": [{"xyxy", "unit", "confidence", ...}]
-    if isinstance(dets, list):
-        boxes, units, confs = [], [], []
-        for d in dets:
-            if not isinstance(d, dict):
-                raise DetectFileError(f"{where}: a detection must be an object with xyxy/unit/confidence")
-            boxes.append(d.get("xyxy", d.get("box")))
-            units.append(d.get("unit", d.get("cls")))
-            confs.append(d.get("confidence", d.get("conf")))
-    else:
-        boxes = rec.get("boxes", rec.get("xyxy", []))
-        units = rec.get("unit", rec.get("units", rec.get("cls", [])))
-        confs = rec.get("confidence", rec.get("conf", rec.get("scores", [])))
+    if not isinstance(dets, list):
+        raise DetectFileError(f"{where}: no 'detections' list of {{xyxy, unit, confidence}} objects")
+    boxes, units, confs = [], [], []
+    for d in dets:
+        if not isinstance(d, dict) or not {"xyxy", "unit", "confidence"} <= set(d):
+            raise DetectFileError(f"{where}: a detection must be an object with xyxy, unit and confidence")
+        boxes.append(d["xyxy"])
+        units.append(d["unit"])
+        confs.append(d["confidence"])
     if not (len(boxes) == len(units) == len(confs)):
         raise DetectFileError(
             f"{where}: {len(boxes)} boxes, {len(units)} units, {len(confs)} confidences (must be equal)"
@@ -134,23 +130,11 @@ def read_predictions(path: str | Path, spec: ScaleSpec) -> tuple[dict[str, tuple
     return out, bad
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of boxes ``a (N,4)`` and ``b (M,4)`` (xyxy) -> ``(N, M)``."""
-    if a.size == 0 or b.size == 0:
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def match_image(
     pb: np.ndarray, pu: np.ndarray, pc: np.ndarray, gb: np.ndarray, gu: np.ndarray, iou: float = 0.5
 ) -> np.ndarray:
-    """True-positive flag per prediction (greedy by confidence, same unit, IoU >= ``iou``).
+    """True-positive flag per prediction (:func:`edge.boxes.greedy_match`: by confidence, same unit,
+    IoU >= ``iou``).
 
     Args:
         pb, pu, pc: Predicted boxes ``(N,4)``, units ``(N,)``, confidences ``(N,)``.
@@ -159,18 +143,8 @@ def match_image(
     Returns:
         bool ``(N,)``.
     """
-    tp = np.zeros(len(pb), dtype=bool)
-    used = np.zeros(len(gb), dtype=bool)
-    ious = box_iou(pb, gb)
-    for i in np.argsort(-pc, kind="stable"):
-        cand = np.flatnonzero((gu == pu[i]) & ~used)
-        if cand.size == 0:
-            continue
-        j = cand[np.argmax(ious[i, cand])]
-        if ious[i, j] >= iou:
-            tp[i] = True
-            used[j] = True
-    return tp
+    match, _ = greedy_match(pb, pc, gb, a_unit=pu, b_unit=gu, iou_thr=iou)
+    return match >= 0
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -295,7 +295,7 @@ def evaluate_grades(
         return np.where(np.isfinite(x), (x >= thr).astype(float), np.nan)
 
     total = _unit_block(m_tot, h_tot, [0, 1], ["no pain", "pain"], total_class)
-    total["label"] = f"{spec.name.upper()} score"
+    total["label"] = f"{spec.score_name} score"
     total["pain_threshold"] = thr
     if thr is None:
         total["classification"] = {"error": f"scale {spec.name!r} has no pain_threshold"}

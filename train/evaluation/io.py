@@ -1,15 +1,20 @@
 """Readers for the grade tables compared by ``grimace eval grades``.
 
-Prediction CSVs (``grimace teacher score``, ``grimace score``, ``grimace predict``) and grader CSVs
-(``grimace synth --graders K`` or a lab's own spreadsheet exported to CSV) share the seed's layout::
+Prediction files (``grimace score``, ``grimace teacher score``, ``grimace predict --json``, the station)
+and grader sheets share one schema: the frame record of :mod:`edge.records` (record schema 2), whose
+first columns are the seed's::
 
-    Filename,RGS,Orbital Tightening,Ear Changes,Nose Flattening[,Whisker Change][,extra columns...]
+    Filename,RGS,Orbital Tightening,Ear Changes,Nose Flattening[,Whisker Change][,more columns...]
 
-Columns are matched to the scale's units by the unit *label* (``Orbital Tightening``) or the unit
-*name* (``eye``), case-insensitively; the total-score column is the scale name (``RGS``, ``MGS``,
-``GOAT``, also ``rgs-seed`` → ``RGS``) or ``Score``. The file column is ``Filename``, ``File``,
-``Image`` or ``Source``; rows are keyed by the file *name* (folders dropped), like ``subjects.csv``.
+``Filename`` names the image (rows are keyed by the file *name*, folders dropped, like
+``subjects.csv``); a unit's column is its *label* (``Orbital Tightening``); the frame score's column is
+the scale's :attr:`~edge.scales.ScaleSpec.score_name` (``RGS``, ``MGS``, ``GOAT``). Column names are
+matched case-insensitively and nothing else is accepted. The seed's own spreadsheet has exactly these
+columns. Files written before record schema 2 are renamed on reading by
+:func:`edge.records.upgrade_legacy_header` (the note is kept in :attr:`GradeTable.note`); earlier JSON
+lines are read by :func:`legacy_json_row`.
 
+CSV, the first sheet of an ``.xlsx`` workbook and JSON lines are all read as rows of that schema.
 Empty cells and ``NA``/``NaN``/``None``/``-``/``abstained`` are missing values (an abstained frame);
 they are kept as NaN and excluded pair by pair later, with counts reported. Anything else that is not
 a number is an error naming the file, line and column.
@@ -18,25 +23,60 @@ a number is an error naming the file, line and column.
 from __future__ import annotations
 
 import csv
+import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from edge.records import unescape_cell, upgrade_legacy_header
 from edge.scales import ScaleSpec
 
 MISSING = {"", "na", "n/a", "nan", "none", "null", "-", "abstained", "abstain"}
-FILE_COLUMNS = ("filename", "file", "image", "source", "path")
-NAME_KEYS = ("image", "name", "filename", "file", "source", "path")
+FILE_COLUMN = "Filename"
+"""The column naming the image (record schema 2 and the seed's spreadsheet)."""
 
 
 def record_image_name(rec: dict[str, object]) -> str | None:
-    """File name (no folders) of the image a JSON prediction record is about, from the first of
-    :data:`NAME_KEYS` it has; ``None`` when it names no image."""
-    name = next((rec[k] for k in NAME_KEYS if rec.get(k)), None)
+    """File name (no folders) of the image a JSON frame record is about (its ``Filename``), ``None``
+    when it names none. Earlier records (``name``/``source``) go through :func:`legacy_json_row`."""
+    name = rec.get(FILE_COLUMN)
     return Path(str(name).replace("\\", "/")).name if name else None
-"""Keys naming the image in a JSON record, in order of preference."""
+
+
+def legacy_json_row(rec: dict[str, Any], spec: ScaleSpec) -> dict[str, Any]:
+    """A JSON record of record schema 1 as a schema-2 row.
+
+    Schema 1 (``grimace score`` frames.jsonl before schema 2, ``grimace predict --json``) used the
+    attribute names: ``name``/``source`` (image), ``score`` (expected-grade frame score),
+    ``score_argmax``, ``unit_scores``/``unit_argmax`` (unit name -> score), ``abstained``;
+    ``predict`` wrote its boxes under ``boxes``. Schema-2 records (they carry ``record_schema``) are
+    returned unchanged.
+    """
+    if "record_schema" in rec or FILE_COLUMN in rec:
+        return rec
+    s = spec.score_name
+    name = rec.get("name") or rec.get("source")
+    row: dict[str, Any] = {FILE_COLUMN: name, "source": rec.get("source"), "abstained": rec.get("abstained")}
+    if "score" in rec:
+        row[s] = rec.get("score")
+    if "score_argmax" in rec:
+        row[f"{s} argmax"] = rec.get("score_argmax")
+    scores = rec.get("unit_scores")
+    by_key = {**{u.name: u for u in spec.units}, **{u.label.lower(): u for u in spec.units}}
+    if isinstance(scores, dict):
+        for k, v in scores.items():
+            u = by_key.get(str(k)) or by_key.get(str(k).lower())
+            row[u.label if u else str(k)] = v
+    elif scores is not None:
+        row["unit_scores"] = scores  # reported as malformed below
+    dets = rec.get("detections", rec.get("boxes"))
+    if dets is not None:
+        row["detections"] = dets
+    return row
 
 
 class GradeFileError(ValueError):
@@ -55,6 +95,7 @@ class GradeTable:
         total_from_file: Whether ``total`` was read from a column (else computed from the units).
         unit_columns: Unit name -> the column it was read from (units absent from the file are left
             out of ``units``).
+        note: How an earlier layout was upgraded (:func:`edge.records.upgrade_legacy_header`), if it was.
     """
 
     path: Path
@@ -63,17 +104,11 @@ class GradeTable:
     total: np.ndarray
     total_from_file: bool
     unit_columns: dict[str, str] = field(default_factory=dict)
+    note: str | None = None
 
     def index(self) -> dict[str, int]:
         """Image name -> row."""
         return {name: i for i, name in enumerate(self.images)}
-
-
-def score_column_names(spec: ScaleSpec) -> list[str]:
-    """Accepted (lower-case) names of the total-score column for a scale."""
-    base = spec.name.lower()
-    names = [base, base.split("-")[0], "score", "total", f"{base} score", "frame score"]
-    return list(dict.fromkeys(names))
 
 
 def _parse_value(text: str, where: str) -> float:
@@ -135,49 +170,80 @@ def _xlsx_rows(path: Path) -> list[list[str]]:
         wb.close()
 
 
+def _csv_rows(path: Path) -> Iterator[list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GradeFileError(f"{path}: cannot read: {e}") from None
+    for row in csv.reader(text.splitlines()):
+        yield [unescape_cell(c) for c in row]
+
+
+def _jsonl_rows(path: Path, spec: ScaleSpec) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GradeFileError(f"{path}: cannot read: {e}") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise GradeFileError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
+        if not isinstance(rec, dict):
+            raise GradeFileError(f"{path}:{lineno}: a record must be a JSON object")
+        if "error" in rec and FILE_COLUMN not in rec and "name" not in rec:
+            continue  # a failed input of `grimace score`: no frame
+        yield lineno, legacy_json_row(rec, spec)
+
+
+def _cell_text(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
 def read_grade_csv(path: str | Path, spec: ScaleSpec, *, integer_grades: bool = False) -> GradeTable:
-    """Read a prediction or grader table: CSV, or the first sheet of an ``.xlsx`` workbook.
+    """Read a prediction or grader table: CSV, the first sheet of an ``.xlsx`` workbook, or JSON lines.
 
     Args:
-        path: The CSV (or ``.xlsx``, as ``grimace teacher score`` writes by default) file.
-        spec: Scale whose unit labels/names name the columns.
+        path: The file (``.csv``, ``.xlsx``/``.xlsm``, ``.jsonl``/``.json``/``.ndjson``).
+        spec: Scale whose unit labels and score name name the columns.
         integer_grades: Require unit values to be whole grades (human graders); model files may hold
             mean grades such as 1.5 (mean of two eyes) or expected grades.
 
     Raises:
-        GradeFileError: Unreadable file, no file column, no unit or score column, duplicate image,
-            non-numeric or out-of-range value (message gives ``file:line``, and the column).
+        GradeFileError: Unreadable file, no ``Filename`` column, no unit or score column, duplicate
+            image, non-numeric or out-of-range value (message gives ``file:line``, and the column).
     """
     path = Path(path)
     if not path.is_file():
         raise GradeFileError(f"{path}: no such file")
-    if path.suffix.lower() in (".xlsx", ".xlsm"):
-        reader = iter(_xlsx_rows(path))
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        recs = list(_jsonl_rows(path, spec))
+        if not recs:
+            raise GradeFileError(f"{path}: no records")
+        header = list(dict.fromkeys(k for _, r in recs for k in r))
+        rows = [(n, [_cell_text(r.get(k)) for k in header], r) for n, r in recs]
+        for n, _, r in rows:
+            if "unit_scores" in r:
+                raise GradeFileError(f"{path}:{n}: 'unit_scores' must be an object")
     else:
+        reader = iter(_xlsx_rows(path)) if suffix in (".xlsx", ".xlsm") else _csv_rows(path)
         try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
-            raise GradeFileError(f"{path}: cannot read: {e}") from None
-        reader = csv.reader(text.splitlines())
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise GradeFileError(f"{path}:1: empty file (expected a header row)") from None
-    low = [h.strip().lower() for h in header]
-    file_col = next((low.index(c) for c in FILE_COLUMNS if c in low), None)
-    if file_col is None:
-        raise GradeFileError(
-            f"{path}:1: no file-name column; expected one of {', '.join(FILE_COLUMNS)} (have {header})"
-        )
-    unit_cols: dict[str, int] = {}
-    for u in spec.units:
-        for key in (u.label.lower(), u.name.lower()):
-            if key in low:
-                unit_cols[u.name] = low.index(key)
-                break
-    score_col = next((low.index(c) for c in score_column_names(spec) if c in low), None)
+            header = next(reader)
+        except StopIteration:
+            raise GradeFileError(f"{path}:1: empty file (expected a header row)") from None
+        rows = [(n, row, None) for n, row in enumerate(reader, start=2)]
+    header, note = upgrade_legacy_header([h.strip() for h in header], spec)
+    low = [h.lower() for h in header]
+    if FILE_COLUMN.lower() not in low:
+        raise GradeFileError(f"{path}:1: no file-name column; expected {FILE_COLUMN!r} (have {header})")
+    file_col = low.index(FILE_COLUMN.lower())
+    unit_cols = {u.name: low.index(u.label.lower()) for u in spec.units if u.label.lower() in low}
+    score_col = low.index(spec.score_name.lower()) if spec.score_name.lower() in low else None
     if not unit_cols and score_col is None:
-        expected = [spec.name.upper()] + [u.label for u in spec.units]
+        expected = [spec.score_name] + [u.label for u in spec.units]
         raise GradeFileError(
             f"{path}:1: none of the columns {expected} of scale {spec.name!r} found (have {header})"
         )
@@ -185,7 +251,7 @@ def read_grade_csv(path: str | Path, spec: ScaleSpec, *, integer_grades: bool = 
     seen: dict[str, int] = {}
     unit_vals: dict[str, list[float]] = {name: [] for name in unit_cols}
     totals: list[float] = []
-    for lineno, row in enumerate(reader, start=2):
+    for lineno, row, _rec in rows:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) < len(header):
@@ -223,70 +289,10 @@ def read_grade_csv(path: str | Path, spec: ScaleSpec, *, integer_grades: bool = 
         total=total,
         total_from_file=score_col is not None,
         unit_columns={k: header[c] for k, c in unit_cols.items()},
+        note=note,
     )
 
 
-def read_grade_jsonl(path: str | Path, spec: ScaleSpec) -> GradeTable:
-    """Read frame records (JSON lines) as written by ``grimace predict --json`` and the edge runtime.
-
-    Each record needs an image name (``source``/``image``/``file``/``path``) and may hold
-    ``unit_scores`` (unit name -> mean grade or null) and ``score`` (frame score or null when
-    abstained). Units are keyed by name (labels also accepted).
-
-    Raises:
-        GradeFileError: Invalid JSON, missing name, non-numeric grade, duplicate image (``file:line``).
-    """
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        raise GradeFileError(f"{path}: no such file")
-    by_label = {u.label.lower(): u.name for u in spec.units}
-    images: list[str] = []
-    seen: dict[str, int] = {}
-    vals: dict[str, list[float]] = {u.name: [] for u in spec.units}
-    present: set[str] = set()
-    totals: list[float] = []
-    has_score = False
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GradeFileError(f"{where}: invalid JSON: {e.msg}") from None
-        if not isinstance(rec, dict):
-            raise GradeFileError(f"{where}: a record must be a JSON object")
-        name = record_image_name(rec)
-        if not name:
-            raise GradeFileError(f"{where}: no image name (keys {'/'.join(NAME_KEYS)})")
-        if name in seen:
-            raise GradeFileError(f"{where}: image {name!r} listed twice (first on line {seen[name]})")
-        seen[name] = lineno
-        images.append(name)
-        scores = rec.get("unit_scores") or {}
-        if not isinstance(scores, dict):
-            raise GradeFileError(f"{where}: 'unit_scores' must be an object")
-        scores = {by_label.get(str(k).lower(), str(k)): v for k, v in scores.items()}
-        for u in spec.units:
-            v = scores.get(u.name)
-            if u.name in scores:
-                present.add(u.name)
-            vals[u.name].append(_parse_value("" if v is None else str(v), f"{where}: unit {u.name!r}"))
-        if "score" in rec:
-            has_score = True
-        s = rec.get("score")
-        totals.append(_parse_value("" if s is None else str(s), f"{where}: 'score'"))
-    if not images:
-        raise GradeFileError(f"{path}: no records")
-    units = {k: np.asarray(v, dtype=float) for k, v in vals.items() if k in present}
-    total = np.asarray(totals, dtype=float) if has_score else total_from_units(spec, units, len(images))
-    return GradeTable(path, images, units, total, has_score, {k: k for k in units})
-
-
 def read_grade_file(path: str | Path, spec: ScaleSpec, *, integer_grades: bool = False) -> GradeTable:
-    """:func:`read_grade_csv`, or :func:`read_grade_jsonl` for ``.jsonl``/``.json`` files."""
-    if Path(path).suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        return read_grade_jsonl(path, spec)
+    """Any grade table (CSV, XLSX or JSON lines): :func:`read_grade_csv`."""
     return read_grade_csv(path, spec, integer_grades=integer_grades)

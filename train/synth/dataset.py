@@ -77,11 +77,8 @@ def frame_score(spec: ScaleSpec, unit_values: dict[str, float]) -> float:
 
 def grader_columns(spec: ScaleSpec) -> list[str]:
     """Graders' CSV header: ``Filename``, one column per unit (its label, in class order), the total
-    (the scale name in upper case, e.g. ``RGS``)."""
-    labels = [u.label for u in spec.units]
-    if len(set(labels)) != len(labels):
-        labels = [u.name for u in spec.units]
-    return ["Filename", *labels, spec.name.upper()]
+    (:attr:`~edge.scales.ScaleSpec.score_name`, e.g. ``RGS``) — the frame record's first columns."""
+    return ["Filename", *[u.label for u in spec.units], spec.score_name]
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:

@@ -22,7 +22,8 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", help="Teacher run folder to write."),
     detector: str = typer.Option("s", "--detector", help="YOLOv5 size: n, s or m."),
     vit: str | None = typer.Option(
-        None, "--vit",
+        None,
+        "--vit",
         help="ViT backbone: Hugging Face id, local folder, config.json, 'small' or 'tiny' "
         "(default: the recipe's - 'small' for scratch, google/vit-base-patch16-224-in21k for seed).",
     ),
@@ -34,7 +35,8 @@ def train_cmd(
     ),
     det_batch: int = typer.Option(16, "--det-batch", min=1),
     det_optimizer: str = typer.Option(
-        "SGD", "--det-optimizer",
+        "SGD",
+        "--det-optimizer",
         help="Detector optimiser (SGD as in the seed; 'auto' = ultralytics' choice).",
     ),
     det_init: Path | None = typer.Option(
@@ -44,7 +46,8 @@ def train_cmd(
         None, "--reuse-detector", help="Copy this teacher run's detector instead of training one."
     ),
     recipe: str = typer.Option(
-        "scratch", "--recipe",
+        "scratch",
+        "--recipe",
         help="ViT training recipe: 'scratch' (from-scratch small ViT; works offline) or 'seed' (the "
         "published method: fine-tune ImageNet-21k ViT-Base/16 at 224 with SGD and weighted CE). "
         "The ViT options below override single settings of it.",
@@ -68,7 +71,8 @@ def train_cmd(
         None, "--label-smoothing", min=0.0, max=0.5, help="Cross-entropy label smoothing."
     ),
     select: str | None = typer.Option(
-        None, "--select",
+        None,
+        "--select",
         help="ViT epoch kept: val_loss (lowest validation loss) or val_wacc (best validation "
         "weighted accuracy).",
     ),
@@ -82,7 +86,9 @@ def train_cmd(
         None, "--margin", min=0.0, help="Crop context margin (fraction of box)."
     ),
     shared_epochs: int | None = typer.Option(
-        None, "--shared-epochs", min=0,
+        None,
+        "--shared-epochs",
+        min=0,
         help="Epochs of the shared backbone trained on all units' crops that initialises every grader "
         "(random-init backbones only; 0 = off; scratch recipe: 40).",
     ),
@@ -98,14 +104,37 @@ def train_cmd(
 
     try:
         train_teacher(
-            data, out, detector=detector, vit=vit, epochs_det=epochs_det, epochs_vit=epochs_vit,
-            imgsz=imgsz, vit_size=vit_size, det_batch=det_batch, det_optimizer=det_optimizer,
-            det_init=det_init, reuse_detector=reuse_detector, recipe=recipe, vit_batch=vit_batch,
-            lr=lr, vit_optimizer=vit_optimizer, weight_decay=weight_decay, augment=augment,
-            class_weighting=class_weighting, sampler=sampler, label_smoothing=label_smoothing,
-            select=select, grey=grey, standardize=standardize, margin=margin,
-            shared_epochs=shared_epochs, pain=pain,
-            pretrained=pretrained, seed=seed, verbose=not quiet, echo=typer.echo,
+            data,
+            out,
+            detector=detector,
+            vit=vit,
+            epochs_det=epochs_det,
+            epochs_vit=epochs_vit,
+            imgsz=imgsz,
+            vit_size=vit_size,
+            det_batch=det_batch,
+            det_optimizer=det_optimizer,
+            det_init=det_init,
+            reuse_detector=reuse_detector,
+            recipe=recipe,
+            vit_batch=vit_batch,
+            lr=lr,
+            vit_optimizer=vit_optimizer,
+            weight_decay=weight_decay,
+            augment=augment,
+            class_weighting=class_weighting,
+            sampler=sampler,
+            label_smoothing=label_smoothing,
+            select=select,
+            grey=grey,
+            standardize=standardize,
+            margin=margin,
+            shared_epochs=shared_epochs,
+            pain=pain,
+            pretrained=pretrained,
+            seed=seed,
+            verbose=not quiet,
+            echo=typer.echo,
         )
     except ValueError as e:  # bad recipe / option value
         typer.echo(f"error: {e}", err=True)
@@ -114,72 +143,84 @@ def train_cmd(
 
 @app.command("score")
 def score_cmd(
-    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    inputs: list[Path] = typer.Argument(..., help="Image/video files and folders (searched recursively)."),
     teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder."),
-    out: Path = typer.Option(Path("results.xlsx"), "--out", help="Output .xlsx or .csv."),
+    out: Path = typer.Option(Path("results.xlsx"), "--out", "-o", help="Output .xlsx or .csv."),
+    fps: float | None = typer.Option(
+        None, "--fps", help="Video frames per second to score (as `grimace score`); default every frame."
+    ),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Detector confidence threshold."),
     min_units: int = typer.Option(
-        1, "--min-units", min=1, help="Fewest units found for a total (fewer: empty total, flagged)."
+        1, "--min-units", min=1, help="Fewest units found for a score (fewer: abstained, with the reason)."
     ),
-    batch: int = typer.Option(8, "--batch", min=1, help="Images per detector batch."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Frames per detector batch."),
     heatmaps: Path | None = typer.Option(
         None, "--heatmaps", help="Write pain-ViT attention overlays (PNG) into this folder."
     ),
 ) -> None:
-    """Score images by the seed's rule and write the spreadsheet."""
+    """Score images and videos by the seed's rule; write the frame table (seed's columns first)."""
     for m in ("torch", "ultralytics", "transformers"):
         require(m, "grimace teacher score")
     if out.suffix.lower() not in (".xlsx", ".csv"):
         raise typer.BadParameter(f"{out}: must end in .xlsx or .csv", param_hint="--out")
-    from train.teacher.score import expand_inputs, score_paths, write_table
+    if fps is not None and not (0 < fps < 1000):
+        raise typer.BadParameter(
+            f"must be a number of frames per second in (0, 1000), got {fps}", param_hint="--fps"
+        )
+    from train.teacher.score import score_inputs, write_outputs
     from train.teacher.teacher import load_teacher
 
-    paths, errors = expand_inputs([str(p) for p in inputs])
-    for e in errors:
-        typer.echo(f"skipped: {e}", err=True)
-    if not paths:
-        typer.echo("no images to score", err=True)
-        raise typer.Exit(1)
     t = load_teacher(teacher)
-    rows, timing = score_paths(t, paths, conf=conf, min_units=min_units, batch=batch, heatmaps=heatmaps)
-    write_table(rows, out)
-    flagged = sum(1 for r in rows if r.get("Flag"))
+    run = score_inputs(t, inputs, fps=fps, conf=conf, min_units=min_units, batch=batch, heatmaps=heatmaps)
+    if not run.records:
+        for e in run.errors:
+            typer.echo(f"error: {e}", err=True)
+        typer.echo("error: no frame could be read", err=True)
+        raise typer.Exit(1)
+    files = write_outputs(run, t.spec, out)
+    abstained = sum(r.score is None for r in run.records)
     typer.echo(
-        f"scored {timing['images']} image(s) -> {out}  ({flagged} flagged)  "
-        f"{timing['seconds_per_image']:.3f} s/image ({timing['seconds']:.1f} s total)"
+        f"scored {len(run.records)} frame(s) -> {files[0]}  ({abstained} abstained)  "
+        f"{run.seconds_per_frame:.3f} s/frame ({run.seconds:.1f} s total)"
     )
+    if run.errors:
+        typer.echo(f"{len(run.errors)} input(s) failed:", err=True)
+        for e in run.errors:
+            typer.echo(f"  {e}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("heatmap")
 def heatmap_cmd(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders."),
     teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder with a pain ViT."),
-    out: Path = typer.Option(..., "--out", help="Folder for the PNG overlays."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the PNG overlays."),
 ) -> None:
     """Attention-rollout heatmaps of the whole-face pain ViT, one PNG overlay per image."""
     require("torch", "grimace teacher heatmap")
-    import cv2
 
+    from edge.sources import ItemError, iter_inputs
     from train.teacher.pain import write_heatmap
-    from train.teacher.score import expand_inputs
     from train.teacher.teacher import load_teacher
 
     t = load_teacher(teacher)
     if t.pain is None:
         typer.echo(f"{teacher}: this teacher has no whole-face pain classifier", err=True)
         raise typer.Exit(1)
-    paths, errors = expand_inputs([str(p) for p in inputs])
-    for e in errors:
-        typer.echo(f"skipped: {e}", err=True)
-    for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            typer.echo(f"skipped: {p}: cannot read image", err=True)
+    failed = 0
+    for item in iter_inputs(inputs):
+        if isinstance(item, ItemError):
+            typer.echo(f"error: {item}", err=True)
+            failed += 1
             continue
+        img = item.image
         boxes = t.predict([img])[0].xyxy if t.pain.prep.region == "face" else None
-        png, prob = write_heatmap(t.pain, img, out / f"{p.stem}_attention.png", boxes)
+        stem = Path(item.name).stem.replace("@", "_")
+        png, prob = write_heatmap(t.pain, img, out / f"{stem}_attention.png", boxes)
         shown = "no face found" if math.isnan(prob) else f"pain p={prob:.3f}"
-        typer.echo(f"{p.name}: {shown} -> {png}")
+        typer.echo(f"{item.name}: {shown} -> {png}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("import-seed")
@@ -198,7 +239,12 @@ def import_seed_cmd(
     from train.teacher.seed import import_seed
 
     run = import_seed(
-        weights, detector, out, classes=[c.strip() for c in classes.split(",") if c.strip()],
-        vit_config=vit_config, heads=heads, imgsz=imgsz,
+        weights,
+        detector,
+        out,
+        classes=[c.strip() for c in classes.split(",") if c.strip()],
+        vit_config=vit_config,
+        heads=heads,
+        imgsz=imgsz,
     )
     typer.echo(f"seed teacher written to {run}")
