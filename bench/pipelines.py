@@ -18,7 +18,7 @@ three-to-five action-unit crops), and the detector's NMS still runs on its real 
 
 Backends: PyTorch (``torch``; FP16 on CUDA) and ONNX Runtime (``onnx``; the CUDA provider on CUDA).
 The fused student is exported with the project's exporter (:func:`convert.export.export_onnx`) and
-run through the edge runtime's backend (:func:`edge.backends.load_model`); the teacher's detector and
+run through the edge runtime's backend (:func:`edge.predictor.load_model`); the teacher's detector and
 graders are exported with ``torch.onnx.export`` (the project has no exporter for them).
 """
 
@@ -476,7 +476,7 @@ class StudentPipeline:
     Args:
         parts: The model.
         backend: ``torch`` or ``onnx`` (exported with :func:`convert.export.export_onnx`, run by
-            :func:`edge.backends.load_model`).
+            :func:`edge.predictor.load_model`).
         device: ``cpu`` or ``cuda``.
         threads: Intra-op threads.
         conf: Unit-score threshold.
@@ -506,7 +506,7 @@ class StudentPipeline:
         elif backend == "onnx":
             if parts.onnx_path is None:
                 raise ValueError("export the student first (StudentParts.export_onnx)")
-            from edge.backends import load_model
+            from edge.predictor import load_model
 
             providers = None
             if device == "cuda":

@@ -1,4 +1,5 @@
-"""Inference backends behind one small interface, model loading and the frame predictor.
+"""Inference backends behind one small interface (model loading and the frame predictor live in
+:mod:`edge.predictor`).
 
 A backend is a context manager with ``infer(batch) -> output``; ``infer`` checks the input's shape and
 dtype against the model and says what it expected. Two backends exist:
@@ -9,18 +10,15 @@ dtype against the model and says what it expected. Two backends exist:
   engine is opened, and an engine built with another TensorRT version or for another GPU is refused
   with the command that rebuilds it.
 
-:func:`load_model` picks the backend by file suffix, reads the model's
-:class:`~edge.artifact.ModelMetadata` and refuses a model made for another scale than the requested
-one. :class:`Predictor` runs pre-processing → inference → post-processing → scale scoring on frames
-and records the time of each stage.
+A third backend, for PyTorch fused checkpoints, lives in ``train.fused.backend`` (``edge`` never
+imports torch). Each backend says the largest batch it takes (:attr:`Backend.max_batch`); the one
+:class:`edge.predictor.Predictor` feeds it batches no larger than that.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +26,6 @@ import numpy as np
 
 from edge.artifact import ArtifactError, ModelMetadata, sidecar_path
 from edge.deps import require
-from edge.postprocess import LetterboxInfo, postprocess, preprocess
-from edge.results import Detections, FrameResult
-from edge.scales import ScaleSpec, load_scale
-from edge.scoring import score_frame
 
 STAGES = ("decode", "pre", "infer", "post")
 
@@ -83,6 +77,8 @@ class Backend(ABC):
     input_shape: tuple[int | None, ...] = ()
     input_dtype: np.dtype = np.dtype(np.float32)
     device: str = "cpu"
+    max_batch: int | None = None
+    """Largest batch the backend takes (``None``: no limit of its own; a fixed batch axis is one)."""
 
     def __enter__(self) -> Backend:
         return self
@@ -328,196 +324,3 @@ class TensorRTBackend(Backend):
         if getattr(self, "_stream", None) is not None:
             self._cudart.cudaStreamDestroy(self._stream)
             self._stream = None
-
-
-@dataclass
-class Model:
-    """A loaded model: its backend and its metadata.
-
-    Attributes:
-        path: The model file.
-        meta: Its :class:`~edge.artifact.ModelMetadata`.
-        backend: The inference backend.
-    """
-
-    path: Path
-    meta: ModelMetadata
-    backend: Backend
-
-    @property
-    def spec(self) -> ScaleSpec:
-        """The scale the model was made for."""
-        return self.meta.spec
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run the backend (shape/dtype checked)."""
-        return self.backend.infer(batch)
-
-    def __enter__(self) -> Model:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.backend.close()
-
-    def close(self) -> None:
-        """Release the backend."""
-        self.backend.close()
-
-
-def load_model(
-    path: str | Path,
-    scale: ScaleSpec | str | None = None,
-    providers: Sequence[str] | None = None,
-    threads: int = 0,
-) -> Model:
-    """Open an ONNX model or a TensorRT engine with its metadata.
-
-    Args:
-        path: ``*.onnx`` or ``*.engine``/``*.plan`` (with sidecar JSON).
-        scale: The scale the caller wants (name, path or spec); ``None`` accepts the model's own.
-        providers: ONNX Runtime execution providers.
-        threads: ONNX Runtime intra-op threads (0 = default).
-
-    Returns:
-        The :class:`Model`.
-
-    Raises:
-        FileNotFoundError: No such file.
-        ArtifactError: Missing/invalid metadata, or the input size disagrees with the metadata.
-        edge.scales.ScaleMismatchError: The model was made for another scale.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"model file not found: {p}")
-    backend: Backend
-    if p.suffix.lower() in (".engine", ".plan", ".trt"):
-        meta = read_sidecar(p)
-        if scale is not None:
-            meta.check_scale(load_scale(scale), what=str(p))
-        backend = TensorRTBackend(p, meta)
-    elif p.suffix.lower() == ".onnx":
-        backend = OnnxRuntimeBackend(p, providers=providers, threads=threads)
-        try:
-            meta = ModelMetadata.from_onnx_props(backend.metadata_props(), source=str(p))
-            if scale is not None:
-                meta.check_scale(load_scale(scale), what=str(p))
-        except Exception:
-            backend.close()
-            raise
-    else:
-        raise ArtifactError(f"{p}: unknown model type {p.suffix!r}; expected .onnx or .engine")
-    hw = backend.input_shape[2:] if len(backend.input_shape) == 4 else ()
-    if len(backend.input_shape) != 4 or (all(d is not None for d in hw) and tuple(hw) != tuple(meta.imgsz)):
-        backend.close()
-        raise ArtifactError(
-            f"{p}: model input shape {backend.input_shape} does not match metadata imgsz {meta.imgsz} "
-            "(expected (B, 3, H, W))"
-        )
-    return Model(p, meta, backend)
-
-
-@dataclass
-class StageTimes:
-    """Accumulated seconds per stage (decode, pre, infer, post) and frame count."""
-
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    frames: int = 0
-
-    def add(self, stage: str, dt: float) -> None:
-        """Add ``dt`` seconds to ``stage``."""
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + dt
-
-    def per_frame_ms(self) -> dict[str, float]:
-        """Mean milliseconds per frame for each stage."""
-        n = max(self.frames, 1)
-        return {k: 1000.0 * v / n for k, v in self.seconds.items()}
-
-    def summary(self) -> str:
-        """One line: ``decode 1.2 ms | pre 3.4 ms | ...``."""
-        return " | ".join(f"{k} {v:.1f} ms" for k, v in self.per_frame_ms().items())
-
-
-class Predictor:
-    """Pre-process → infer → post-process → score, with per-stage timing.
-
-    Args:
-        model: A loaded :class:`Model`.
-        conf: Confidence threshold.
-        iou: Per-unit NMS IoU threshold.
-        max_det: Most boxes per frame.
-        min_quality: Frames whose quality is below this abstain.
-        quality_fn: ``f(image_bgr, detections, spec)`` giving frame quality in ``[0, 1]`` as a float or
-            a :class:`~edge.quality.QualityReport` (its parts go to ``result.meta``); ``None`` leaves
-            quality unset.
-    """
-
-    def __init__(
-        self,
-        model: Model,
-        conf: float = 0.25,
-        iou: float = 0.45,
-        max_det: int = 300,
-        min_quality: float | None = None,
-        quality_fn: Any = None,
-    ) -> None:
-        self.model = model
-        self.meta = model.meta
-        self.spec = model.spec
-        self.conf, self.iou, self.max_det = conf, iou, max_det
-        self.min_quality = min_quality
-        self.quality_fn = quality_fn
-        self.times = StageTimes()
-        self.batch_size = model.backend.input_shape[0] or 8
-
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Detections (original pixels) for a list of BGR images."""
-        out: list[Detections] = []
-        bs = self.batch_size
-        for s in range(0, len(images), bs):
-            chunk = list(images[s : s + bs])
-            t0 = time.perf_counter()
-            x, infos = preprocess(chunk, self.meta, dtype=self.model.backend.input_dtype, return_info=True)
-            t1 = time.perf_counter()
-            raw = self.model.infer(x)
-            t2 = time.perf_counter()
-            out += [self._post(raw[i], info) for i, info in enumerate(infos)]
-            t3 = time.perf_counter()
-            self.times.add("pre", t1 - t0)
-            self.times.add("infer", t2 - t1)
-            self.times.add("post", t3 - t2)
-        return out
-
-    def _post(self, raw: np.ndarray, info: LetterboxInfo) -> Detections:
-        return postprocess(raw, self.spec, self.conf, self.iou, self.max_det, letterbox_info=info)
-
-    def __call__(
-        self, images: Sequence[np.ndarray], sources: Sequence[str] | None = None
-    ) -> list[FrameResult]:
-        """Score frames.
-
-        Args:
-            images: BGR uint8 images ``(H, W, 3)``.
-            sources: Name of each frame (kept in the results).
-
-        Returns:
-            One :class:`~edge.results.FrameResult` per image (score or abstention with reason).
-        """
-        dets = self.detect(images)
-        results = []
-        t0 = time.perf_counter()
-        for i, (img, d) in enumerate(zip(images, dets, strict=True)):
-            report = self.quality_fn(img, d, self.spec) if self.quality_fn is not None else None
-            res = score_frame(
-                d,
-                self.spec,
-                source=sources[i] if sources else "",
-                quality=None if report is None else float(report),
-                min_quality=self.min_quality,
-            )
-            if report is not None and hasattr(report, "parts"):
-                res.meta["quality_parts"] = report.parts
-                res.meta["face_box"] = report.face_box
-            results.append(res)
-        self.times.add("post", time.perf_counter() - t0)
-        self.times.frames += len(images)
-        return results

@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
 
-    from edge.backends import load_model
     from edge.live import watch
+    from edge.predictor import load_model
     from edge.runner import score_inputs
     from edge.sources import video_info
 

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.aggregate import mean_sem
-from edge.backends import Predictor, load_model
 from edge.diskguard import ENV_VARS, DiskGuard, GuardConfig, human
 from edge.fileio import atomic_write_image
+from edge.predictor import Predictor, load_model
 from edge.quality import frame_quality
 from edge.records import frame_columns, frame_record, record_from_sql, table_row, write_csv
 from edge.report import annotate

@@ -24,7 +24,7 @@ from typing import Any
 
 from edge import __version__
 from edge.aggregate import SubjectMap, aggregate, default_subject, load_subject_map, summary_rows
-from edge.backends import Predictor, StageTimes, load_model
+from edge.predictor import Predictor, StageTimes, load_model
 from edge.quality import frame_quality
 from edge.records import (
     RECORD_SCHEMA,
@@ -120,7 +120,7 @@ def score_inputs(
         The :class:`ScoreRun`.
 
     Raises:
-        Errors of :func:`edge.backends.load_model` and :func:`edge.aggregate.load_subject_map`, before any
+        Errors of :func:`edge.predictor.load_model` and :func:`edge.aggregate.load_subject_map`, before any
         input is read.
     """
     from tqdm import tqdm

@@ -267,7 +267,7 @@ def test_cli_onnx_warns_when_imgsz_differs_from_training(tmp_path):
 
 def test_edge_runtime_loads_export_and_refuses_other_scale(raw_export, nms_export, parity_images):
     """The runtime (edge.backends) opens both exports, scores a frame, and refuses another scale."""
-    from edge.backends import load_model
+    from edge.predictor import load_model
     from edge.scales import ScaleMismatchError
 
     for path, _, _ in (raw_export, nms_export):

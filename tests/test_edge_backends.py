@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 
 from edge.artifact import ArtifactError, EngineInfo, ModelMetadata, sidecar_path
-from edge.backends import (
-    EngineMismatchError,
-    InputError,
-    Predictor,
-    check_engine_compat,
-    load_model,
-    read_sidecar,
-)
+from edge.backends import EngineMismatchError, InputError, check_engine_compat, read_sidecar
+from edge.predictor import Predictor, load_model
 from edge.quality import frame_quality
 from edge.scales import GOAT, RGS, ScaleMismatchError
 from tests.tiny_onnx import build_tiny_onnx, face_image

@@ -28,7 +28,7 @@ def test_greedy_match_order_units_and_threshold() -> None:
     m, _ = greedy_match(pred, conf, gt, a_unit=np.array([0, 0, 1, 0]), b_unit=np.array([0, 0]))
     assert m.tolist() == [-1, 0, -1, -1]
     # a threshold above the best IoU leaves every box unmatched
-    m, _ = greedy_match(pred[:1], conf[:1], gt[:1] + [[0, 0, 10, 10]], iou_thr=0.6)
+    m, _ = greedy_match(pred[:1], conf[:1], np.array([[0, 0, 20, 20]], float), iou_thr=0.6)  # IoU 0.25
     assert m.tolist() == [-1]
     with pytest.raises(ValueError, match="units for both sides"):
         greedy_match(pred, conf, gt, a_unit=np.zeros(4))

@@ -16,8 +16,8 @@ from edge.aggregate import (
     load_subject_map,
     mean_sem,
 )
-from edge.records import frame_record
 from edge.quality import completeness, frame_quality, frontalness
+from edge.records import frame_record
 from edge.results import Detections
 from edge.scales import GOAT, RGS
 from edge.scoring import score_frame, select_boxes

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from edge.artifact import EngineInfo, ModelMetadata, sidecar_path
-from edge.backends import EngineMismatchError, TensorRTBackend, load_model
+from edge.backends import EngineMismatchError, TensorRTBackend
+from edge.predictor import load_model
 from edge.scales import RGS
 from tests.tiny_onnx import build_tiny_onnx, face_image
 
@@ -166,7 +167,7 @@ def test_tensorrt_glue_matches_onnxruntime(
     mods, calls = _fake_modules(onnx_path)
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
-    from edge.backends import Predictor
+    from edge.predictor import Predictor
 
     img = face_image(RGS, 240, 320, size=24)
     with load_model(eng, scale="rgs") as trt_model, load_model(onnx_path) as ort_model:

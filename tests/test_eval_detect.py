@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from edge.boxes import box_iou
 from edge.cli import app
 from edge.scales import RGS
 from train.data.format import LabelBox, write_data_yaml, write_labels
-from edge.boxes import box_iou
 from train.evaluation.detect import (
     DetectFileError,
     evaluate_detections,

@@ -4,7 +4,7 @@ It is a colour-blob "detector": the image is average-pooled on a ``cell`` grid; 
 candidate with a fixed ``box`` x ``box`` box centred on it; unit ``i`` scores high where the cell has
 unit ``i``'s colour (eye red, ear green, nose blue, whiskers yellow, ...); the grade distribution
 rises with the cell's brightness. Built with ``onnx.helper`` (no torch), with the ``grimace``
-metadata property, so :func:`edge.backends.load_model` opens it like an exported model.
+metadata property, so :func:`edge.predictor.load_model` opens it like an exported model.
 
 :func:`face_image` draws a matching synthetic "face" (coloured squares on grey).
 """
