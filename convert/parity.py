@@ -3,8 +3,12 @@
 Two levels, both printed:
 
 * raw output: max |Δ| over every value, and split into box / unit-score / grade columns;
-* after post-processing (:mod:`convert.postproc`): the same boxes (each reference box matched to a
-  box of the other side with IoU >= 0.99), the same units and the same argmax grades.
+* after post-processing: the same boxes (each reference box matched to a box of the other side with
+  IoU >= 0.99, :func:`edge.boxes.greedy_match`), the same units and the same argmax grades.
+
+Both sides run through the runtime's own :class:`edge.predictor.Predictor` stages (the PyTorch side
+with :class:`train.fused.backend.TorchBackend`): the same letterboxed input goes into both models and
+both outputs are decoded by the same post-processing, so what is compared is the models alone.
 
 FP32 exports must agree within ``atol`` (1e-4 by default) on the score and grade columns and on box
 coordinates measured in units of the input size (|Δ| / imgsz; boxes are pixels, and float32 rounding
@@ -22,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge.artifact import ModelMetadata
+from edge.boxes import box_iou, greedy_match
 from edge.results import Detections
 
 IOU_MIN = 0.99
@@ -31,18 +36,6 @@ TIE_CONF = 1e-5
 
 class ParityError(RuntimeError):
     """An exported model disagrees with its source beyond the tolerance."""
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``(n, 4)`` and ``(m, 4)`` xyxy boxes → ``(n, m)``."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
 @dataclass
@@ -105,21 +98,18 @@ def compare_detections(ref: Detections, test: Detections, iou_min: float = IOU_M
     ag = Agreement(n_ref=len(ref), n_test=len(test))
     if len(ref) == 0 or len(test) == 0:
         return ag
+    match, miou = greedy_match(ref.xyxy, ref.confidence, test.xyxy, iou_thr=iou_min)
     ious = box_iou(ref.xyxy, test.xyxy)
     used = np.zeros(len(test), bool)
-    matched_ref = np.zeros(len(ref), bool)
+    used[match[match >= 0]] = True
+    matched_ref = match >= 0
     ref_grade, test_grade = ref.argmax_grade, test.argmax_grade
-    for i in np.argsort(-ref.confidence, kind="stable"):
-        cand = np.where(used, -1.0, ious[i])
-        j = int(cand.argmax())
-        if cand[j] < iou_min:
-            continue
-        used[j] = True
+    for i in np.flatnonzero(matched_ref):
+        j = int(match[i])
         ag.matched += 1
-        ag.min_iou = min(ag.min_iou, float(cand[j]))
+        ag.min_iou = min(ag.min_iou, float(miou[i]))
         ag.unit_same += int(ref.unit[i] == test.unit[j])
         ag.grade_same += int(ref_grade[i] == test_grade[j])
-        matched_ref[i] = True
     for i in np.nonzero(~matched_ref)[0]:
         cand = np.nonzero(~used & (test.unit == ref.unit[i])
                           & (np.abs(test.confidence - ref.confidence[i]) <= TIE_CONF))[0]
@@ -197,21 +187,11 @@ def raw_deltas(ref: np.ndarray, test: np.ndarray, nc: int) -> dict[str, float]:
     }
 
 
-def _ort_session(path: str | Path | bytes) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    src = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-
-
-def _run_ort(sess: Any, x: np.ndarray) -> np.ndarray:
-    inp = sess.get_inputs()[0]
-    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-    b = inp.shape[0]
+def _fit_batch(x: np.ndarray, backend: Any) -> np.ndarray:
+    """One image's input repeated to a fixed batch axis (exports with ``--batch N``), in its dtype."""
+    b = backend.input_shape[0]
     xb = np.repeat(x, b, axis=0) if isinstance(b, int) and b > 1 else x
-    return np.asarray(sess.run(None, {inp.name: xb.astype(dtype)})[0], dtype=np.float32)[:1]
+    return xb.astype(backend.input_dtype)
 
 
 def check_onnx_parity(
@@ -242,41 +222,45 @@ def check_onnx_parity(
     Returns:
         The report; ``report.failures`` is non-empty when an FP32 export is off.
     """
-    import torch
+    from dataclasses import replace
 
-    from convert import postproc
+    from edge.artifact import ArtifactError
+    from edge.backends import OnnxRuntimeBackend
+    from edge.predictor import Model, Predictor
+    from train.fused.backend import TorchBackend
 
     spec = meta.spec
-    rep = ParityReport(what="ONNX Runtime vs PyTorch", half=meta.half, postprocess=postproc.backend_name())
+    rep = ParityReport(what="ONNX Runtime vs PyTorch", half=meta.half, postprocess="edge.predictor.Predictor")
     try:
-        sess = _ort_session(onnx_path)
-    except Exception as e:  # ORT may lack a kernel (e.g. some FP16 ops on CPU)
+        ort_backend = OnnxRuntimeBackend(onnx_path, providers=["CPUExecutionProvider"])
+    except ArtifactError as e:  # ORT may lack a kernel (e.g. some FP16 ops on CPU)
         if meta.half:
             rep.notes.append(f"ONNX Runtime (CPU) cannot run this FP16 model: {e}")
             return rep
         raise
-    raw_sess = None
+    raw_meta = replace(meta, output="raw", half=False)
+    ref = Predictor(Model(Path("<pytorch>"), raw_meta, TorchBackend(model.float(), raw_meta)), conf, iou,
+                    max_det=meta.max_det)  # fmt: skip
+    test = Predictor(Model(Path(onnx_path), meta, ort_backend), conf, iou, max_det=meta.max_det)
+    raw_side = None
     if meta.output == "nms" and raw_proto is not None:
-        raw_sess = _ort_session(raw_proto.SerializeToString())
-    model = model.float().eval()
+        raw_side = OnnxRuntimeBackend(raw_proto.SerializeToString(), providers=["CPUExecutionProvider"])
     deltas: list[dict[str, float]] = []
     for img in images:
-        x = postproc.preprocess(img, meta)
-        with torch.no_grad():
-            ref_raw = model(torch.from_numpy(x)).float().numpy()
-        ref_det = postproc.postprocess(ref_raw[0], spec, conf=conf, iou=iou, max_det=meta.max_det)
-        out = _run_ort(sess, x)
+        x, infos = ref.prepare([img])
+        ref_raw = ref.infer(x)
+        ref_det = ref.decode(ref_raw, infos)[0]
+        out = test.infer(_fit_batch(x, ort_backend))[:1]
         if meta.output == "raw":
             deltas.append(raw_deltas(ref_raw, out, spec.nc))
-            test_det = postproc.postprocess(out[0], spec, conf=conf, iou=iou, max_det=meta.max_det)
-        else:
-            if raw_sess is not None:
-                deltas.append(raw_deltas(ref_raw, _run_ort(raw_sess, x), spec.nc))
-            test_det = postproc.nms_rows_to_detections(out[0], spec)
+        elif raw_side is not None:
+            deltas.append(raw_deltas(ref_raw, raw_side.infer(_fit_batch(x, raw_side))[:1], spec.nc))
+        test_det = test.decode(out, infos)[0]
         rep.agreement.add(compare_detections(ref_det, test_det))
         rep.n_images += 1
         if progress is not None:
             progress(1)
+    ort_backend.close()
     if deltas:
         rep.raw_max_abs_parts = {k: max(d[k] for d in deltas) for k in deltas[0]}
         rep.raw_max_abs = rep.raw_max_abs_parts.pop("all")

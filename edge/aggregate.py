@@ -253,9 +253,3 @@ def load_subject_map(path: str | Path) -> SubjectMap:
             )
         entries[key] = info
     return SubjectMap(entries, str(p))
-
-
-def default_subject(source: str | Path, kind: str) -> str:
-    """Subject id when no map is given: a video's file stem, an image's parent folder name."""
-    p = Path(source)
-    return p.stem if kind in ("video", "camera") else (p.parent.name or "all")

@@ -119,14 +119,17 @@ class OnnxRuntimeBackend(Backend):
     """ONNX Runtime session (CPU; CUDA first when ``onnxruntime-gpu`` provides it).
 
     Args:
-        path: ONNX file.
+        path: ONNX file, or the serialized model itself (bytes, e.g. a graph built in memory).
         providers: Execution providers in order of preference; default CUDA (when available) then CPU.
         threads: Intra-op threads (0 = ONNX Runtime's default, all cores).
     """
 
-    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int = 0) -> None:
+    def __init__(
+        self, path: str | Path | bytes, providers: Sequence[str] | None = None, threads: int = 0
+    ) -> None:
         ort = require("onnxruntime", "running an ONNX model")
-        self.path = Path(path)
+        model_src = path if isinstance(path, bytes) else str(path)
+        self.path = Path("<in-memory ONNX model>") if isinstance(path, bytes) else Path(path)
         available = ort.get_available_providers()
         if providers is None:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
@@ -138,11 +141,12 @@ class OnnxRuntimeBackend(Backend):
                     f"offers {available}"
                 )
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: our own messages name the file and the problem
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=list(providers))
+            self.session = ort.InferenceSession(model_src, sess_options=opts, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own exception types
             raise ArtifactError(f"{self.path}: ONNX Runtime cannot load this model: {e}") from None
         inp = self.session.get_inputs()[0]

@@ -45,13 +45,17 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge.fileio import atomic_write_bytes, atomic_write_text
 from edge.results import FrameResult
 from edge.scales import ScaleSpec
+
+if TYPE_CHECKING:
+    from edge.aggregate import SubjectMap
+    from edge.sources import Frame
 
 RECORD_SCHEMA = 2
 """Version of the frame-record vocabulary (written to every JSON line and ``run.json``)."""
@@ -163,6 +167,48 @@ def frame_record(
         group=group,
         timepoint=timepoint,
         extra=dict(extra or {}),
+    )
+
+
+def default_subject(source: str | Path, kind: str) -> str:
+    """Animal id when no subject map is given: a video's file stem, an image's parent folder name."""
+    p = Path(source)
+    return p.stem if kind in ("video", "camera") else (p.parent.name or "all")
+
+
+def record_from_frame(
+    result: FrameResult,
+    spec: ScaleSpec,
+    frame: Frame,
+    subject_map: SubjectMap | None = None,
+    extra: dict[str, Any] | None = None,
+) -> FrameRecord:
+    """The frame record of a frame read by :mod:`edge.sources`: name, source, index and time from the
+    frame; animal, group, timepoint and session from the subject map (a file not in it is animal
+    ``unmapped``) or, without one, :func:`default_subject` and the video or the image's folder."""
+    kind = frame.meta.get("kind", "image")
+    group = timepoint = ""
+    if subject_map is not None:
+        info = subject_map.lookup(frame.source)
+        subject = info.subject if info else "unmapped"
+        session = (info.session if info and info.session else "") or frame.source
+        if info:
+            group, timepoint = info.group, info.timepoint
+    else:
+        subject = default_subject(frame.source, kind)
+        session = frame.source if kind == "video" else str(Path(frame.source).parent)
+    return frame_record(
+        result,
+        spec,
+        name=frame.name,
+        source=frame.source,
+        index=frame.index,
+        time_s=frame.time_s,
+        subject=subject,
+        session=session,
+        group=group,
+        timepoint=timepoint,
+        extra=extra,
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.aggregate import SubjectMap, aggregate, default_subject, load_subject_map, summary_rows
+from edge.aggregate import SubjectMap, aggregate, load_subject_map, summary_rows
 from edge.predictor import Predictor, StageTimes, load_model
 from edge.quality import frame_quality
 from edge.records import (
@@ -31,8 +31,8 @@ from edge.records import (
     FrameRecord,
     JsonlWriter,
     frame_columns,
-    frame_record,
     json_line,
+    record_from_frame,
     table_row,
     write_csv,
     write_xlsx,
@@ -199,28 +199,7 @@ def _score_frame(
     kind = item.meta.get("kind", "image")
     pred.times.add("decode", item.decode_s)
     res = pred([item.image], [item.source])[0]
-    group = timepoint = ""
-    if smap is not None:
-        info = smap.lookup(item.source)
-        subject = info.subject if info else "unmapped"
-        session = (info.session if info and info.session else "") or item.source
-        if info:
-            group, timepoint = info.group, info.timepoint
-    else:
-        subject = default_subject(item.source, kind)
-        session = item.source if kind == "video" else str(Path(item.source).parent)
-    rec = frame_record(
-        res,
-        spec,
-        name=item.name,
-        source=item.source,
-        index=item.index,
-        time_s=item.time_s,
-        subject=subject,
-        session=session,
-        group=group,
-        timepoint=timepoint,
-    )
+    rec = record_from_frame(res, spec, item, smap)
     run.records.append(rec)
     jsonl.write(json_line(rec, spec, res))
     if kind == "image" and annotate_images:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from convert.parity import ParityReport, box_iou, compare_detections, raw_deltas
+from convert.parity import ParityReport, compare_detections, raw_deltas
+from edge.boxes import box_iou
 from edge.results import Detections
 
 

@@ -12,12 +12,11 @@ import pytest
 from edge.aggregate import (
     SubjectMapError,
     aggregate,
-    default_subject,
     load_subject_map,
     mean_sem,
 )
 from edge.quality import completeness, frame_quality, frontalness
-from edge.records import frame_record
+from edge.records import default_subject, frame_record
 from edge.results import Detections
 from edge.scales import GOAT, RGS
 from edge.scoring import score_frame, select_boxes

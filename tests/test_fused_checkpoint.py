@@ -12,7 +12,6 @@ import torch
 from edge.scales import GOAT, RGS, ScaleMismatchError
 from train.fused.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.fused.model import build_fused_model
-from train.fused.predict import postprocess_raw, predict_images, preprocess_images, raw_outputs
 
 
 @pytest.fixture(scope="module")
@@ -56,34 +55,37 @@ def test_bad_checkpoints(tmp_path: Path, ckpt: tuple[Path, torch.nn.Module]) -> 
         load_checkpoint(bad)
 
 
-def test_predict_equals_edge_postprocess_on_same_raw(ckpt: tuple[Path, torch.nn.Module]) -> None:
+def test_torch_backend_runs_the_one_predictor(ckpt: tuple[Path, torch.nn.Module]) -> None:
+    from edge.predictor import Predictor
+    from train.fused.backend import load_torch_model
+
     path, _ = ckpt
-    model, _meta = load_checkpoint(path)
+    m = load_torch_model(path)
+    assert m.spec.name == "rgs" and m.backend.input_shape == (None, 3, 96, 96)
     rng = np.random.default_rng(0)
     images = [
         rng.integers(0, 255, (80, 120, 3), dtype=np.uint8),
         rng.integers(0, 255, (100, 60, 3), dtype=np.uint8),
     ]
-    results = predict_images(model, images, RGS, imgsz=96, conf=0.3, iou=0.5)
-    batch, infos = preprocess_images(images, 96)
-    raw = raw_outputs(model, batch)
+    pred = Predictor(m, conf=0.3, iou=0.5)
+    results = pred(images, ["a", "b"])
+    x, infos = pred.prepare(images)
+    raw = pred.infer(x)
     assert raw.shape == (2, 189, 4 + 4 + 12)
-    from edge.postprocess import postprocess as edge_postprocess
-
+    model, _meta = load_checkpoint(path)  # the backend's output is the module's own forward pass
+    with torch.no_grad():
+        direct = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(raw, direct, atol=1e-5)
     n_boxes = 0
-    for i, r in enumerate(results):
-        ref = postprocess_raw(raw[i], RGS, 0.3, 0.5, 300, infos[i])
-        ref2 = edge_postprocess(raw[i], RGS, conf=0.3, iou=0.5, letterbox_info=infos[i])
-        assert np.array_equal(ref.xyxy, ref2.xyxy) and np.array_equal(ref.grade_probs, ref2.grade_probs)
-        d = r.detections
-        assert np.array_equal(d.xyxy, ref.xyxy) and np.array_equal(d.unit, ref.unit)
-        assert np.array_equal(d.confidence, ref.confidence) and np.array_equal(d.grade_probs, ref.grade_probs)
-        h, w = images[i].shape[:2]
-        assert np.all(d.xyxy[:, [0, 2]] <= w) and np.all(d.xyxy[:, [1, 3]] <= h)
+    for img, r, d in zip(images, results, pred.decode(raw, infos), strict=True):
+        assert np.array_equal(r.detections.xyxy, d.xyxy) and np.array_equal(r.detections.unit, d.unit)
+        h, w = img.shape[:2]
+        assert np.all(d.xyxy[:, [0, 2]] <= w) and np.all(d.xyxy[:, [1, 3]] <= h)  # original pixels
         assert np.allclose(d.grade_probs.sum(1), 1, atol=1e-5)
-        assert r.score is not None or r.abstained
+        assert (r.score is None) == bool(r.abstained)
         n_boxes += len(d)
     assert n_boxes > 0
+    assert pred.times.frames == 2 and pred.times.seconds["infer"] > 0
 
 
 def test_run_directory_resolves_to_its_best_checkpoint(tmp_path) -> None:

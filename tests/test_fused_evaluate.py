@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.boxes import box_iou
 from edge.results import Detections
 from edge.scales import RGS
-from train.fused.evaluate import GradeStats, box_iou, match_boxes
+from train.fused.evaluate import GradeStats, match_boxes
 
 
 def _det(xyxy, unit, conf, probs) -> Detections:

@@ -112,13 +112,14 @@ def test_train_student_end_to_end(tmp_path: Path) -> None:
             str(run / "best"),
             "--conf",
             "0.01",
-            "--json",
+            "--out",
             str(tmp_path / "p.jsonl"),
         ],
     )
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert len(lines) == 3 and all("score" in d and "boxes" in d for d in lines)
+    assert len(lines) == 3 and all(d["record_schema"] == 2 and "detections" in d for d in lines)
+    assert all(len(d["detections"]) == d["n_boxes"] for d in lines)
 
     res = CliRunner().invoke(
         app,

@@ -383,7 +383,7 @@ class StudentTrainer:
     grades from the label files (weighted accuracy per unit, frame-score ICC(1,1) against the labels).
     Placeholders ``{data}``, ``{out}``, ``{weights}``, ``{source}``, ``{pred}`` (also ``{csv}``),
     ``{python}`` are filled in. The defaults follow the fused engineer's CLI as of writing
-    (``train student --data --out`` writes ``OUT/best/``; ``predict IMAGES --model --json`` writes
+    (``train student --data --out`` writes ``OUT/best/``; ``predict IMAGES --model --out X.jsonl`` writes
     frame records with ``unit_scores``); the prediction file may be CSV or JSON lines.
     ``extra_args`` (what follows ``--`` on the ``grimace cv`` command line) are appended to the
     training command.
@@ -401,7 +401,7 @@ class StudentTrainer:
     work: Path
     extra_args: list[str] = field(default_factory=list)
     train_cmd: str = "{python} -m edge.cli train student --data {data} --out {out}"
-    predict_cmd: str = "{python} -m edge.cli predict {source} --model {weights} --json {pred}"
+    predict_cmd: str = "{python} -m edge.cli predict {source} --model {weights} --out {pred}"
     weights_glob: str = "best"
     pred_file: str = "pred.jsonl"
     val_fraction: float = 0.2

@@ -218,64 +218,50 @@ def distill_annotate(
     typer.echo(json.dumps(rep.to_dict() | {"skipped": len(rep.skipped)}))
 
 
-def _frame_dict(r: Any) -> dict[str, Any]:
-    d = r.detections
-    return {
-        "source": r.source,
-        "score": r.score,
-        "abstained": r.abstained,
-        "unit_scores": r.unit_scores,
-        "boxes": [
-            {
-                "xyxy": [round(float(v), 2) for v in d.xyxy[i]],
-                "unit": int(d.unit[i]),
-                "confidence": round(float(d.confidence[i]), 4),
-                "grade_probs": [round(float(v), 4) for v in d.grade_probs[i]],
-                "expected_grade": round(float(d.expected_grade[i]), 4),
-                "argmax_grade": int(d.argmax_grade[i]),
-            }
-            for i in range(len(d))
-        ],
-    }
-
-
 @predict_app.command("predict")
 def predict(
-    images: list[Path] = typer.Argument(..., help="Image files or folders."),
+    inputs: list[Path] = typer.Argument(..., help="Image/video files and folders (searched recursively)."),
     model: Path = typer.Option(
-        ..., "--model", help="Fused checkpoint folder (model.safetensors + config.json)."
+        ..., "--model", "-m", help="Fused checkpoint folder (model.safetensors + config.json) or run folder."
     ),
-    imgsz: int = typer.Option(None, "--imgsz", help="Default: the checkpoint's."),
-    conf: float = typer.Option(0.25, "--conf"),
-    iou: float = typer.Option(0.45, "--iou"),
-    json_out: Path = typer.Option(None, "--json", help="Write one JSON object per image (JSONL)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write frame records: .jsonl (with boxes), .csv or .xlsx."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", hidden=True, help="Deprecated: use --out x.jsonl."),
+    fps: float | None = typer.Option(None, "--fps", help="Video frames per second (as `grimace score`)."),
+    imgsz: int | None = typer.Option(None, "--imgsz", help="Letterbox size (default: the checkpoint's)."),
+    conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Unit-score threshold."),
+    iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
+    device: str = typer.Option("auto", "--device", help="Torch device: auto, cpu, cuda, cuda:N or mps."),
+    batch: int = typer.Option(8, "--batch", min=1, max=256, help="Frames per forward pass."),
 ) -> None:
-    """Detect, grade and score images with the fused model (PyTorch)."""
+    """Detect, grade and score images and videos with a fused PyTorch checkpoint (same records as
+    `grimace score`)."""
     from edge.deps import require
 
     require("torch", "grimace predict")
-    from train.data.format import list_images
-    from train.fused.predict import predict_paths
+    from train.device import resolve_device
+    from train.fused.predict import OUT_SUFFIXES, predict_inputs
 
-    paths: list[Path] = []
-    for p in images:
-        if p.is_dir():
-            paths += list_images(p)
-        elif p.exists():
-            paths.append(p)
-        else:
-            typer.echo(f"{p}: no such file; skipped", err=True)
-    results, errors = predict_paths(model, paths, imgsz=imgsz, conf=conf, iou=iou)
-    for e in errors:
-        typer.echo(e, err=True)
-    fh = json_out.open("w") if json_out else None
-    try:
-        for r in results:
-            s = f"{r.score:.3f}" if r.score is not None else f"abstained ({r.abstained})"
-            units = " ".join(f"{k}={'-' if v is None else f'{v:.2f}'}" for k, v in r.unit_scores.items())
-            typer.echo(f"{r.source}: score {s}; {units}; {len(r.detections)} boxes")
-            if fh:
-                fh.write(json.dumps(_frame_dict(r)) + "\n")
-    finally:
-        if fh:
-            fh.close()
+    if json_out is not None:
+        typer.echo("note: --json is deprecated; use --out FILE.jsonl", err=True)
+        out = out or json_out
+    if out is not None and out.suffix.lower() not in OUT_SUFFIXES:
+        raise typer.BadParameter(f"{out}: must end in {', '.join(OUT_SUFFIXES)}", param_hint="--out")
+    if fps is not None and not 0 < fps < 1000:
+        raise typer.BadParameter(f"must be in (0, 1000) frames per second, got {fps}", param_hint="--fps")
+
+    def show(rec: Any) -> None:
+        s = f"{rec.score:.3f}" if rec.score is not None else f"abstained ({rec.abstained})"
+        units = " ".join(f"{k}={'-' if v is None else f'{v:.2f}'}" for k, v in rec.unit_scores.items())
+        typer.echo(f"{rec.name}: score {s}; {units}; {rec.n_boxes} boxes")
+
+    dev = resolve_device(device)
+    run = predict_inputs(
+        model, inputs, out, fps=fps, imgsz=imgsz, conf=conf, iou=iou, device=dev, batch=batch,
+        on_frame=show, on_error=lambda e: typer.echo(f"error: {e}", err=True),
+    )  # fmt: skip
+    if out is not None:
+        typer.echo(f"{len(run.records)} frame record(s) -> {out}")
+    if run.errors:
+        raise typer.Exit(1 if run.records else 2)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.boxes import greedy_match
 from edge.results import Detections
 from edge.scales import ScaleSpec
 from edge.scoring import score_frame
@@ -25,33 +26,14 @@ from train.metrics import icc, weighted_accuracy
 MATCH_IOU = 0.5
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of ``(n, 4)`` and ``(m, 4)`` xyxy boxes -> ``(n, m)``."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(2)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def match_boxes(
     gt_xyxy: np.ndarray, gt_unit: np.ndarray, det: Detections, iou_thr: float = MATCH_IOU
 ) -> np.ndarray:
     """Index of the detection matched to each ground-truth box (-1 if none); same unit, IoU ≥ thr."""
     matched = np.full(len(gt_unit), -1, np.int64)
-    if not len(gt_unit) or not len(det):
-        return matched
-    iou = box_iou(gt_xyxy, det.xyxy)
-    iou[np.asarray(gt_unit)[:, None] != det.unit[None, :]] = 0
-    for j in np.argsort(-det.confidence, kind="stable"):
-        free = (matched < 0) & (iou[:, j] >= iou_thr)
-        if free.any():
-            g = int(np.argmax(np.where(free, iou[:, j], -1)))
-            matched[g] = j
+    m, _ = greedy_match(det.xyxy, det.confidence, gt_xyxy, a_unit=det.unit, b_unit=gt_unit, iou_thr=iou_thr)
+    hit = np.flatnonzero(m >= 0)
+    matched[m[hit]] = hit
     return matched
 
 
@@ -210,14 +192,14 @@ def evaluate_checkpoint(
     import cv2
     from tqdm import tqdm
 
-    from edge.scales import load_scale
+    from edge.predictor import Predictor
     from train.data.format import load_dataset
-    from train.fused.checkpoint import load_checkpoint
+    from train.fused.backend import load_torch_model
     from train.fused.data import load_grade_labels
-    from train.fused.predict import predict_images
 
-    model, meta = load_checkpoint(ckpt)
-    spec = load_scale(meta["scale"])
+    m = load_torch_model(ckpt)
+    spec = m.spec
+    pred = Predictor(m, conf=conf, iou=iou, batch=batch)
     info = load_dataset(data, expect_scale=spec)
     images = info.images(split)
     if not images:
@@ -226,7 +208,7 @@ def evaluate_checkpoint(
     for i in tqdm(range(0, len(images), batch), desc=f"evaluate {split}", unit="batch"):
         paths = images[i : i + batch]
         imgs = [cv2.imread(str(p)) for p in paths]
-        res = predict_images(model, imgs, spec, int(meta.get("imgsz", 640)), conf, iou)
+        res = pred(imgs, [str(p) for p in paths])
         tdets = teacher.predict(imgs) if teacher is not None else [None] * len(imgs)
         for p, im, r, td in zip(paths, imgs, res, tdets, strict=True):
             bxywh, units, grades, soft = load_grade_labels(p, spec)

@@ -1,119 +1,117 @@
-"""PyTorch prediction with the fused model, through the same pre/post-processing as the edge runtime.
+"""``grimace predict``: a fused PyTorch checkpoint scored like ``grimace score`` scores an ONNX model.
 
-``predict_images(model, images, spec, ...)`` letterboxes (``edge.postprocess.preprocess``), runs the
-model once, decodes each image's raw tensor with :func:`postprocess_raw` (the single call site of
-``edge.postprocess.postprocess``) and scores the frame with ``edge.scoring.score_frame``.
+Frames come from :func:`edge.sources.iter_inputs` (images, and videos sampled at ``fps``), go through
+the one :class:`edge.predictor.Predictor` with the PyTorch backend (:mod:`train.fused.backend`), and
+are written as :mod:`edge.records` frame records — the same columns and meanings as every other
+command.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
+from edge.predictor import Predictor
+from edge.quality import frame_quality
+from edge.records import (
+    FrameRecord,
+    JsonlWriter,
+    frame_columns,
+    json_line,
+    record_from_frame,
+    table_row,
+    write_table,
+)
+from edge.sources import Frame, ItemError, iter_inputs
+from train.fused.backend import load_torch_model
 
-from edge.postprocess import LetterboxInfo, postprocess, preprocess
-from edge.results import Detections, FrameResult
-from edge.scales import ScaleSpec
-from edge.scoring import score_frame
+OUT_SUFFIXES = (".jsonl", ".csv", ".xlsx")
 
 
-def preprocess_images(images_bgr: list[np.ndarray], imgsz: int) -> tuple[np.ndarray, list[LetterboxInfo]]:
-    """Letterbox + BGR→RGB + ``[0, 1]`` (``edge.postprocess.preprocess``).
+@dataclass
+class PredictRun:
+    """Outcome of :func:`predict_inputs`.
 
-    Returns:
-        ``(B, 3, imgsz, imgsz)`` float32 and the per-image letterbox info.
+    Attributes:
+        records: One frame record per frame.
+        errors: Inputs that could not be read.
+        device: The torch device used.
     """
-    return preprocess(images_bgr, imgsz, return_info=True)
+
+    records: list[FrameRecord] = field(default_factory=list)
+    errors: list[ItemError] = field(default_factory=list)
+    device: str = ""
 
 
-def postprocess_raw(
-    raw: np.ndarray, spec: ScaleSpec, conf: float, iou: float, max_det: int, info: LetterboxInfo
-) -> Detections:
-    """One image's raw output ``(N, 4 + nc + nc*ng)`` -> :class:`Detections` in original pixels.
-
-    The only place the PyTorch path decodes model output: ``edge.postprocess.postprocess``.
-    """
-    return postprocess(raw, spec, conf=conf, iou=iou, max_det=max_det, letterbox_info=info)
-
-
-def raw_outputs(model: Any, batch: np.ndarray) -> np.ndarray:
-    """Model forward in eval mode: ``(B, 3, H, W)`` float32 -> raw ``(B, N, 4 + nc + nc*ng)`` numpy."""
-    import torch
-
-    p = next(model.parameters())
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.from_numpy(batch).to(p.device, p.dtype))
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    return out.float().cpu().numpy()
-
-
-def predict_images(
-    model: Any,
-    images_bgr: list[np.ndarray],
-    spec: ScaleSpec,
-    imgsz: int = 640,
-    conf: float = 0.25,
-    iou: float = 0.45,
-    max_det: int = 300,
-    sources: list[str] | None = None,
-) -> list[FrameResult]:
-    """Detect, grade and score images with the fused model (one forward pass per batch).
-
-    Args:
-        model: Fused model (e.g. from ``load_checkpoint``).
-        images_bgr: uint8 ``(H, W, 3)`` BGR images.
-        spec: The model's scale.
-        imgsz: Letterbox size.
-        conf: Unit-score threshold.
-        iou: NMS IoU.
-        max_det: Most boxes per image.
-        sources: Names recorded in each result.
-
-    Returns:
-        One :class:`FrameResult` per image (boxes in original pixels, scale score or abstention).
-    """
-    batch, infos = preprocess_images(images_bgr, imgsz)
-    raw = raw_outputs(model, batch)
-    srcs = sources or [""] * len(images_bgr)
-    return [
-        score_frame(postprocess_raw(raw[i], spec, conf, iou, max_det, infos[i]), spec, source=srcs[i])
-        for i in range(len(images_bgr))
-    ]
-
-
-def predict_paths(
-    ckpt: str | Path,
-    paths: list[Path],
+def predict_inputs(
+    model: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path | None = None,
+    *,
+    fps: float | None = None,
     imgsz: int | None = None,
     conf: float = 0.25,
     iou: float = 0.45,
+    device: Any = "cpu",
     batch: int = 8,
-) -> tuple[list[FrameResult], list[str]]:
-    """Load a checkpoint and predict image files; unreadable files are reported and skipped.
+    on_frame: Callable[[FrameRecord], None] | None = None,
+    on_error: Callable[[ItemError], None] | None = None,
+) -> PredictRun:
+    """Score images and videos with a fused checkpoint.
+
+    Args:
+        model: Checkpoint folder, its ``model.safetensors`` or a training run folder.
+        inputs: Files and folders.
+        out: ``.jsonl`` (frame records with boxes, written as frames come), ``.csv`` or ``.xlsx``.
+        fps: Video sampling rate (``None``: every frame).
+        imgsz: Letterbox size (default: the checkpoint's).
+        conf: Unit-score threshold.
+        iou: NMS IoU.
+        device: Torch device.
+        batch: Frames per forward pass.
+        on_frame: Called with each frame record (e.g. to print it).
+        on_error: Called with each input that failed.
 
     Returns:
-        ``(results, errors)``.
+        The :class:`PredictRun`.
     """
-    from edge.scales import load_scale
-    from train.fused.checkpoint import load_checkpoint
+    m = load_torch_model(model, device=device, imgsz=imgsz)
+    spec = m.spec
+    pred = Predictor(m, conf=conf, iou=iou, quality_fn=frame_quality, batch=batch)
+    run = PredictRun(device=str(m.backend.device))
+    out = Path(out) if out is not None else None
+    jsonl = JsonlWriter(out) if out is not None and out.suffix.lower() == ".jsonl" else None
+    chunk: list[Frame] = []
 
-    model, meta = load_checkpoint(ckpt)
-    spec = load_scale(meta["scale"])
-    size = int(imgsz or meta.get("imgsz", 640))
-    results: list[FrameResult] = []
-    errors: list[str] = []
-    for i in range(0, len(paths), batch):
-        imgs, names = [], []
-        for p in paths[i : i + batch]:
-            im = cv2.imread(str(p))
-            if im is None:
-                errors.append(f"{p}: not a readable image; skipped")
+    def flush() -> None:
+        results = pred([f.image for f in chunk], [f.source for f in chunk])
+        for f, res in zip(chunk, results, strict=True):
+            rec = record_from_frame(res, spec, f)
+            run.records.append(rec)
+            if jsonl is not None:
+                jsonl.write(json_line(rec, spec, res))
+            if on_frame is not None:
+                on_frame(rec)
+        chunk.clear()
+
+    try:
+        for item in iter_inputs(inputs, fps=fps):
+            if isinstance(item, ItemError):
+                run.errors.append(item)
+                if on_error is not None:
+                    on_error(item)
                 continue
-            imgs.append(im)
-            names.append(str(p))
-        if imgs:
-            results += predict_images(model, imgs, spec, size, conf, iou, sources=names)
-    return results, errors
+            chunk.append(item)
+            if len(chunk) >= pred.batch_size:
+                flush()
+        if chunk:
+            flush()
+    finally:
+        if jsonl is not None:
+            jsonl.close()
+        m.close()
+    if out is not None and jsonl is None:
+        write_table(out, frame_columns(spec), [table_row(r, spec) for r in run.records])
+    return run

@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge.aggregate import default_subject
 from edge.records import (
     FrameRecord,
     frame_columns,
-    frame_record,
+    record_from_frame,
     table_row,
     write_csv,
     write_table,
@@ -65,23 +64,12 @@ class TeacherScoreRun:
 
 
 def _record(item: Frame, fr: FrameResult, spec: ScaleSpec, pain: float | None) -> FrameRecord:
-    kind = item.meta.get("kind", "image")
     extra: dict[str, Any] = {}
     for i, u in enumerate(spec.units):
         mine = fr.selected[fr.detections.unit[fr.selected] == i]
         extra[f"{u.name}_confidence"] = float(fr.detections.confidence[mine].mean()) if mine.size else None
     extra["pain_probability"] = None if pain is None or np.isnan(pain) else float(pain)
-    return frame_record(
-        fr,
-        spec,
-        name=item.name,
-        source=item.source,
-        index=item.index,
-        time_s=item.time_s,
-        subject=default_subject(item.source, kind),
-        session=item.source if kind == "video" else str(Path(item.source).parent),
-        extra=extra,
-    )
+    return record_from_frame(fr, spec, item, extra=extra)
 
 
 def score_inputs(
