@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.postprocess import postprocess, preprocess, scale_boxes
+from edge.postprocess import preprocess, scale_boxes
 from edge.results import Detections, FrameResult
 from edge.scales import ScaleSpec
 from edge.scoring import score_frame
@@ -258,9 +257,9 @@ class TeacherPipeline:
                 raise ValueError("export the teacher first (TeacherParts.export_onnx)")
             files = parts.onnx_files
             self.units = [u for u in files if u != "detector" and not u.startswith("grader_")]
-            self._det_sess = ort_session(files["detector"], device, threads)
+            self._det_sess = ort_backend(files["detector"], device, threads)
             # one session per unit (each holds its own weights, like the seed's separate graders)
-            self._grader_sess = {u: ort_session(files[u], device, threads) for u in self.units}
+            self._grader_sess = {u: ort_backend(files[u], device, threads) for u in self.units}
             self._run_det = self._ort_det
             self._run_grader = self._ort_grader
         else:
@@ -279,20 +278,18 @@ class TeacherPipeline:
     def _ort_det(self, x: np.ndarray) -> Any:
         import torch
 
-        return torch.from_numpy(self._det_sess.run(None, {"images": x})[0])
+        return torch.from_numpy(self._det_sess.infer(x))
 
     def _torch_grader(self, unit: str, x: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            logits = self._graders[unit](
-                pixel_values=torch.from_numpy(x).to(self.device, self._dtype)
-            ).logits
+            logits = self._graders[unit](pixel_values=torch.from_numpy(x).to(self.device, self._dtype)).logits
             p = torch.softmax(logits.float(), -1).cpu().numpy()
         return p
 
     def _ort_grader(self, unit: str, x: np.ndarray) -> np.ndarray:
-        logits = self._grader_sess[unit].run(None, {"pixel_values": x})[0]
+        logits = self._grader_sess[unit].infer(x)
         e = np.exp(logits - logits.max(-1, keepdims=True))
         return e / e.sum(-1, keepdims=True)
 
@@ -346,8 +343,9 @@ class TeacherPipeline:
         t, dt = time.perf_counter(), time.perf_counter() - t
         clk.add("infer", "grade_infer", dt)
 
-        dets = Detections(boxes.astype(np.float32), units.astype(np.int64),
-                          np.ones(len(units), np.float32), probs)
+        dets = Detections(
+            boxes.astype(np.float32), units.astype(np.int64), np.ones(len(units), np.float32), probs
+        )
         res = score_frame(dets, self.spec, source=item.path.name)
         _t, dt = time.perf_counter(), time.perf_counter() - t
         clk.add("post", "score", dt)
@@ -374,8 +372,15 @@ def export_detector_onnx(detector: Any, imgsz: int, path: Path) -> Path:
             mod.export, mod.format = True, "onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        torch.onnx.export(m, (torch.zeros(1, 3, imgsz, imgsz),), str(path), input_names=["images"],
-                          output_names=["output0"], opset_version=17, dynamo=False)
+        torch.onnx.export(
+            m,
+            (torch.zeros(1, 3, imgsz, imgsz),),
+            str(path),
+            input_names=["images"],
+            output_names=["output0"],
+            opset_version=17,
+            dynamo=False,
+        )
     return path
 
 
@@ -393,32 +398,28 @@ def export_vit_onnx(vit: Any, size: int, path: Path) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        torch.onnx.export(_Logits(vit.float().eval()), (torch.zeros(2, 3, size, size),), str(path),
-                          input_names=["pixel_values"], output_names=["logits"], opset_version=17,
-                          dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
-                          dynamo=False)
+        torch.onnx.export(
+            _Logits(vit.float().eval()),
+            (torch.zeros(2, 3, size, size),),
+            str(path),
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
     return path
 
 
-def _require_ort_cuda() -> None:
-    import onnxruntime as ort
+def ort_backend(path: Path, device: str, threads: int) -> Any:
+    """The edge runtime's ONNX Runtime backend (:class:`edge.backends.OnnxRuntimeBackend`), with the CUDA
+    provider first on ``cuda`` (refused with a clear message when onnxruntime has none)."""
+    from edge.backends import OnnxRuntimeBackend
 
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise RuntimeError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
-
-
-def ort_session(path: Path, device: str, threads: int) -> Any:
-    """An ONNX Runtime session (CUDA provider first on ``cuda`` when installed)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda":
-        _require_ort_cuda()
-        providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(str(path), so, providers=providers)
+    providers = (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    )
+    return OnnxRuntimeBackend(path, providers=providers, threads=threads)
 
 
 # --------------------------------------------------------------------------------------- student
@@ -471,12 +472,13 @@ def build_student(spec: ScaleSpec, size: str, imgsz: int) -> StudentParts:
 
 
 class StudentPipeline:
-    """Fused student: pre-process, one forward pass, :func:`edge.postprocess.postprocess`, score.
+    """Fused student through the edge runtime's one :class:`edge.predictor.Predictor`: pre-process, one
+    forward pass, post-process, score; each stage timed on its own.
 
     Args:
         parts: The model.
-        backend: ``torch`` or ``onnx`` (exported with :func:`convert.export.export_onnx`, run by
-            :func:`edge.predictor.load_model`).
+        backend: ``torch`` (:class:`train.fused.backend.TorchBackend`, FP16 on CUDA) or ``onnx``
+            (exported with :func:`convert.export.export_onnx`, run by :func:`edge.predictor.load_model`).
         device: ``cpu`` or ``cuda``.
         threads: Intra-op threads.
         conf: Unit-score threshold.
@@ -492,64 +494,57 @@ class StudentPipeline:
         conf: float = 0.25,
         iou: float = 0.45,
     ) -> None:
-        import torch
+        from edge.predictor import Model, Predictor, load_model
 
         self.parts, self.backend, self.device = parts, backend, device
         self.spec = parts.meta.spec
         self.conf, self.iou = conf, iou
         self.last_over_conf = 0
         if backend == "torch":
-            half = device == "cuda"
-            self._dtype = torch.float16 if half else torch.float32
-            self._model = _to_device(parts.model, device, half)
-            self._infer: Callable[[np.ndarray], np.ndarray] = self._torch
+            import copy
+
+            from train.fused.backend import TorchBackend
+
+            module = copy.deepcopy(parts.model) if device != "cpu" else parts.model
+            tb = TorchBackend(module, parts.meta, device, half=device == "cuda")
+            model = Model(Path(f"<{parts.size} torch>"), parts.meta, tb)
         elif backend == "onnx":
             if parts.onnx_path is None:
                 raise ValueError("export the student first (StudentParts.export_onnx)")
-            from edge.predictor import load_model
-
-            providers = None
+            model = load_model(parts.onnx_path, threads=threads)
             if device == "cuda":
-                _require_ort_cuda()
-                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            self._edge_model = load_model(parts.onnx_path, providers=providers, threads=threads)
-            self._infer = self._edge_model.infer
+                model.backend.close()
+                model = Model(model.path, model.meta, ort_backend(parts.onnx_path, device, threads))
         else:
             raise ValueError(f"unknown backend {backend!r}; expected torch or onnx")
-
-    def _torch(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            y = self._model(torch.from_numpy(x).to(self.device, self._dtype))
-        y = y[0] if isinstance(y, (list, tuple)) else y
-        return y.float().cpu().numpy()
+        self._model = model
+        self.predictor = Predictor(model, conf=conf, iou=iou, batch=1)
 
     def __call__(self, item: BenchImage, crops: int = 0) -> tuple[FrameResult, StageClock]:
         """Score one image; returns the result and its stage times (``crops`` is ignored)."""
+        p = self.predictor
         clk = StageClock()
         t = time.perf_counter()
         img = _decode(item.path)
         t, dt = time.perf_counter(), time.perf_counter() - t
         clk.add("decode", "decode", dt)
-        x, infos = preprocess([img], self.parts.meta, return_info=True)
+        x, infos = p.prepare([img])
         t, dt = time.perf_counter(), time.perf_counter() - t
         clk.add("pre", "pre", dt)
-        raw = self._infer(x)
+        raw = p.infer(x)
+        _sync(self.device)
         t, dt = time.perf_counter(), time.perf_counter() - t
         clk.add("infer", "infer", dt)
         nc = self.spec.nc
         self.last_over_conf = int((raw[0, :, 4 : 4 + nc].max(1) > self.conf).sum())
-        dets = postprocess(raw[0], self.spec, self.conf, self.iou, 300, letterbox_info=infos[0])
-        res = score_frame(dets, self.spec, source=item.path.name)
+        res = p.score([img], p.decode(raw, infos), [item.path.name])[0]
         _t, dt = time.perf_counter(), time.perf_counter() - t
         clk.add("post", "post", dt)
         return res, clk
 
     def close(self) -> None:
-        """Release the ONNX Runtime session."""
-        if self.backend == "onnx":
-            self._edge_model.close()
+        """Release the backend."""
+        self._model.close()
 
 
 def strip_weights(parts: TeacherParts | StudentParts) -> None:
