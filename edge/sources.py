@@ -7,7 +7,8 @@ Everything yields :class:`Frame` objects holding an 8-bit BGR image, whatever th
   when no value exceeds 4095, as machine-vision cameras store it), float images are scaled from
   ``[0, 1]``.
 * videos are sampled at ``fps`` frames per second of video time (``None`` = every frame); skipped frames
-  are only grabbed, not decoded.
+  are only grabbed, not decoded. Frame times are the container's timestamps, so variable-frame-rate
+  phone video does not drift.
 * cameras are read live; when the camera is lost the source reconnects with exponential backoff,
   reports each attempt through a callback and never raises.
 
@@ -191,6 +192,17 @@ def _open_video_file(path: str | Path) -> cv2.VideoCapture:
     return cap
 
 
+def _frame_time(cap: cv2.VideoCapture, index: int, vfps: float, last_t: float) -> float:
+    """Time of the frame just grabbed, from the container's timestamps (variable-frame-rate phone
+    video keeps its real times); the index over the nominal rate only where the container gives none
+    (a timestamp that is missing or goes backwards)."""
+    ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+    t = float(ms) / 1000.0 if ms is not None and math.isfinite(ms) else -1.0
+    if t < 0 or t < last_t or (index > 0 and t == 0.0):
+        t = index / vfps if vfps else max(last_t, 0.0)
+    return t
+
+
 def sample_indices_due(t: float, next_t: float) -> bool:
     """Whether a frame at time ``t`` is due for sampling (small tolerance for float rounding)."""
     return t + 1e-6 >= next_t
@@ -239,19 +251,22 @@ def iter_video(
         next_t = math.ceil((i / vfps) / step - 1e-9) * step if (step and vfps and i) else 0.0
         yielded = 0
         wall0 = time.perf_counter()
-        t_ref = i / vfps if vfps else 0.0
+        t_ref: float | None = None
+        last_t = -math.inf
         t0 = time.perf_counter()  # decode time of a kept frame includes grabbing the skipped ones
         while True:
-            t = i / vfps if vfps else float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0
-            want = not step or sample_indices_due(t, next_t)
             if not cap.grab():
                 break
-            if want:
+            t = _frame_time(cap, i, vfps, last_t)
+            last_t = t
+            if t_ref is None:
+                t_ref = t
+            if not step or sample_indices_due(t, next_t):
                 ok, img = cap.retrieve()
                 if not ok or img is None:
                     yield ItemError(src, f"frame {i} could not be decoded (corrupt data?)", yielded)
                     return
-                if realtime > 0 and vfps:
+                if realtime > 0:
                     lag = (t - t_ref) / realtime - (time.perf_counter() - wall0)
                     if lag > 0:
                         time.sleep(lag)

@@ -241,3 +241,33 @@ def test_video_cut_mid_stream_keeps_frames_read_and_reports_the_cut(tmp_path: Pa
     assert 5 < len(frames) < 50
     assert isinstance(items[-1], ItemError) and "of 50 stated in its header" in items[-1].message
     assert items[-1].frames_read == len(frames)
+
+
+def _vfr_video(path: Path, times: list[float]) -> Path:
+    """An H.264 MP4 whose frames sit at the given times (variable frame rate, as phones record)."""
+    av = pytest.importorskip("av")
+    import fractions
+
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.time_base = fractions.Fraction(1, 1000)
+        for i, t in enumerate(times):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = round(t * 1000), s.time_base
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+def test_variable_frame_rate_video_keeps_container_times(tmp_path: Path) -> None:
+    times = [0.0, 0.1, 0.3, 1.0, 1.1, 2.5, 2.6, 4.0]
+    vid = _vfr_video(tmp_path / "phone.mp4", times)
+    frames = [f for f in iter_video(vid) if not isinstance(f, ItemError)]
+    assert [f.index for f in frames] == list(range(8))
+    # the container's times, not index / nominal rate (8 frames over 4 s reads as ~2 fps)
+    assert [f.time_s for f in frames] == pytest.approx(times, abs=0.04)
+    sampled = [f for f in iter_video(vid, fps=1.0) if not isinstance(f, ItemError)]
+    assert [f.time_s for f in sampled] == pytest.approx([0.0, 1.0, 2.5, 4.0], abs=0.04)
