@@ -47,9 +47,17 @@ def eval_grades(
         None, "--groups", help="subjects.csv (image,subject,group,timepoint)."
     ),
     scale: str = typer.Option("rgs", "--scale", help="Scale name or YAML file naming the unit columns."),
-    out: Path = typer.Option(..., "--out", help="Report folder (report.html, report.json, PNGs)."),
+    out: Path = typer.Option(..., "--out", help="Report folder (report.html, report.json, PNG + SVG)."),
+    model: Path | None = typer.Option(
+        None, "--model", help="The model artifact that wrote --pred (its SHA-256 goes into the provenance)."
+    ),
+    n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples of animals (95% intervals)."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    min_mixed_animals: int = typer.Option(
+        6, "--min-mixed-animals", help="Fewest animals for which the mixed model is fitted."
+    ),
 ) -> None:
-    """Validate model grades against human graders with the rat seed's statistics.
+    """Validate model grades against human graders, with animals as the unit of inference.
 
     Extra grader files may follow a single --human: `--human g1.csv g2.csv` is read as two graders.
     """
@@ -58,19 +66,27 @@ def eval_grades(
     from train.data.format import LabelError, read_subjects
     from train.evaluation.grades import evaluate_grades, load_inputs
     from train.evaluation.io import GradeFileError
+    from train.evaluation.provenance import provenance
     from train.evaluation.report import write_grades_report
 
     extra = [Path(a) for a in ctx.args]
     bad = [str(a) for a in extra if a.suffix.lower() not in (".csv", ".xlsx", ".xlsm")]
     if bad:
         _fail(f"unexpected arguments {bad}; grader files after --human must be .csv or .xlsx files")
+    if n_boot < 100:
+        _fail(f"--n-boot must be at least 100, got {n_boot}")
+    if model is not None and not model.exists():
+        _fail(f"{model}: no such model file or folder")
     try:
         spec = load_scale(scale)
         p, hs = load_inputs(pred, [*human, *extra], spec)
         subjects = read_subjects(groups) if groups else None
     except (GradeFileError, LabelError, ScaleError, OSError) as e:
         _fail(str(e))
-    report = evaluate_grades(p, hs, spec, subjects)
+    report = evaluate_grades(
+        p, hs, spec, subjects, n_boot=n_boot, seed=seed, min_mixed_animals=min_mixed_animals
+    )
+    report["provenance"] = provenance(model=model, data=[pred, *human, *extra, *([groups] if groups else [])])
     cnt = report["counts"]
     n_pred = cnt["images_in_prediction"]
     for h, missing in zip(hs, cnt["prediction_images_missing_in_grader"], strict=True):
@@ -84,26 +100,46 @@ def eval_grades(
         else:
             continue
         typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
+    for w in report["warnings"]:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     files = write_grades_report(report, out)
     _print_grade_summary(report)
     typer.echo(f"report: {files['html']}\njson:   {files['json']}")
+
+
+def _ci(ci: list | None) -> str:
+    return "" if not ci or ci[0] is None else f"[{ci[0]:.2f},{ci[1]:.2f}]"
 
 
 def _print_grade_summary(report: dict) -> None:
     blocks = [(b["label"], b) for b in report["units"].values()] + [
         (report["total"]["label"], report["total"])
     ]
-    typer.echo(f"{'unit':<22}{'n':>5}{'WA':>8}{'ICC(1,1)':>10}  {'label':<10}{'graders ICC(1,1)':>18}")
+    typer.echo(
+        f"{'unit':<22}{'n':>5}{'ICC(2,1) [95% CI]':>24}  {'Koo & Li':<20}"
+        f"{'kappa':>7}{'WA':>8}{'baseline':>10}"
+    )
     for label, b in blocks:
-        r = b["icc_model_vs_human_mean"]
-        f = r["forms"]["ICC1"]
-        g = b["icc_graders"]["forms"]["ICC1"] if b["icc_graders"] else None
-        wa = b["classification"].get("weighted_accuracy")
-        wa_s = "—" if wa is None else f"{wa:.3f}"
-        icc_s = "—" if not f or f["icc"] is None else f"{f['icc']:.3f}"
-        lab = f["label"] if f else "undefined"
-        g_s = "—" if not g or g["icc"] is None else f"{g['icc']:.3f}"
-        typer.echo(f"{label:<22}{r['n']:>5}{wa_s:>8}{icc_s:>10}  {lab:<10}{g_s:>18}")
+        h = b.get("headline_icc") or {}
+        c = b["classification"]
+        icc_s = "—" if h.get("icc") is None else f"{h['icc']:.3f} {_ci(h['ci95_bootstrap'])}"
+        k = c.get("kappa_quadratic")
+        wa = c.get("weighted_accuracy")
+        base = (c.get("baseline") or {}).get("weighted_accuracy")
+        typer.echo(
+            f"{label:<22}{c.get('n', 0):>5}{icc_s:>24}  {h.get('koo_li', 'undefined'):<20}"
+            f"{'—' if k is None else f'{k:.3f}':>7}{'—' if wa is None else f'{wa:.3f}':>8}"
+            f"{'—' if base is None else f'{base:.3f}':>10}"
+        )
+    g = report.get("groups")
+    if g:
+        for who, name in (("model", "model"), ("human", "graders")):
+            kw = g["headline"][who]
+            p = kw["p"]
+            typer.echo(
+                f"groups ({name}): Kruskal–Wallis on {sum(kw['n'].values())} per-animal means, "
+                f"p = {'—' if p is None else f'{p:.4g}'}"
+            )
 
 
 @eval_app.command("detect")
