@@ -53,8 +53,20 @@ def test_extract_frames_rates(tmp_path: Path) -> None:
     assert len(extract_frames(v, 1, tmp_path / "f1")) == 3  # t = 0, 1, 2 s
     assert len(extract_frames(v, 3, tmp_path / "f3")) == 9  # t = 0, 1/3, ..., 8/3 s
     assert len(extract_frames(v, 3, tmp_path / "f3")) == 9  # reused, not duplicated
-    with pytest.raises(VideoLabelError, match="cannot open"):
+    with pytest.raises(VideoLabelError, match="no such file"):
         extract_frames(tmp_path / "missing.avi", 1, tmp_path / "x")
+
+
+@pytest.mark.parametrize("fps", [1.0, 3.0, 4.0])
+def test_frames_are_the_ones_grimace_score_reads(tmp_path: Path, fps: float) -> None:
+    """The baseline samples through edge.sources: the same --fps gives the same frame indices and pixels."""
+    from edge.sources import Frame, iter_inputs
+
+    v = make_video(tmp_path / "v.avi", 3.0, 10, True, 0)
+    runtime = [f for f in iter_inputs([v], fps=fps) if isinstance(f, Frame)]
+    saved = extract_frames(v, fps, tmp_path / f"f{fps:g}")
+    assert [int(p.stem.rsplit("_f", 1)[1]) for p in saved] == [f.index for f in runtime]
+    assert np.array_equal(cv2.imread(str(saved[1])), runtime[1].image)  # lossless PNG of the same frame
 
 
 def test_labels_csv_errors(tmp_path: Path) -> None:

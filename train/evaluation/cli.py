@@ -180,14 +180,44 @@ def eval_detect(
     typer.echo(f"written: {out}/detect_report.json, detect_report.md, precision/recall_confidence.png")
 
 
-def _svm_trainer(backbone: str, pretrained: bool, c: float, batch: int) -> object:
+DEVICE_HELP = "Torch device for the VGG features: auto (cuda if available, else cpu), cpu, cuda, cuda:1."
+
+
+def _svm_trainer(
+    backbone: str,
+    pretrained: bool,
+    c: float,
+    batch: int,
+    device: str = "auto",
+    min_frames: int = 10,
+    threshold: float = 0.5,
+) -> object:
     require("torch", "the SVM baseline")
     require("sklearn", "the SVM baseline")
-    from train.evaluation.baseline import BACKBONES, FeatureExtractor, SVMTrainer
+    from train.evaluation.baseline import BACKBONES, FeatureExtractor, SVMTrainer, resolve_device
+    from train.evaluation.verdict import VerdictRule
 
     if backbone not in BACKBONES:
         _fail(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
-    return SVMTrainer(FeatureExtractor(backbone=backbone, pretrained=pretrained, batch_size=batch), C=c)
+    try:
+        resolve_device(device)
+        rule = VerdictRule(min_frames=min_frames, threshold=threshold)
+    except (ValueError, RuntimeError) as e:
+        _fail(str(e))
+    fx = FeatureExtractor(backbone=backbone, pretrained=pretrained, batch_size=batch, device=device)
+    return SVMTrainer(fx, C=c, rule=rule)
+
+
+def _manifest(trainer: object, data: list[Path], device: str) -> dict:
+    from train.evaluation.provenance import provenance
+
+    fx = getattr(trainer, "features", None)
+    extra = {"device_requested": device}
+    if fx is not None:
+        extra.update(
+            device=fx.device_used or device, backbone=fx.backbone, weights=fx.weights_used or "not built"
+        )
+    return provenance(data=data, extra=extra)
 
 
 @cv_app.command("cv", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -204,6 +234,13 @@ def cv_cmd(
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet weights for vgg16."),
     c: float = typer.Option(1.0, "--C", help="SVM regularisation."),
     batch: int = typer.Option(16, "--batch", help="Feature extraction batch size."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    min_frames: int = typer.Option(
+        1, "--min-frames", help="svm: fewest scored images for a per-animal verdict."
+    ),
+    threshold: float = typer.Option(
+        0.5, "--threshold", help="svm: share of images called painful for 'painful'."
+    ),
     out: Path = typer.Option(Path("cv_report"), "--out", help="Output folder (cv_report.json / .md)."),
     train_cmd: str | None = typer.Option(None, "--train-cmd", help="student: training command template."),
     predict_cmd: str | None = typer.Option(
@@ -212,7 +249,8 @@ def cv_cmd(
 ) -> None:
     """Cross-validate on a dataset: split | kfold | subject-kfold | loso.
 
-    Options after `--` go to the student's training command, e.g.
+    Metrics are computed on the pooled out-of-fold predictions, with the per-animal and per-fold
+    tables beside them. Options after `--` go to the student's training command, e.g.
     `grimace cv --data D --scheme loso --model student -- --epochs 5 --imgsz 320`.
     Subject-wise schemes are checked: no subject is on both sides of any fold.
     """
@@ -235,7 +273,7 @@ def cv_cmd(
     if model == "svm":
         if ctx.args:
             _fail(f"options after -- are for --model student; got {ctx.args}")
-        trainer = _svm_trainer(backbone, pretrained, c, batch)
+        trainer = _svm_trainer(backbone, pretrained, c, batch, device, min_frames, threshold)
     elif model == "student":
         trainer = StudentTrainer(spec=info.spec, work=out / "folds", extra_args=list(ctx.args))
         if train_cmd:
@@ -251,6 +289,8 @@ def cv_cmd(
     except (SplitError, RuntimeError, ValueError) as e:
         _fail(str(e))
     result["data"] = str(data)
+    sub = info.subjects_csv if info.subjects_csv.exists() else None
+    result["provenance"] = _manifest(trainer, [data / "data.yaml", *([sub] if sub else [])], device)
     write_json(out / "cv_report.json", result)
     md = cv_markdown(result)
     (out / "cv_report.md").write_text(md)
@@ -275,25 +315,42 @@ def baseline_svm(
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet weights for vgg16."),
     c: float = typer.Option(1.0, "--C", help="SVM regularisation."),
     batch: int = typer.Option(16, "--batch", help="Feature extraction batch size."),
-    out: Path = typer.Option(Path("baseline_svm"), "--out", help="Output folder (frames, JSON, Markdown)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    min_frames: int = typer.Option(10, "--min-frames", help="Fewest scored frames for a per-animal verdict."),
+    threshold: float = typer.Option(
+        0.5, "--threshold", help="Share of an animal's frames called painful at which it is 'painful'."
+    ),
+    save_model: bool = typer.Option(
+        True, "--save-model/--no-save-model", help="Train on all videos at the first --fps and save the SVM."
+    ),
+    out: Path = typer.Option(
+        Path("baseline_svm"), "--out", help="Output folder (frames, JSON, Markdown, model)."
+    ),
 ) -> None:
-    """The goat seed baseline: frames at 1/3 fps, VGG-16 pooled features, linear SVM, CV schemes."""
-    from train.evaluation.baseline import VideoLabelError, seed_tables, video_items
-    from train.evaluation.cv import cv_markdown, run_cv
+    """The goat seed baseline: frames at 1/3 fps, VGG-16 pooled features, linear SVM, CV schemes.
+
+    Reports pooled out-of-fold metrics, the per-fold table, and one verdict per animal (painful / not
+    painful / insufficient frames). With --save-model the SVM trained on every video is written to
+    OUT/model (npz + json, no pickle) for `grimace baseline score`.
+    """
+    from train.evaluation.baseline import VideoLabelError, save_svm, seed_tables, video_items
+    from train.evaluation.cv import cv_markdown, positive_class, run_cv
     from train.evaluation.report import write_json
     from train.evaluation.splits import SCHEMES, SplitError
 
     for s in scheme:
         if s not in SCHEMES:
             _fail(f"unknown scheme {s!r}; expected one of {', '.join(SCHEMES)}")
-    trainer = _svm_trainer(backbone, pretrained, c, batch)
+    trainer = _svm_trainer(backbone, pretrained, c, batch, device, min_frames, threshold)
     out.mkdir(parents=True, exist_ok=True)
     results = []
+    first_items = None
     for rate in fps:
         try:
             items = video_items(videos, labels, rate, out)
         except (VideoLabelError, OSError) as e:
             _fail(str(e))
+        first_items = first_items or items
         typer.echo(f"{rate:g} fps: {len(items)} frames from {len({it.subject for it in items})} animals")
         for s in scheme:
             try:
@@ -308,12 +365,94 @@ def baseline_svm(
             tag = f"{s}_{rate:g}fps"
             write_json(out / f"cv_{tag}.json", r)
             (out / f"cv_{tag}.md").write_text(cv_markdown(r))
-    report = {"videos": str(videos), "labels": str(labels), "results": results}
+    manifest = _manifest(trainer, [labels, *sorted({Path(it.meta["video"]) for it in first_items})], device)
+    report = {"videos": str(videos), "labels": str(labels), "results": results, "provenance": manifest}
+    if save_model and first_items:
+        try:
+            model = trainer.fit(first_items)
+        except ValueError as e:
+            _fail(f"cannot train the final SVM: {e}")
+        pos = positive_class([str(it.label) for it in first_items])
+        path = save_svm(out / "model", model, trainer, fps[0], pos, extra={"provenance": manifest})
+        report["model"] = str(path.parent)
+        typer.echo(f"model: {path.parent} (trained on all {len(first_items)} frames at {fps[0]:g} fps)")
     write_json(out / "baseline_report.json", report)
     md = (
         f"# Goat baseline: {backbone} features ({trainer.features.weights_used}) + linear SVM\n\n"
+        f"Device {trainer.features.device_used}. Verdict rule: {trainer.rule.describe()}.\n\n"
         + seed_tables(results)
     )
     (out / "baseline_report.md").write_text(md)
     typer.echo(md)
     typer.echo(f"written: {out / 'baseline_report.json'}, {out / 'baseline_report.md'}")
+
+
+@baseline_app.command("score")
+def baseline_score(
+    inputs: list[Path] = typer.Argument(..., help="Videos, frame images or folders."),
+    model: Path = typer.Option(..., "--model", help="Saved SVM folder (svm_model.json + svm_model.npz)."),
+    labels: Path | None = typer.Option(
+        None,
+        "--labels",
+        help="CSV video,animal[,label]: animal ids (and truth); default animal = video stem.",
+    ),
+    fps: float | None = typer.Option(None, "--fps", help="Frames per second (default: the model's)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    min_frames: int | None = typer.Option(None, "--min-frames", help="Override the saved rule's N."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Override the saved rule's threshold."),
+    batch: int = typer.Option(16, "--batch", help="Feature extraction batch size."),
+    out: Path = typer.Option(
+        Path("svm_scores"), "--out", help="Output folder (frames.csv, animals.csv, JSON)."
+    ),
+) -> None:
+    """Score new videos with a saved SVM baseline: per-frame calls and one verdict per animal."""
+    require("torch", "the SVM baseline")
+    import csv as _csv
+
+    from train.evaluation.baseline import VideoLabelError, load_svm, read_video_labels, score_videos
+    from train.evaluation.provenance import provenance
+    from train.evaluation.report import write_json
+    from train.evaluation.verdict import VerdictRule
+
+    try:
+        saved = load_svm(model)
+        r = saved.rule
+        rule = VerdictRule(
+            min_frames=r.min_frames if min_frames is None else min_frames,
+            threshold=r.threshold if threshold is None else threshold,
+        )
+        animals = {Path(x.video).name: x.animal for x in read_video_labels(labels)} if labels else None
+        res = score_videos(
+            saved, inputs, fps=fps, animals=animals, device=device, rule=rule, batch_size=batch
+        )
+    except (VideoLabelError, ValueError, OSError) as e:
+        _fail(str(e))
+    for e in res["errors"]:
+        typer.secho(f"skipped: {e}", fg=typer.colors.YELLOW, err=True)
+    if not res["frames"]:
+        _fail("no frame could be read from the inputs")
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "frames.csv").open("w", newline="") as f:
+        w = _csv.writer(f)
+        w.writerow(["source", "frame", "time_s", "animal", "pred", "decision"])
+        for fr in res["frames"]:
+            w.writerow(
+                [fr["source"], fr["frame"], f"{fr['time_s']:.3f}", fr["animal"], fr["pred"], fr["decision"]]
+            )
+    with (out / "animals.csv").open("w", newline="") as f:
+        w = _csv.writer(f)
+        w.writerow(["animal", "n_frames", "n_scored", "share_painful", "verdict", "truth", "correct"])
+        for a in res["per_animal"]["rows"]:
+            share = "" if a["mean_pain"] is None else f"{a['mean_pain']:.3f}"
+            ok = a.get("correct")
+            w.writerow([a["animal"], a["n_frames"], a["n_scored"], share, a["verdict"], a.get("truth") or "",
+                        "" if ok is None else ok])  # fmt: skip
+    res["provenance"] = provenance(
+        model=model, data=list(inputs), extra={"device": res["device"], "weights": res["weights"]}
+    )
+    write_json(out / "svm_scores.json", res)
+    typer.echo(f"rule: {rule.describe()}")
+    for a in res["per_animal"]["rows"]:
+        share = "—" if a["mean_pain"] is None else f"{a['mean_pain']:.2f}"
+        typer.echo(f"{a['animal']:<20} {a['n_scored']:>5} frames  share painful {share:>5}  {a['verdict']}")
+    typer.echo(f"written: {out / 'frames.csv'}, {out / 'animals.csv'}, {out / 'svm_scores.json'}")
