@@ -421,9 +421,11 @@ def baseline_score(
             min_frames=r.min_frames if min_frames is None else min_frames,
             threshold=r.threshold if threshold is None else threshold,
         )
-        animals = {Path(x.video).name: x.animal for x in read_video_labels(labels)} if labels else None
+        rows = read_video_labels(labels) if labels else []
+        animals = {Path(x.video).name: x.animal for x in rows} or None
+        truth = {x.animal: x.label for x in rows} or None
         res = score_videos(
-            saved, inputs, fps=fps, animals=animals, device=device, rule=rule, batch_size=batch
+            saved, inputs, fps=fps, animals=animals, truth=truth, device=device, rule=rule, batch_size=batch
         )
     except (VideoLabelError, ValueError, OSError) as e:
         _fail(str(e))
@@ -455,4 +457,10 @@ def baseline_score(
     for a in res["per_animal"]["rows"]:
         share = "—" if a["mean_pain"] is None else f"{a['mean_pain']:.2f}"
         typer.echo(f"{a['animal']:<20} {a['n_scored']:>5} frames  share painful {share:>5}  {a['verdict']}")
+    summ = res["per_animal"]["summary"]
+    if "animal_accuracy" in summ:
+        typer.echo(
+            f"per-animal accuracy {summ['animal_accuracy']:.3f} "
+            f"over {summ['n_judged']} animals with a verdict"
+        )
     typer.echo(f"written: {out / 'frames.csv'}, {out / 'animals.csv'}, {out / 'svm_scores.json'}")
