@@ -26,6 +26,20 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _invocation(ctx: typer.Context | None) -> dict:
+    """The command as parsed (command path and every option's value), for the provenance block;
+    ``command_line`` (``sys.argv``) is recorded beside it."""
+    if ctx is None:
+        return {}
+
+    def plain(v: object) -> object:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return str(v) if isinstance(v, Path) else v
+
+    return {"command": ctx.command_path, "parameters": {k: plain(v) for k, v in ctx.params.items()}}
+
+
 def _need_eval(what: str) -> None:
     try:
         for mod in ("numpy", "scipy", "pandas", "pingouin", "matplotlib"):
@@ -86,7 +100,9 @@ def eval_grades(
     report = evaluate_grades(
         p, hs, spec, subjects, n_boot=n_boot, seed=seed, min_mixed_animals=min_mixed_animals
     )
-    report["provenance"] = provenance(model=model, data=[pred, *human, *extra, *([groups] if groups else [])])
+    report["provenance"] = provenance(
+        model=model, data=[pred, *human, *extra, *([groups] if groups else [])], extra=_invocation(ctx)
+    )
     cnt = report["counts"]
     n_pred = cnt["images_in_prediction"]
     for h, missing in zip(hs, cnt["prediction_images_missing_in_grader"], strict=True):
@@ -208,11 +224,11 @@ def _svm_trainer(
     return SVMTrainer(fx, C=c, rule=rule)
 
 
-def _manifest(trainer: object, data: list[Path], device: str) -> dict:
+def _manifest(trainer: object, data: list[Path], device: str, ctx: typer.Context | None = None) -> dict:
     from train.evaluation.provenance import provenance
 
     fx = getattr(trainer, "features", None)
-    extra = {"device_requested": device}
+    extra = {"device_requested": device, **_invocation(ctx)}
     if fx is not None:
         extra.update(
             device=fx.device_used or device, backbone=fx.backbone, weights=fx.weights_used or "not built"
@@ -290,7 +306,7 @@ def cv_cmd(
         _fail(str(e))
     result["data"] = str(data)
     sub = info.subjects_csv if info.subjects_csv.exists() else None
-    result["provenance"] = _manifest(trainer, [data / "data.yaml", *([sub] if sub else [])], device)
+    result["provenance"] = _manifest(trainer, [data / "data.yaml", *([sub] if sub else [])], device, ctx)
     write_json(out / "cv_report.json", result)
     md = cv_markdown(result)
     (out / "cv_report.md").write_text(md)
@@ -300,6 +316,7 @@ def cv_cmd(
 
 @baseline_app.command("svm")
 def baseline_svm(
+    ctx: typer.Context,
     videos: Path = typer.Option(..., "--videos", help="Folder with the videos."),
     labels: Path = typer.Option(..., "--labels", help="CSV with columns video,animal,label."),
     fps: list[float] = typer.Option(
@@ -365,7 +382,8 @@ def baseline_svm(
             tag = f"{s}_{rate:g}fps"
             write_json(out / f"cv_{tag}.json", r)
             (out / f"cv_{tag}.md").write_text(cv_markdown(r))
-    manifest = _manifest(trainer, [labels, *sorted({Path(it.meta["video"]) for it in first_items})], device)
+    videos_used = sorted({Path(it.meta["video"]) for it in first_items})
+    manifest = _manifest(trainer, [labels, *videos_used], device, ctx)
     report = {"videos": str(videos), "labels": str(labels), "results": results, "provenance": manifest}
     if save_model and first_items:
         try:
@@ -389,6 +407,7 @@ def baseline_svm(
 
 @baseline_app.command("score")
 def baseline_score(
+    ctx: typer.Context,
     inputs: list[Path] = typer.Argument(..., help="Videos, frame images or folders."),
     model: Path = typer.Option(..., "--model", help="Saved SVM folder (svm_model.json + svm_model.npz)."),
     labels: Path | None = typer.Option(
@@ -450,7 +469,9 @@ def baseline_score(
             w.writerow([a["animal"], a["n_frames"], a["n_scored"], share, a["verdict"], a.get("truth") or "",
                         "" if ok is None else ok])  # fmt: skip
     res["provenance"] = provenance(
-        model=model, data=list(inputs), extra={"device": res["device"], "weights": res["weights"]}
+        model=model,
+        data=list(inputs),
+        extra={"device": res["device"], "weights": res["weights"], **_invocation(ctx)},
     )
     write_json(out / "svm_scores.json", res)
     typer.echo(f"rule: {rule.describe()}")
