@@ -42,7 +42,7 @@ def _invocation(ctx: typer.Context | None) -> dict:
 
 def _need_eval(what: str) -> None:
     try:
-        for mod in ("numpy", "scipy", "pandas", "pingouin", "matplotlib"):
+        for mod in ("numpy", "scipy", "pandas", "pingouin", "matplotlib", "sklearn", "statsmodels", "jinja2"):
             require(mod, what)
     except MissingDependencyError as e:
         _fail(str(e))
@@ -153,7 +153,7 @@ def _print_grade_summary(report: dict) -> None:
             kw = g["headline"][who]
             p = kw["p"]
             typer.echo(
-                f"groups ({name}): Kruskal–Wallis on {sum(kw['n'].values())} per-animal means, "
+                f"groups ({name}): Kruskal–Wallis on {sum(kw['n'].values())} per-animal cell means, "
                 f"p = {'—' if p is None else f'{p:.4g}'}"
             )
 

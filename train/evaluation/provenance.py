@@ -99,6 +99,8 @@ def provenance(
     argv = list(sys.argv if argv is None else argv)
     if argv:
         argv[0] = Path(argv[0]).name
+        if argv[0] in ("cli.py", "__main__.py"):  # python -m edge.cli ...
+            argv[0] = "grimace"
     out: dict[str, Any] = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command_line": shlex.join(argv),
