@@ -257,7 +257,10 @@ def test_synth_goat_video_labels_feed_the_baseline(tmp_path: Path) -> None:
 def test_video_name_may_not_leave_the_folder(tmp_path: Path) -> None:
     vids, labels = make_goats(tmp_path, n_animals=2, seconds=1.0)
     labels.write_text("video,animal,label\n../labels.csv,g0,pain\n")
-    with pytest.raises(VideoLabelError, match=r"labels\.csv:2: .*points outside"):
+    with (
+        pytest.raises(VideoLabelError, match=r"labels\.csv:2: .*points outside"),
+        pytest.warns(UserWarning, match="not in .* are not used"),
+    ):
         video_items(vids, labels, 1, tmp_path / "w")
 
 

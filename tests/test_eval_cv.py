@@ -169,12 +169,17 @@ def test_cv_subject_kfold_svm_end_to_end(tmp_path: Path) -> None:
             "svm",
             "--backbone",
             "tiny",
+            "--device",
+            "cpu",
             "--out",
             str(out),
         ],
     )
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "cv_report.json").read_text())
+    assert rep["provenance"]["device"] == "cpu" and rep["trainer_info"]["device"] == "cpu"
+    assert rep["splitter"] == "StratifiedGroupKFold" and rep["pooled"]["n_items"] == 24
+    assert len(rep["oof"]) == 24 and rep["per_animal"]["summary"]["n_animals"] == 6
     assert rep["scheme"] == "subject-kfold" and rep["k"] == 3 and rep["subject_leakage_checked"]
     assert rep["n_items"] == 24 and rep["n_subjects"] == 6
     for fold in rep["folds"]:
