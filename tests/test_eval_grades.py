@@ -431,3 +431,15 @@ def test_leave_one_grader_out_is_like_for_like(tmp_path: Path) -> None:
     assert r1["model_vs_rest"] == pytest.approx(r1["grader_vs_rest"])  # both against grader 2
     assert r2["model_vs_rest"]["kappa_quadratic"] == pytest.approx(1.0)  # model = the reference
     assert r2["grader_vs_rest"]["kappa_quadratic"] == pytest.approx(r1["grader_vs_rest"]["kappa_quadratic"])
+
+
+def test_report_html_escapes_file_names(tmp_path: Path) -> None:
+    from train.evaluation.report import jsonable, render_html
+
+    f = make_grade_csvs(tmp_path)
+    pred, humans = load_inputs(f["pred"], [f["grader1"]], RGS)
+    rep = jsonable(evaluate_grades(pred, humans, RGS, n_boot=100))
+    rep["inputs"]["prediction"] = "<script>alert(1)</script>.csv"
+    page = render_html(rep, {})
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.csv" in page and "<script>" not in page
+    assert "No provenance recorded" in page and "Only one grader file" in page
