@@ -169,12 +169,17 @@ def test_cv_subject_kfold_svm_end_to_end(tmp_path: Path) -> None:
             "svm",
             "--backbone",
             "tiny",
+            "--device",
+            "cpu",
             "--out",
             str(out),
         ],
     )
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "cv_report.json").read_text())
+    assert rep["provenance"]["device"] == "cpu" and rep["trainer_info"]["device"] == "cpu"
+    assert rep["splitter"] == "StratifiedGroupKFold" and rep["pooled"]["n_items"] == 24
+    assert len(rep["oof"]) == 24 and rep["per_animal"]["summary"]["n_animals"] == 6
     assert rep["scheme"] == "subject-kfold" and rep["k"] == 3 and rep["subject_leakage_checked"]
     assert rep["n_items"] == 24 and rep["n_subjects"] == 6
     for fold in rep["folds"]:
@@ -289,3 +294,86 @@ def test_write_fold_dataset_symlinks_and_subjects(tmp_path: Path) -> None:
     assert all(p.is_symlink() for p in (root / "labels/val").iterdir())
     assert "rat1" in (root / "subjects.csv").read_text()
     assert isinstance(items[0], Item)
+
+
+# ------------------------------------------------------------------- pooled out-of-fold metrics
+class _ThresholdTrainer:
+    """A real (if tiny) classifier for the runner: learns the midpoint between the class means of a
+    1-D feature carried in ``meta["x"]``; predicts ``pain`` above it."""
+
+    name = "threshold"
+
+    def fit(self, train_items: list[Item]) -> float:
+        xs = {lab: [it.meta["x"] for it in train_items if it.label == lab] for lab in ("pain", "no pain")}
+        return (np.mean(xs["pain"]) + np.mean(xs["no pain"])) / 2
+
+    def predict(self, model: float, items: list[Item]) -> list[dict]:
+        return [{"pred": "pain" if it.meta["x"] > model else "no pain"} for it in items]
+
+    def metrics(self, items: list[Item], recs: list[dict]) -> dict:
+        from train.evaluation.cv import classification_metrics
+
+        return classification_metrics(
+            [it.label for it in items], [r["pred"] for r in recs], ["no pain", "pain"]
+        )
+
+    def per_animal(self, items: list[Item], recs: list[dict]) -> dict:
+        from train.evaluation.cv import per_animal_classification
+        from train.evaluation.verdict import VerdictRule
+
+        return per_animal_classification(items, [r["pred"] for r in recs], "pain", VerdictRule(min_frames=2))
+
+    def evaluate(self, model: float, items: list[Item]) -> dict:
+        return self.metrics(items, self.predict(model, items))
+
+
+def test_loso_with_single_class_animals_reports_pooled_metrics_by_hand() -> None:
+    """Every LOSO fold holds one animal, hence one class: per-fold macro precision is degenerate
+    (1.0 or 0.0); the headline is computed once on the pooled out-of-fold predictions."""
+    from sklearn.metrics import precision_score, recall_score
+
+    x = {"a": [0.1, 0.2, 0.3], "b": [0.2, 0.9, 0.8], "c": [0.7, 0.8, 0.9], "d": [0.1, 0.6, 0.95]}
+    lab = {"a": "no pain", "b": "no pain", "c": "pain", "d": "pain"}
+    items = [Item(f"{s}{i}", Path(f"{s}{i}.png"), s, lab[s], {"x": v}) for s in x for i, v in enumerate(x[s])]
+    trainer = _ThresholdTrainer()
+    rep = run_cv(items, trainer, "loso")
+    assert rep["splitter"] == "LeaveOneGroupOut" and rep["subject_leakage_checked"]
+    # by hand: the threshold each fold learns, then every held-out item's call
+    y_true, y_pred = [], []
+    for s in x:
+        train = [it for it in items if it.subject != s]
+        thr = trainer.fit(train)
+        for it in items:
+            if it.subject == s:
+                y_true.append(it.label)
+                y_pred.append("pain" if it.meta["x"] > thr else "no pain")
+    pooled = rep["pooled"]
+    assert [r["pred"] for r in rep["oof"]] == y_pred and pooled["n_items"] == 12
+    assert pooled["precision"] == pytest.approx(precision_score(y_true, y_pred, average="macro"))
+    assert pooled["recall"] == pytest.approx(recall_score(y_true, y_pred, average="macro"))
+    assert pooled["accuracy"] == pytest.approx(np.mean(np.array(y_true) == np.array(y_pred)))
+    assert np.asarray(pooled["confusion"]["matrix"]).sum() == 12
+    # the per-fold mean averages single-class folds: a different (inflated) number
+    assert rep["summary"]["precision"]["mean"] != pytest.approx(pooled["precision"])
+    for f in rep["folds"]:
+        assert sum(d["support"] > 0 for d in f["metrics"]["per_class"].values()) == 1
+    # per animal: share of an animal's frames called painful -> verdict, against its class
+    rows = {r["animal"]: r for r in rep["per_animal"]["rows"]}
+    for s in x:
+        calls = [p for p, it in zip(y_pred, [it for s2 in x for it in items if it.subject == s2], strict=True)
+                 if it.subject == s]  # fmt: skip
+        share = np.mean([c == "pain" for c in calls])
+        assert rows[s]["mean_pain"] == pytest.approx(share)
+        assert rows[s]["verdict"] == ("painful" if share >= 0.5 else "not painful")
+        assert rows[s]["correct"] == ((share >= 0.5) == (lab[s] == "pain"))
+    md = __import__("train.evaluation.cv", fromlist=["cv_markdown"]).cv_markdown(rep)
+    assert md.index("Pooled out-of-fold") < md.index("Mean ± SD over folds") and "## Per animal" in md
+
+
+def test_sklearn_splitters_named_and_leakage_still_enforced() -> None:
+    assert {f.splitter for f in make_folds("subject-kfold", SUBJECTS, LABELS, k=5)} == {
+        "StratifiedGroupKFold"
+    }
+    assert {f.splitter for f in make_folds("subject-kfold", SUBJECTS, None, k=5)} == {"GroupKFold"}
+    assert {f.splitter for f in make_folds("kfold", SUBJECTS, LABELS, k=5)} == {"StratifiedKFold"}
+    assert make_folds("split", SUBJECTS, LABELS)[0].splitter == "train_test_split (stratified)"

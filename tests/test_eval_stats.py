@@ -134,3 +134,99 @@ def test_sem_and_describe() -> None:
     assert stats.sem(v) == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
     d = stats.describe(v)
     assert d["n"] == 4 and d["mean"] == 2.5
+
+
+def test_fast_icc21_matches_shrout_fleiss_and_pingouin() -> None:
+    assert round(stats.icc21(SF_DATA), 2) == SF_PUBLISHED["ICC2"]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 1)) + rng.normal(0, 0.5, (30, 3)) + np.array([0.0, 0.3, -0.2])
+    assert stats.icc21(x) == pytest.approx(stats.icc(x)["forms"]["ICC2"]["icc"], abs=1e-12)
+    assert math.isnan(stats.icc21(np.ones((4, 2))))
+
+
+@pytest.mark.parametrize(
+    ("ci", "label"),
+    [
+        ((0.92, 0.97), "excellent"),
+        ((0.80, 0.95), "good to excellent"),
+        ((0.40, 0.60), "poor to moderate"),
+        ((0.76, 0.89), "good"),
+        ((None, 0.9), "undefined"),
+    ],
+)
+def test_koo_li_judged_on_the_interval(ci: tuple, label: str) -> None:
+    assert stats.koo_li(ci) == label
+
+
+def test_fast_confusion_figures_equal_scikit_learn() -> None:
+    from train.evaluation.grades import _class_figures, figures_from_confusion
+
+    rng = np.random.default_rng(1)
+    for c in (2, 3):
+        t = rng.integers(0, c, 80)
+        p = np.where(rng.random(80) < 0.6, t, rng.integers(0, c, 80))
+        cm = confusion_matrix(t, p, list(range(c)))
+        fast = figures_from_confusion(cm)
+        ref = _class_figures(t, p, list(range(c)))
+        assert fast == pytest.approx(ref)
+
+
+def test_friedman_and_per_animal_means_by_hand() -> None:
+    from scipy.stats import friedmanchisquare
+
+    table = np.array([[1.0, 2.0, 3.0], [1.5, 2.5, 2.0], [0.5, 1.0, 2.5], [1.0, 3.0, 2.0], [np.nan, 1, 2]])
+    r = stats.friedman(table, ["d0", "d1", "d7"])
+    assert r["n"] == 4 and r["n_excluded"] == 1
+    assert r["p"] == pytest.approx(friedmanchisquare(*table[:4].T).pvalue)
+    assert "3 conditions" in stats.friedman(table[:, :2])["error"]
+    ids, means, counts = stats.per_animal_means(
+        np.array([1.0, 3.0, np.nan, 4.0]), np.array(["a", "a", "b", "c"])
+    )
+    assert ids == ["a", "c"] and means.tolist() == [2.0, 4.0] and counts.tolist() == [2, 1]
+    assert stats.pseudoreplication_warning(10, 10) is None
+    assert "10 images come from 2 animals" in stats.pseudoreplication_warning(10, 2)
+
+
+def test_mixed_model_recovers_a_group_effect_and_refuses_few_animals() -> None:
+    rng = np.random.default_rng(2)
+    rows = []
+    for a in range(12):
+        group = "injured" if a % 2 else "control"
+        u = rng.normal(0, 0.3)  # the animal's own level
+        for tp in ("day1", "day7"):
+            for _ in range(8):
+                rows.append(
+                    (
+                        1.0 * (group == "injured") + 0.5 * (tp == "day7") + u + rng.normal(0, 0.1),
+                        group,
+                        tp,
+                        f"a{a}",
+                    )
+                )
+    score, group, tp, animal = (np.array(c, dtype=object) for c in zip(*rows, strict=True))
+    r = stats.mixed_model(score.astype(float), group, tp, animal)
+    assert r["formula"] == "score ~ group * timepoint + (1 | animal)" and r["converged"]
+    eff = {t["term"]: t for t in r["fixed_effects"]}
+    assert eff["group[injured]"]["estimate"] == pytest.approx(1.0, abs=0.4)
+    assert eff["timepoint[day7]"]["estimate"] == pytest.approx(0.5, abs=0.05)
+    assert r["animal_variance"] == pytest.approx(0.09, abs=0.08)
+    few = stats.mixed_model(score.astype(float)[:32], group[:32], tp[:32], animal[:32])
+    assert few["error"].startswith("not fitted: 2 animals")
+
+
+def test_cluster_bootstrap_resamples_whole_animals() -> None:
+    clusters = np.repeat(["a", "b", "c", "d"], [1, 2, 3, 4])
+    sizes = []
+
+    def stat(rows: np.ndarray) -> dict[str, float]:
+        sizes.append(len(rows))
+        return {"mean": float(np.mean(rows))}
+
+    res = stats.cluster_bootstrap(clusters, stat, n_boot=200, seed=0)
+    assert res["n_clusters"] == 4 and res["figures"]["mean"]["n_valid"] == 200
+    # every replicate is a union of whole animals: its size is a sum of 4 animal sizes drawn from {1,2,3,4}
+    assert sizes[0] == 10 and all(4 <= s <= 16 for s in sizes[1:])
+    lo, hi = res["figures"]["mean"]["ci95"]
+    assert lo <= res["figures"]["mean"]["estimate"] <= hi
+    again = stats.cluster_bootstrap(clusters, stat, n_boot=200, seed=0)
+    assert again["figures"] == res["figures"]

@@ -20,7 +20,9 @@ def synth(
     graders: int = typer.Option(0, "--graders", help="Also write K simulated human graders' CSVs."),
     val_frac: float = typer.Option(0.2, "--val-frac", help="Fraction of subjects in val."),
     test_frac: float = typer.Option(0.1, "--test-frac", help="Fraction of subjects in test."),
-    video: int = typer.Option(0, "--video", help="Also write N videos of an animal in a chamber."),
+    video: int = typer.Option(
+        0, "--video", help="Also write N videos of an animal in a chamber, and videos/labels.csv."
+    ),
     video_seconds: float = typer.Option(4.0, "--video-seconds", help="Length of each video (s)."),
     fps: float = typer.Option(15.0, "--fps", help="Video frame rate."),
     image_format: str = typer.Option("jpg", "--format", help="Image format: jpg (q95) or png."),
@@ -54,4 +56,6 @@ def synth(
         typer.echo(f"  graders: {', '.join(p.name for p in r.grader_files)} in {r.grader_files[0].parent}")
     if r.videos:
         typer.echo(f"  videos: {len(r.videos)} in {r.videos[0].parent} (sidecars: .jsonl per frame, .json)")
+        if r.video_labels:
+            typer.echo(f"  video labels: {r.video_labels} (video,animal,label for `baseline svm --labels`)")
     typer.echo("  note: synthetic test/demo data; not evidence of accuracy on real animals")

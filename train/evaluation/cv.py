@@ -65,7 +65,13 @@ class Item:
 
 @runtime_checkable
 class Trainer(Protocol):
-    """What :func:`run_cv` needs from a model family."""
+    """What :func:`run_cv` needs from a model family.
+
+    A trainer that also has ``predict(model, items) -> list[dict]`` (one record per item) and
+    ``metrics(items, records) -> dict`` gets its metrics computed on the *pooled* out-of-fold
+    predictions (the ``cross_val_predict`` pattern) besides per fold; ``per_animal(items, records)``
+    adds the per-animal table. ``evaluate`` is then ``metrics(items, predict(model, items))``.
+    """
 
     name: str
 
@@ -76,6 +82,96 @@ class Trainer(Protocol):
     def evaluate(self, model: Any, test_items: Sequence[Item]) -> dict[str, Any]:
         """Metrics of ``model`` on the test side (numbers, possibly nested dicts)."""
         ...
+
+
+def classification_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Accuracy, weighted accuracy (rat seed eq. 3), balanced accuracy, κ, macro and per-class
+    precision/recall/F1, the majority-class baseline and the confusion matrix of string labels.
+
+    A class absent from ``y_true`` has no recall (``None``); one never predicted has no precision
+    (``None``); macro averages are over the classes present in ``y_true``.
+    """
+    from train.evaluation.grades import balanced_accuracy, kappa_quadratic
+    from train.metrics import confusion_matrix, precision_recall, weighted_accuracy
+
+    y = [str(v) for v in y_true]
+    p = [str(v) for v in y_pred]
+    labels = sorted(set(labels or []) | set(y) | set(p))
+    pr = precision_recall(y, p, labels)
+    for c, d in pr["per_class"].items():
+        if d["support"] == 0:
+            d["recall"] = None
+            d["f1"] = None
+        if c in pr["undefined_precision"]:
+            d["precision"] = None
+    idx = {c: i for i, c in enumerate(labels)}
+    ti = np.array([idx[v] for v in y])
+    pi = np.array([idx[v] for v in p])
+    counts = {c: y.count(c) for c in labels}
+    maj = max(labels, key=lambda c: (counts[c], -labels.index(c)))
+    return {
+        "accuracy": pr["accuracy"],
+        "weighted_accuracy": weighted_accuracy(y, p, labels=labels),
+        "balanced_accuracy": balanced_accuracy(ti, pi),
+        "kappa": kappa_quadratic(ti, pi, list(range(len(labels)))) if len(labels) > 1 else None,
+        "precision": pr["precision_macro"],
+        "recall": pr["recall_macro"],
+        "f1": pr["f1_macro"],
+        "per_class": pr["per_class"],
+        "n_test": len(y),
+        "baseline": {
+            "rule": "always the most frequent true class",
+            "class": maj,
+            "accuracy": counts[maj] / len(y),
+            "weighted_accuracy": weighted_accuracy(y, [maj] * len(y), labels=labels),
+        },
+        "confusion": {"labels": labels, "matrix": confusion_matrix(y, p, labels).tolist()},
+    }
+
+
+def positive_class(labels: Sequence[str], positive: str | None = None) -> str:
+    """The class a verdict calls positive: ``positive`` if given, else ``pain`` if present, else the last."""
+    labs = sorted({str(x) for x in labels})
+    if positive is not None:
+        return positive
+    return "pain" if "pain" in labs else labs[-1]
+
+
+def per_animal_classification(
+    items: Sequence[Item], predicted: Sequence[str], positive: str, rule: Any
+) -> dict[str, Any]:
+    """Per-animal verdicts from out-of-fold frame predictions (the goat clinic's question).
+
+    The frame's pain value is 1 when it is predicted ``positive``, else 0; the animal's verdict follows
+    ``rule`` (:class:`~train.evaluation.verdict.VerdictRule`); its true class is the majority label of
+    its items.
+
+    Returns:
+        ``{"rule", "positive", "rows": [...], "summary": {...}}``.
+    """
+    from collections import Counter
+
+    from train.evaluation.verdict import NOT_PAINFUL, PAINFUL, animal_verdicts, verdict_summary
+
+    truth_label: dict[str, str] = {}
+    per: dict[str, Counter[str]] = {}
+    for it in items:
+        per.setdefault(it.subject, Counter())[str(it.label)] += 1
+    for a, c in per.items():
+        truth_label[a] = c.most_common(1)[0][0]
+    truth = {a: PAINFUL if lab == positive else NOT_PAINFUL for a, lab in truth_label.items()}
+    values = [1.0 if str(p) == positive else 0.0 for p in predicted]
+    rows = animal_verdicts([it.subject for it in items], values, rule, truth)
+    for r in rows:
+        r["true_label"] = truth_label[r["animal"]]
+    return {
+        "rule": rule.to_dict(),
+        "positive": positive,
+        "rows": rows,
+        "summary": verdict_summary(rows),
+    }
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -129,20 +225,34 @@ def run_cv(
         progress: Called with a line of text per fold.
 
     Returns:
-        ``{"scheme", "k", "seed", "trainer", "n_items", "n_subjects", "subject_leakage_checked",
-        "folds": [{"fold", "n_train", "n_test", "train_subjects", "test_subjects", "seconds",
-        "metrics"}], "summary": {metric: {mean, sd, min, max, n_folds}}}``.
+        ``{"scheme", "splitter", "k", "seed", "trainer", "n_items", "n_subjects",
+        "subject_leakage_checked", "folds": [{"fold", "n_train", "n_test", "train_subjects",
+        "test_subjects", "seconds", "metrics"}], "summary": {metric: {mean, sd, min, max, n_folds}},
+        "pooled": metrics on all out-of-fold predictions (or ``None``), "per_animal": per-animal
+        table (or ``None``), "oof": one row per tested item}``. The pooled figures are the headline:
+        a per-fold mean over single-class folds (LOSO) averages undefined or degenerate figures.
     """
     subjects = [it.subject for it in items]
     labels = [it.label for it in items] if all(it.label is not None for it in items) else None
     folds: list[Fold] = make_folds(scheme, subjects, labels, k=k, seed=seed, test_fraction=test_fraction)
+    pooling = callable(getattr(trainer, "predict", None)) and callable(getattr(trainer, "metrics", None))
     rows = []
+    oof_items: list[Item] = []
+    oof_recs: list[dict[str, Any]] = []
+    oof_fold: list[str] = []
     for i, f in enumerate(folds, start=1):
         tr = [items[j] for j in f.train]
         te = [items[j] for j in f.test]
         t0 = time.perf_counter()
         model = trainer.fit(tr)
-        metrics = trainer.evaluate(model, te)
+        if pooling:
+            recs = trainer.predict(model, te)  # type: ignore[attr-defined]
+            metrics = trainer.metrics(te, recs)  # type: ignore[attr-defined]
+            oof_items += te
+            oof_recs += recs
+            oof_fold += [f.name] * len(te)
+        else:
+            metrics = trainer.evaluate(model, te)
         dt = time.perf_counter() - t0
         rows.append(
             {
@@ -163,8 +273,9 @@ def run_cv(
                 + f" ({dt:.1f} s)"
             )
     describe = getattr(trainer, "describe", None)
-    return {
+    out: dict[str, Any] = {
         "scheme": scheme,
+        "splitter": folds[0].splitter if folds else "",
         "k": len(folds),
         "seed": seed,
         "trainer": trainer.name,
@@ -174,7 +285,22 @@ def run_cv(
         "subject_leakage_checked": scheme in SUBJECT_SCHEMES,
         "folds": rows,
         "summary": summarise([r["metrics"] for r in rows]),
+        "pooled": None,
+        "per_animal": None,
+        "oof": [],
     }
+    if pooling and oof_items:
+        out["pooled"] = trainer.metrics(oof_items, oof_recs)  # type: ignore[attr-defined]
+        out["pooled"]["n_items"] = len(oof_items)
+        out["pooled"]["n_subjects"] = len({it.subject for it in oof_items})
+        per_animal = getattr(trainer, "per_animal", None)
+        if callable(per_animal):
+            out["per_animal"] = per_animal(oof_items, oof_recs)
+        out["oof"] = [
+            {"key": it.key, "animal": it.subject, "label": it.label, "fold": fo, **rec}
+            for it, rec, fo in zip(oof_items, oof_recs, oof_fold, strict=True)
+        ]
+    return out
 
 
 def _num(v: float) -> str:
@@ -187,13 +313,78 @@ def _pm(s: dict[str, Any]) -> str:
     return f"{s['mean']:.3f} ± {s['sd']:.3f}" if s["sd"] is not None else f"{s['mean']:.3f}"
 
 
+def _cell(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def pooled_markdown(pooled: dict[str, Any]) -> list[str]:
+    """Markdown lines of the pooled out-of-fold metrics, per class and the confusion matrix."""
+    flat = flatten({k: v for k, v in pooled.items() if k not in ("confusion", "per_class")})
+    lines = ["| metric | pooled |", "|---|---|"]
+    lines += [f"| {k} | {_cell(v)} |" for k, v in flat.items()]
+    lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for c, d in pooled.get("per_class", {}).items():
+        lines.append(
+            f"| {c} | {_cell(d['precision'])} | {_cell(d['recall'])} | {_cell(d['f1'])} | {d['support']} |"
+        )
+    cm = pooled.get("confusion")
+    if cm:
+        lines += [
+            "",
+            "| true \\ predicted | " + " | ".join(cm["labels"]) + " |",
+            "|---" * (len(cm["labels"]) + 1) + "|",
+        ]
+        lines += [
+            f"| {lab} | " + " | ".join(str(x) for x in row) + " |"
+            for lab, row in zip(cm["labels"], cm["matrix"], strict=True)
+        ]
+    return lines
+
+
+def per_animal_markdown(per_animal: dict[str, Any]) -> list[str]:
+    """Markdown lines of the per-animal verdict table and its summary (or model vs labels per animal)."""
+    if "summary" not in per_animal:
+        lines = ["| animal | images | model mean score | labelled mean score |", "|---|---|---|---|"]
+        for r in per_animal["rows"]:
+            lines.append(f"| {r['animal']} | {r['n_images']} | {_cell(r['model'])} | {_cell(r['labels'])} |")
+        return lines
+    s = per_animal["summary"]
+    lines = [
+        f"Rule: {per_animal['rule']['rule']} (positive class {per_animal['positive']!r}).",
+        "",
+        f"{s['n_animals']} animals: {s['n_painful']} painful, {s['n_not_painful']} not painful, "
+        f"{s['n_insufficient']} insufficient frames"
+        + (
+            f"; per-animal accuracy {s['animal_accuracy']:.3f} over {s['n_judged']} animals with a verdict."
+            if "animal_accuracy" in s
+            else "."
+        ),
+        "",
+        "| animal | true class | frames | share called painful | verdict | correct |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in per_animal["rows"]:
+        lines.append(
+            f"| {r['animal']} | {r['true_label']} | {r['n_scored']} | {_cell(r['mean_pain'])} "
+            f"| {r['verdict']} | {_cell(r.get('correct'))} |"
+        )
+    return lines
+
+
 def cv_markdown(result: dict[str, Any], metrics: Sequence[str] | None = None) -> str:
-    """Per-fold table and mean ± SD table in Markdown."""
+    """Pooled out-of-fold metrics, the per-animal table, then mean ± SD and the per-fold table."""
     summ = result["summary"]
     keys = list(metrics) if metrics else [k for k in summ if not k.startswith("confusion")]
     keys = [k for k in keys if k in summ]
     lines = [
-        f"# Cross-validation: {result['scheme']} ({result['k']} folds), trainer {result['trainer']}",
+        f"# Cross-validation: {result['scheme']} ({result['k']} folds, {result.get('splitter', '')}), "
+        f"trainer {result['trainer']}",
         "",
         f"{result['n_items']} items from {result['n_subjects']} subjects, seed {result['seed']}"
         + "".join(f"; {k}: {v}" for k, v in result.get("trainer_info", {}).items())
@@ -204,6 +395,21 @@ def cv_markdown(result: dict[str, Any], metrics: Sequence[str] | None = None) ->
             else "Item-level scheme: frames of one subject can be on both sides (as in the goat seed)."
         ),
         "",
+    ]
+    if result.get("pooled"):
+        lines += [
+            "## Pooled out-of-fold metrics (headline)",
+            "",
+            "Every item is predicted once by the model that did not see it; the metrics are computed once "
+            "on all these predictions (scikit-learn's `cross_val_predict` pattern). Per-fold means below "
+            "average figures of small, often single-class folds and are shown only beside these.",
+            "",
+            *pooled_markdown(result["pooled"]),
+            "",
+        ]
+    if result.get("per_animal"):
+        lines += ["## Per animal", "", *per_animal_markdown(result["per_animal"]), ""]
+    lines += [
         "## Mean ± SD over folds",
         "",
         "| metric | mean ± SD | min | max | folds |",
@@ -431,11 +637,9 @@ class StudentTrainer:
             raise RuntimeError(f"training finished but no weights matching {self.weights_glob!r} under {run}")
         return {"fold_dir": fold_dir, "weights": found[0]}
 
-    def evaluate(self, model: dict[str, Any], test_items: Sequence[Item]) -> dict[str, Any]:
-        """Predict the held-out images and score them against their labelled grades."""
-        from train.evaluation.grades import classify, round_half_up
+    def predict(self, model: dict[str, Any], test_items: Sequence[Item]) -> list[dict[str, Any]]:
+        """Predict the held-out images: one record ``{"total", "units": {unit: value}}`` per item."""
         from train.evaluation.io import read_grade_file
-        from train.evaluation.stats import icc
 
         fold_dir = Path(model["fold_dir"])
         src = fold_dir / "test_images"
@@ -453,32 +657,73 @@ class StudentTrainer:
         self._run(cmd, fold_dir / "predict.log")
         pred = read_grade_file(pred_path, self.spec)
         idx = pred.index()
-        out: dict[str, Any] = {"n_test": len(test_items)}
-        truth_total = []
-        boxes_of = {}
+        recs = []
         for it in test_items:
+            j = idx.get(it.key)
+            units = {
+                u.name: (float(pred.units[u.name][j]) if j is not None and u.name in pred.units else math.nan)
+                for u in self.spec.units
+            }
+            recs.append({"total": float(pred.total[j]) if j is not None else math.nan, "units": units})
+        return recs
+
+    def _truth(self, items: Sequence[Item]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Labelled mean grade per unit ``(N,)`` and the labelled frame score ``(N,)`` (NaN = ungraded)."""
+        boxes_of = {}
+        for it in items:
             lbl = it.meta.get("labels")
             boxes_of[it.key] = read_labels(lbl, self.spec) if lbl and Path(lbl).exists() else []
+        per_unit = {}
         for ui, unit in enumerate(self.spec.units):
-            t_vals, m_vals = [], []
-            for it in test_items:
+            vals = []
+            for it in items:
                 g = [b.grade for b in boxes_of[it.key] if b.unit == ui and b.grade is not None]
-                j = idx.get(it.key)
-                t_vals.append(float(np.mean(g)) if g else math.nan)
-                m_vals.append(
-                    pred.units[unit.name][j] if (j is not None and unit.name in pred.units) else math.nan
-                )
-            t = np.clip(round_half_up(np.array(t_vals)), 0, unit.grades - 1)
-            m = np.clip(round_half_up(np.array(m_vals)), 0, unit.grades - 1)
-            c = classify(m, t, list(range(unit.grades)))
-            keep = ("n", "weighted_accuracy", "precision_weighted", "recall_weighted")
-            out[unit.name] = {key: c[key] for key in keep if key in c}
-            truth_total.append(t_vals)
+                vals.append(float(np.mean(g)) if g else math.nan)
+            per_unit[unit.name] = np.array(vals)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # images with no graded box: NaN
-            tt = np.nanmean(np.array(truth_total, dtype=float), axis=0)
-        mm = np.array([pred.total[idx[it.key]] if it.key in idx else math.nan for it in test_items])
-        r = icc(np.stack([mm, tt], axis=1))
-        out["total_icc1"] = r["forms"]["ICC1"]["icc"] if r["forms"]["ICC1"] else None
+            total = np.nanmean(np.stack(list(per_unit.values())), axis=0)
+        return per_unit, total
+
+    def metrics(self, items: Sequence[Item], recs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Weighted accuracy per unit and the frame score's ICC(1,1)/ICC(2,1) against the labels."""
+        from train.evaluation.grades import classify, round_half_up
+        from train.evaluation.stats import icc
+
+        truth_units, truth_total = self._truth(items)
+        out: dict[str, Any] = {"n_test": len(items)}
+        for unit in self.spec.units:
+            t = np.clip(round_half_up(truth_units[unit.name]), 0, unit.grades - 1)
+            m = np.clip(
+                round_half_up(np.array([r["units"][unit.name] for r in recs], float)), 0, unit.grades - 1
+            )
+            c = classify(m, t, list(range(unit.grades)))
+            keep = ("n", "weighted_accuracy", "kappa_quadratic", "balanced_accuracy")
+            out[unit.name] = {key: c[key] for key in keep if key in c}
+            if "baseline" in c:
+                out[unit.name]["baseline_weighted_accuracy"] = c["baseline"]["weighted_accuracy"]
+        mm = np.array([r["total"] for r in recs], dtype=float)
+        r = icc(np.stack([mm, truth_total], axis=1))
+        for form, key in (("ICC1", "total_icc1"), ("ICC2", "total_icc2")):
+            out[key] = r["forms"][form]["icc"] if r["forms"][form] else None
         out["n_abstained"] = int((~np.isfinite(mm)).sum())
         return out
+
+    def per_animal(self, items: Sequence[Item], recs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Per-animal mean frame score of the model and of the labels (out of fold)."""
+        from train.evaluation.stats import per_animal_means
+
+        _, truth_total = self._truth(items)
+        mm = np.array([r["total"] for r in recs], dtype=float)
+        animals = np.array([it.subject for it in items], dtype=object)
+        ids, m, n = per_animal_means(np.where(np.isfinite(truth_total), mm, np.nan), animals)
+        _, t, _ = per_animal_means(np.where(np.isfinite(mm), truth_total, np.nan), animals)
+        rows = [
+            {"animal": a, "model": x, "labels": y, "n_images": int(c)}
+            for a, x, y, c in zip(ids, m.tolist(), t.tolist(), n.tolist(), strict=True)
+        ]
+        return {"rows": rows, "n_animals": len(rows)}
+
+    def evaluate(self, model: dict[str, Any], test_items: Sequence[Item]) -> dict[str, Any]:
+        """Predict the held-out images and score them against their labelled grades."""
+        return self.metrics(test_items, self.predict(model, test_items))

@@ -1,13 +1,16 @@
-"""Train/test split generators for the goat seed's validation schemes, and the leakage check.
+"""Train/test splits for the goat seed's validation schemes (scikit-learn splitters) and the leakage check.
 
-Schemes (``SCHEMES``):
+Schemes (``SCHEMES``), each a scikit-learn splitter:
 
-* ``split`` — one random train/test split of the *items* (frames/images), stratified by label; the
-  seed's "single train-test split" (80/20). Frames of one animal land on both sides.
-* ``kfold`` — stratified k-fold over items (the seed's 5-fold). Also leaks subjects, like the seed.
-* ``subject-kfold`` — k folds over *subjects*, stratified by each subject's majority label; all items
-  of a subject are on one side (the seed's subject-wise 10-fold).
-* ``loso`` — leave one subject out: one fold per subject.
+* ``split`` — one random train/test split of the *items* (frames/images), stratified by label
+  (:func:`sklearn.model_selection.train_test_split`); the seed's "single train-test split" (80/20).
+  Frames of one animal land on both sides.
+* ``kfold`` — :class:`~sklearn.model_selection.StratifiedKFold` over items (the seed's 5-fold; plain
+  ``KFold`` without labels or when a class has fewer than k items). Also leaks subjects, like the seed.
+* ``subject-kfold`` — :class:`~sklearn.model_selection.StratifiedGroupKFold` with the animals as groups
+  (``GroupKFold`` without labels); all items of a subject are on one side (the seed's subject-wise
+  10-fold).
+* ``loso`` — :class:`~sklearn.model_selection.LeaveOneGroupOut`: one fold per subject.
 
 For ``subject-kfold`` and ``loso`` :func:`make_folds` always runs :func:`check_no_subject_leakage`,
 which raises :class:`SubjectLeakageError` if any subject is on both sides of any fold.
@@ -17,7 +20,8 @@ Everything works on index arrays: ``subjects[i]`` and ``labels[i]`` describe ite
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,131 +47,118 @@ class Fold:
         name: e.g. ``"fold 3/10"`` or ``"subject g07"``.
         train: Item indices of the training side, int64 ``(n_train,)``, sorted.
         test: Item indices of the test side, int64 ``(n_test,)``, sorted.
+        splitter: The scikit-learn splitter that made it (for reports).
     """
 
     name: str
     train: np.ndarray
     test: np.ndarray
+    splitter: str = ""
 
 
-def _deal(
-    groups_by_label: dict[object, list[object]], k: int, rng: np.random.Generator
-) -> list[list[object]]:
-    """Shuffle each label's members and deal them round-robin into k bins (balanced, stratified)."""
-    bins: list[list[object]] = [[] for _ in range(k)]
-    start = 0
-    for label in sorted(groups_by_label, key=str):
-        members = list(groups_by_label[label])
-        order = rng.permutation(len(members))
-        for j, m in enumerate(order):
-            bins[(start + j) % k].append(members[m])
-        start = (start + len(members)) % k
-    return bins
-
-
-def _labels_or_none(labels: Sequence[object] | None, n: int) -> list[object]:
+def _labels_or_none(labels: Sequence[object] | None, n: int) -> np.ndarray | None:
     if labels is None:
-        return [0] * n
+        return None
     if len(labels) != n:
         raise SplitError(f"{len(labels)} labels for {n} items")
-    return list(labels)
+    return np.array([str(x) for x in labels], dtype=object)
+
+
+def _fold(name: str, train: np.ndarray, test: np.ndarray, splitter: str) -> Fold:
+    tr = np.sort(np.asarray(train, dtype=np.int64))
+    return Fold(name, tr, np.sort(np.asarray(test, dtype=np.int64)), splitter)
 
 
 def single_split(
     n: int, test_fraction: float = 0.2, seed: int = 0, labels: Sequence[object] | None = None
 ) -> list[Fold]:
-    """One random item-level split, stratified by label.
+    """One random item-level split, stratified by label when every class has 2+ items.
 
     Args:
         n: Number of items.
-        test_fraction: Share of each label's items put on the test side (at least one per label
-            with 2+ items).
+        test_fraction: Test share.
         seed: Random seed.
         labels: Label per item for stratification.
     """
+    from sklearn.model_selection import train_test_split
+
     if not 0 < test_fraction < 1:
         raise SplitError(f"test fraction must be in (0, 1), got {test_fraction}")
     if n < 2:
         raise SplitError(f"need at least 2 items for a split, got {n}")
-    labs = _labels_or_none(labels, n)
-    rng = np.random.default_rng(seed)
-    by: dict[object, list[int]] = defaultdict(list)
-    for i, lab in enumerate(labs):
-        by[lab].append(i)
-    test: list[int] = []
-    for lab in sorted(by, key=str):
-        idx = np.array(by[lab])[rng.permutation(len(by[lab]))]
-        m = round(len(idx) * test_fraction)
-        if len(idx) >= 2:
-            m = min(max(m, 1), len(idx) - 1)
-        test.extend(idx[:m].tolist())
-    test_a = np.array(sorted(test), dtype=np.int64)
-    train_a = np.setdiff1d(np.arange(n), test_a).astype(np.int64)
-    return [Fold(f"split {1 - test_fraction:.0%}/{test_fraction:.0%}", train_a, test_a)]
+    y = _labels_or_none(labels, n)
+    strat = y if y is not None and min(Counter(y.tolist()).values()) >= 2 else None
+    try:
+        tr, te = train_test_split(np.arange(n), test_size=test_fraction, random_state=seed, stratify=strat)
+    except ValueError as e:
+        raise SplitError(f"cannot split {n} items at test fraction {test_fraction}: {e}") from None
+    how = "train_test_split" + (" (stratified)" if strat is not None else "")
+    return [_fold(f"split {1 - test_fraction:.0%}/{test_fraction:.0%}", tr, te, how)]
 
 
 def item_kfold(n: int, k: int, seed: int = 0, labels: Sequence[object] | None = None) -> list[Fold]:
     """Stratified k-fold over items (subjects ignored, as in the seed's 5-fold)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
     if k < 2:
         raise SplitError(f"k must be at least 2, got {k}")
     if k > n:
         raise SplitError(f"k={k} folds but only {n} items")
-    labs = _labels_or_none(labels, n)
-    by: dict[object, list[object]] = defaultdict(list)
-    for i, lab in enumerate(labs):
-        by[lab].append(i)
-    bins = _deal(by, k, np.random.default_rng(seed))
-    return _folds_from_bins([[int(i) for i in b] for b in bins], n, "fold")  # type: ignore[call-overload]
+    y = _labels_or_none(labels, n)
+    x = np.zeros((n, 1))
+    if y is not None and min(Counter(y.tolist()).values()) >= k:
+        it, how = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y), "StratifiedKFold"
+    else:
+        it, how = KFold(n_splits=k, shuffle=True, random_state=seed).split(x), "KFold"
+    return [_fold(f"fold {j + 1}/{k}", tr, te, how) for j, (tr, te) in enumerate(it)]
 
 
 def subject_kfold(
     subjects: Sequence[str], k: int, seed: int = 0, labels: Sequence[object] | None = None
 ) -> list[Fold]:
-    """k folds over subjects, stratified by each subject's majority label."""
-    subs = [str(s) for s in subjects]
-    uniq = list(dict.fromkeys(subs))
+    """k folds over subjects (``StratifiedGroupKFold``, stratified by label; ``GroupKFold`` without)."""
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    subs = np.array([str(s) for s in subjects], dtype=object)
+    n_sub = len(set(subs.tolist()))
     if k < 2:
         raise SplitError(f"k must be at least 2, got {k}")
-    if k > len(uniq):
-        raise SplitError(f"k={k} subject-wise folds but only {len(uniq)} subjects")
-    labs = _labels_or_none(labels, len(subs))
-    per_subject: dict[str, Counter[object]] = defaultdict(Counter)
-    for s, lab in zip(subs, labs, strict=True):
-        per_subject[s][lab] += 1
-    by: dict[object, list[object]] = defaultdict(list)
-    for s in uniq:
-        by[per_subject[s].most_common(1)[0][0]].append(s)
-    bins = _deal(by, k, np.random.default_rng(seed))
-    where = {s: b for b, members in enumerate(bins) for s in members}
-    item_bins: list[list[int]] = [[] for _ in range(k)]
-    for i, s in enumerate(subs):
-        item_bins[where[s]].append(i)
-    folds = _folds_from_bins(item_bins, len(subs), "subject fold")
+    if k > n_sub:
+        raise SplitError(f"k={k} subject-wise folds but only {n_sub} subjects")
+    y = _labels_or_none(labels, len(subs))
+    x = np.zeros((len(subs), 1))
+    splits: list[tuple[np.ndarray, np.ndarray]] | None = None
+    how = "GroupKFold"
+    if y is not None and max(Counter(y.tolist()).values()) >= k:
+        try:
+            sgk = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "least populated class" on small sets
+                splits = list(sgk.split(x, y, subs))
+            how = "StratifiedGroupKFold"
+        except ValueError:  # too few items per class to stratify: group folds only
+            splits = None
+    if splits is None:
+        splits = list(GroupKFold(n_splits=k).split(x, groups=subs))
+    folds = [_fold(f"subject fold {j + 1}/{k}", tr, te, how) for j, (tr, te) in enumerate(splits)]
+    empty = [f.name for f in folds if not f.test.size]
+    if empty:
+        raise SplitError(f"{', '.join(empty)} would test no subject; use fewer folds than {k}")
     return folds
 
 
 def leave_one_subject_out(subjects: Sequence[str]) -> list[Fold]:
-    """One fold per subject, holding out all of that subject's items."""
+    """One fold per subject (``LeaveOneGroupOut``), holding out all of that subject's items."""
+    from sklearn.model_selection import LeaveOneGroupOut
+
     subs = np.array([str(s) for s in subjects], dtype=object)
     uniq = list(dict.fromkeys(subs.tolist()))
     if len(uniq) < 2:
         raise SplitError(f"leave-one-subject-out needs at least 2 subjects, got {len(uniq)}")
-    folds = []
-    for s in uniq:
-        test = np.flatnonzero(subs == s).astype(np.int64)
-        train = np.flatnonzero(subs != s).astype(np.int64)
-        folds.append(Fold(f"subject {s}", train, test))
-    return folds
-
-
-def _folds_from_bins(bins: list[list[int]], n: int, word: str) -> list[Fold]:
-    k = len(bins)
-    folds = []
-    for j, b in enumerate(bins):
-        test = np.array(sorted(b), dtype=np.int64)
-        train = np.setdiff1d(np.arange(n), test).astype(np.int64)
-        folds.append(Fold(f"{word} {j + 1}/{k}", train, test))
-    return folds
+    folds = {}
+    for tr, te in LeaveOneGroupOut().split(np.zeros((len(subs), 1)), groups=subs):
+        folds[subs[te[0]]] = _fold(f"subject {subs[te[0]]}", tr, te, "LeaveOneGroupOut")
+    return [folds[s] for s in uniq]  # in order of first appearance
 
 
 def check_no_subject_leakage(folds: Sequence[Fold], subjects: Sequence[str]) -> None:

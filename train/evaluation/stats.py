@@ -1,8 +1,11 @@
-"""Agreement and group statistics of the rat seed paper (ICC, Wilcoxon, Kruskal–Wallis, mean ± SEM).
+"""Agreement, group and uncertainty statistics for validating a model against human graders.
 
 ICCs come from :func:`pingouin.intraclass_corr`; this module only reshapes the data, names the forms
-in Shrout & Fleiss (1979) terms and attaches the Landis & Koch label the seed uses. Group tests are
-:func:`scipy.stats.wilcoxon`, :func:`scipy.stats.kruskal` and :func:`scipy.stats.mannwhitneyu`.
+in Shrout & Fleiss (1979) terms and attaches the Landis & Koch label the seed uses and the Koo & Li
+(2016) label judged on the 95% interval (:func:`koo_li`). Group tests are :func:`scipy.stats.wilcoxon`,
+:func:`scipy.stats.kruskal`, :func:`scipy.stats.mannwhitneyu` and :func:`scipy.stats.friedmanchisquare`;
+the mixed model is statsmodels ``MixedLM`` (:func:`mixed_model`). Intervals for headline figures come
+from :func:`cluster_bootstrap`, which resamples *animals* (clusters), never images.
 
 Shrout & Fleiss forms (n targets, k raters):
 
@@ -73,6 +76,38 @@ def landis_koch(value: float | None) -> str:
     return "poor"
 
 
+KOO_LI_BANDS = ((0.5, "poor"), (0.75, "moderate"), (0.9, "good"), (math.inf, "excellent"))
+"""Koo & Li (2016): ICC < 0.5 poor, 0.5–0.75 moderate, 0.75–0.9 good, > 0.9 excellent."""
+
+
+def _koo_li_band(value: float) -> str:
+    for upper, name in KOO_LI_BANDS:
+        if value < upper:
+            return name
+    return "excellent"
+
+
+def koo_li(ci95: tuple[float | None, float | None] | list[float | None] | None) -> str:
+    """Koo & Li (2016) reliability label judged on the 95% interval, as they recommend.
+
+    The label of the lower and of the upper bound; when they differ both are given
+    (``"moderate to good"``), so an interval that spans bands is never read as its best end.
+
+    Args:
+        ci95: ``[lower, upper]`` of the ICC's 95% interval.
+
+    Returns:
+        ``"poor"``, ``"moderate"``, ``"good"``, ``"excellent"``, ``"A to B"`` or ``"undefined"``.
+    """
+    if not ci95 or len(ci95) != 2:
+        return "undefined"
+    lo, hi = ci95
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "undefined"
+    a, b = _koo_li_band(lo), _koo_li_band(hi)
+    return a if a == b else f"{a} to {b}"
+
+
 def _finite(x: Any) -> float | None:
     try:
         v = float(x)
@@ -133,6 +168,7 @@ def icc(ratings: np.ndarray) -> dict[str, Any]:
             "df2": _finite(row["df2"]),
             "p": _finite(row["pval"]),
             "label": landis_koch(value),
+            "koo_li": koo_li([_finite(ci[0]), _finite(ci[1])]),
             "description": ICC_FORMS[name],
         }
     missing = set(ICC_FORMS) - set(out["forms"])
@@ -270,3 +306,303 @@ def stars(p: float | None) -> str:
     if p < 0.05:
         return "*"
     return "ns"
+
+
+# ------------------------------------------------------------------------------- fast ICC(2,1)
+def icc21(ratings: np.ndarray) -> float:
+    """ICC(2,1) (two-way random effects, absolute agreement, single rater) in numpy.
+
+    The same number as the ``ICC2`` row of :func:`icc` (a test checks it on Shrout & Fleiss's
+    example); this one has no confidence interval and no pandas/pingouin overhead, so the cluster
+    bootstrap can call it thousands of times.
+
+    Args:
+        ratings: float ``(n_targets, k_raters)``; rows with any NaN are dropped.
+
+    Returns:
+        The ICC, or NaN with fewer than 2 complete rows, fewer than 2 raters, or no variance.
+    """
+    x = np.asarray(ratings, dtype=float)
+    x = x[np.isfinite(x).all(axis=1)]
+    n, k = x.shape if x.ndim == 2 else (0, 0)
+    if n < 2 or k < 2:
+        return math.nan
+    grand = x.mean()
+    ss_rows = k * ((x.mean(axis=1) - grand) ** 2).sum()
+    ss_cols = n * ((x.mean(axis=0) - grand) ** 2).sum()
+    ss_err = ((x - grand) ** 2).sum() - ss_rows - ss_cols
+    msr = ss_rows / (n - 1)
+    msc = ss_cols / (k - 1)
+    mse = ss_err / ((n - 1) * (k - 1))
+    den = msr + (k - 1) * mse + k * (msc - mse) / n
+    if not den > 0:
+        return math.nan
+    return float((msr - mse) / den)
+
+
+# ------------------------------------------------------------------------ animal-level helpers
+def per_animal_means(values: np.ndarray, animals: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Mean of the finite ``values`` of each animal.
+
+    Args:
+        values: float ``(N,)`` (NaN = missing).
+        animals: animal id per value ``(N,)``.
+
+    Returns:
+        ``(ids, means (M,), counts (M,))`` for the ``M`` animals with at least one finite value, in
+        order of first appearance.
+    """
+    v = np.asarray(values, dtype=float)
+    a = np.asarray(animals, dtype=object)
+    ids: list[str] = []
+    sums: dict[str, float] = {}
+    cnt: dict[str, int] = {}
+    for x, s in zip(v.tolist(), a.tolist(), strict=True):
+        if not math.isfinite(x):
+            continue
+        s = str(s)
+        if s not in cnt:
+            ids.append(s)
+            sums[s] = 0.0
+            cnt[s] = 0
+        sums[s] += x
+        cnt[s] += 1
+    return ids, np.array([sums[s] / cnt[s] for s in ids]), np.array([cnt[s] for s in ids], dtype=int)
+
+
+def pseudoreplication_warning(n_images: int, n_animals: int) -> str | None:
+    """The warning printed wherever a test would count images of the same animal as independent."""
+    if n_images <= n_animals:
+        return None
+    return (
+        f"{n_images} images come from {n_animals} animals: images of one animal are not independent, so "
+        "image-level p-values are pseudoreplicated (far too small) and are shown as descriptive only; "
+        "the headline tests use one value per animal."
+    )
+
+
+def friedman(table: np.ndarray, names: list[str] | None = None) -> dict[str, Any]:
+    """Friedman test of repeated measures: animals (rows) measured at every condition (columns).
+
+    Args:
+        table: float ``(n_animals, k_conditions)``; animals with any NaN are dropped.
+        names: Condition names.
+
+    Returns:
+        ``{"test", "n", "n_excluded", "conditions", "statistic", "p", "error"}``; ``k < 3`` gives an
+        error (use :func:`wilcoxon_paired` for two conditions).
+    """
+    scipy_stats = __import__("scipy.stats", fromlist=["friedmanchisquare"])
+    x = np.asarray(table, dtype=float)
+    keep = np.isfinite(x).all(axis=1)
+    x = x[keep]
+    res: dict[str, Any] = {
+        "test": "friedman chi-square (repeated measures on per-animal means)",
+        "n": int(x.shape[0]),
+        "n_excluded": int((~keep).sum()),
+        "conditions": names or [str(i) for i in range(x.shape[1])],
+        "statistic": None,
+        "p": None,
+        "error": None,
+    }
+    if x.shape[1] < 3:
+        res["error"] = f"Friedman needs at least 3 conditions, got {x.shape[1]}"
+    elif x.shape[0] < 2:
+        res["error"] = f"need at least 2 animals seen at every condition, got {x.shape[0]}"
+    elif np.allclose(x, x.flat[0]):
+        res["error"] = "all values are identical; the test is undefined"
+        res["p"] = 1.0
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = scipy_stats.friedmanchisquare(*x.T)
+        res["statistic"] = _finite(r.statistic)
+        res["p"] = _finite(r.pvalue)
+    return res
+
+
+MIN_MIXED_ANIMALS = 6
+"""Fewest animals for which :func:`mixed_model` is fitted (a random intercept needs several)."""
+
+
+def mixed_model(
+    score: np.ndarray,
+    group: np.ndarray,
+    timepoint: np.ndarray,
+    animal: np.ndarray,
+    min_animals: int = MIN_MIXED_ANIMALS,
+) -> dict[str, Any]:
+    """Linear mixed model ``score ~ group × timepoint + (1 | animal)`` (statsmodels ``MixedLM``, REML).
+
+    Uses every image: the random intercept per animal models the dependence between images of one
+    animal, so these p-values are not pseudoreplicated. Factors with a single level are dropped from
+    the formula. Fixed effects are treatment-coded against the first level in order of appearance.
+
+    Args:
+        score: float ``(N,)`` (NaN rows dropped).
+        group: group per image ``(N,)``.
+        timepoint: timepoint per image ``(N,)`` (``""`` allowed).
+        animal: animal id per image ``(N,)``.
+        min_animals: Fit only with at least this many animals.
+
+    Returns:
+        ``{"model", "formula", "n_obs", "n_animals", "converged", "animal_variance", "residual_variance",
+        "fixed_effects": [{"term", "estimate", "se", "z", "p", "ci95"}], "error", "warnings"}``.
+    """
+    pd = __import__("pandas")
+    y = np.asarray(score, dtype=float)
+    keep = np.isfinite(y)
+    df = pd.DataFrame(
+        {
+            "score": y[keep],
+            "grp": np.asarray(group, dtype=object)[keep].astype(str),
+            "tp": np.asarray(timepoint, dtype=object)[keep].astype(str),
+            "animal": np.asarray(animal, dtype=object)[keep].astype(str),
+        }
+    )
+    n_animals = int(df["animal"].nunique())
+    res: dict[str, Any] = {
+        "model": "linear mixed model, random intercept per animal (statsmodels MixedLM, REML)",
+        "formula": None,
+        "n_obs": len(df),
+        "n_animals": n_animals,
+        "converged": None,
+        "animal_variance": None,
+        "residual_variance": None,
+        "fixed_effects": [],
+        "error": None,
+        "warnings": [],
+    }
+    if n_animals < min_animals:
+        res["error"] = f"not fitted: {n_animals} animals, fewer than the {min_animals} needed"
+        return res
+    levels = {col: list(dict.fromkeys(df[col])) for col in ("grp", "tp")}
+    varying = [col for col in ("grp", "tp") if len(levels[col]) > 1]
+    if not varying:
+        res["error"] = "not fitted: a single group and a single timepoint"
+        return res
+    crossed = len(set(zip(df["grp"], df["tp"], strict=True))) == len(levels["grp"]) * len(levels["tp"])
+    if len(varying) == 2 and not crossed:
+        # e.g. controls seen once, injured animals at day 1 and month 1: one factor of the cells
+        df["cell"] = pd.Categorical(
+            df["grp"] + "/" + df["tp"], categories=list(dict.fromkeys(df["grp"] + "/" + df["tp"]))
+        )
+        formula = "score ~ C(cell)"
+        res["formula"] = "score ~ cell + (1 | animal)"
+        res["note"] = "groups and timepoints are not fully crossed: one factor of the group/timepoint cells"
+    else:
+        for col in varying:
+            df[col] = pd.Categorical(df[col], categories=levels[col])
+        formula = "score ~ " + " * ".join(f"C({c})" for c in varying)
+        res["formula"] = formula.replace("C(grp)", "group").replace("C(tp)", "timepoint") + " + (1 | animal)"
+    smf = __import__("statsmodels.formula.api", fromlist=["mixedlm"])
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit = smf.mixedlm(formula, df, groups=df["animal"]).fit(reml=True)
+    except (ValueError, np.linalg.LinAlgError) as e:
+        res["error"] = f"fit failed: {e}"
+        return res
+    res["warnings"] = sorted({str(w.message).splitlines()[0] for w in caught})
+    res["converged"] = bool(fit.converged)
+    res["animal_variance"] = _finite(np.asarray(fit.cov_re)[0, 0])
+    res["residual_variance"] = _finite(fit.scale)
+    ci = fit.conf_int()
+    for term in fit.fe_params.index:
+        label = (
+            str(term)
+            .replace("C(grp)[T.", "group[")
+            .replace("C(tp)[T.", "timepoint[")
+            .replace("C(cell)[T.", "cell[")
+        )
+        res["fixed_effects"].append(
+            {
+                "term": label,
+                "estimate": _finite(fit.fe_params[term]),
+                "se": _finite(fit.bse_fe[term]),
+                "z": _finite(fit.tvalues[term]),
+                "p": _finite(fit.pvalues[term]),
+                "ci95": [_finite(ci.loc[term, 0]), _finite(ci.loc[term, 1])],
+            }
+        )
+    return res
+
+
+# ----------------------------------------------------------------------------- cluster bootstrap
+def cluster_bootstrap(
+    clusters: np.ndarray,
+    statistic: Any,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Percentile bootstrap that resamples clusters (animals) with replacement, never single rows.
+
+    Each replicate draws as many animals as there are, with replacement, and keeps *all* rows of
+    every animal drawn (an animal drawn twice counts twice). The statistic is computed on the rows of
+    the replicate; the interval is the ``(1 - level)/2`` and ``(1 + level)/2`` percentiles of the
+    finite replicate values (replicates where a figure is undefined, e.g. a single class drawn, are
+    left out of that figure and counted). With one row per cluster this is the ordinary bootstrap.
+
+    Args:
+        clusters: Cluster (animal) id per row ``(N,)``.
+        statistic: ``f(rows: int64 (n,)) -> dict[str, float]`` computed on the given row indices
+            (rows may repeat).
+        n_boot: Replicates.
+        seed: Random seed (same seed, same interval).
+        level: Interval coverage.
+
+    Returns:
+        ``{"method", "n_boot", "n_clusters", "level", "seed", "figures": {name: {"estimate",
+        "ci95": [lo, hi], "n_valid"}}}``; ``estimate`` is the statistic on all rows.
+    """
+    c = np.asarray(clusters, dtype=object)
+    ids = list(dict.fromkeys(c.tolist()))
+    rows_of = [np.flatnonzero(c == i) for i in ids]
+    full = statistic(np.arange(len(c)))
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in full}
+    m = len(ids)
+    for _ in range(n_boot if m >= 2 else 0):
+        pick = rng.integers(0, m, m)
+        rows = np.concatenate([rows_of[j] for j in pick])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vals = statistic(rows)
+        for k in draws:
+            v = vals.get(k)
+            draws[k].append(math.nan if v is None else float(v))
+    a = (1 - level) / 2
+    figures = {}
+    for k, est in full.items():
+        d = np.array(draws[k], dtype=float)
+        d = d[np.isfinite(d)]
+        ci = [float(np.quantile(d, a)), float(np.quantile(d, 1 - a))] if d.size >= 2 else [None, None]
+        figures[k] = {"estimate": _finite(est), "ci95": ci, "n_valid": int(d.size)}
+    return {
+        "method": f"percentile bootstrap over animals (clusters), {n_boot} resamples",
+        "n_boot": n_boot,
+        "n_clusters": m,
+        "level": level,
+        "seed": seed,
+        "figures": figures,
+    }
+
+
+def bland_altman(model: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """Bland–Altman agreement of two measurements of one quantity (pairs with a NaN dropped).
+
+    Returns:
+        ``{"n", "bias", "sd", "loa": [lower, upper]}`` with differences ``model - reference`` and
+        limits of agreement ``bias ± 1.96 SD`` (sample SD). Intervals for these come from
+        :func:`cluster_bootstrap`.
+    """
+    m = np.asarray(model, dtype=float)
+    r = np.asarray(reference, dtype=float)
+    keep = np.isfinite(m) & np.isfinite(r)
+    d = m[keep] - r[keep]
+    if d.size < 2:
+        return {"n": int(d.size), "bias": None, "sd": None, "loa": [None, None]}
+    bias = float(d.mean())
+    sd = float(d.std(ddof=1))
+    return {"n": int(d.size), "bias": bias, "sd": sd, "loa": [bias - 1.96 * sd, bias + 1.96 * sd]}

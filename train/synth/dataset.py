@@ -7,6 +7,7 @@ evidence of its accuracy on real animals.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import time
 from collections import defaultdict
@@ -63,6 +64,7 @@ class SynthReport:
     subjects: dict[str, list[str]] = field(default_factory=dict)
     grader_files: list[Path] = field(default_factory=list)
     videos: list[Path] = field(default_factory=list)
+    video_labels: Path | None = None
     seconds: float = 0.0
 
 
@@ -73,6 +75,32 @@ def frame_score(spec: ScaleSpec, unit_values: dict[str, float]) -> float:
     if not vals:
         return float("nan")
     return float(vals[0]) if spec.aggregation == "binary" else float(np.mean(vals))
+
+
+def video_label(spec: ScaleSpec, grades: dict[str, list[int]]) -> str:
+    """A video's class from its ground-truth grades: the grade name of a binary scale's unit
+    (goat: ``pain`` / ``no pain``), else ``pain`` when the frame score reaches ``pain_threshold``."""
+    vals = {u: float(np.mean(g)) for u, g in grades.items() if g}
+    score = frame_score(spec, vals)
+    if spec.aggregation == "binary":
+        unit = spec.units[0]
+        g = round(score)
+        return unit.grade_names[g] if unit.grade_names else str(g)
+    thr = spec.pain_threshold if spec.pain_threshold is not None else float(spec.max_grade.max()) / 2
+    return "pain" if score >= thr else "no pain"
+
+
+def write_video_labels(path: Path, spec: ScaleSpec, videos: list[Path]) -> Path:
+    """Write the ``video,animal,label`` CSV that ``grimace baseline svm --labels`` reads, from each
+    video's ``.json`` sidecar (animal = the synthetic subject, label = :func:`video_label`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "animal", "label"])
+        for v in videos:
+            info = json.loads(v.with_suffix(".json").read_text())
+            w.writerow([v.name, info["subject"], video_label(spec, info["grades"])])
+    return path
 
 
 def grader_columns(spec: ScaleSpec) -> list[str]:
@@ -197,6 +225,7 @@ def generate(
             render_video(path, spec, sub, tp, seed=seed * 1000 + v, seconds=video_seconds, fps=fps,
                          imgsz=imgsz)
             report.videos.append(path)
+        report.video_labels = write_video_labels(out / "videos" / "labels.csv", spec, report.videos)
     report.scores = {k: float(np.mean(v)) for k, v in sorted(score_acc.items())}
     report.seconds = time.perf_counter() - t0
     return report
