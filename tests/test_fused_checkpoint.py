@@ -100,7 +100,7 @@ def test_run_directory_resolves_to_its_best_checkpoint(tmp_path) -> None:
 def test_pretrained_weights_from_a_training_run_folder(
     tmp_path: Path, ckpt: tuple[Path, torch.nn.Module]
 ) -> None:
-    from train.fused.model import load_pretrained
+    from train.fused.weights import load_pretrained
 
     path, trained = ckpt
     fresh = build_fused_model(RGS, "n", imgsz=96)
@@ -115,7 +115,7 @@ def test_pretrained_weights_from_a_training_run_folder(
 
 
 def test_grade_channels_round_trip_and_legacy_config(tmp_path: Path) -> None:
-    from train.fused.model import fused_checkpoint_config
+    from train.fused.weights import fused_checkpoint_config
     from train.fused.trainer import resolve_grade_channels
 
     torch.manual_seed(1)
