@@ -115,8 +115,8 @@ def test_pretrained_weights_from_a_training_run_folder(
 
 
 def test_grade_channels_round_trip_and_legacy_config(tmp_path: Path) -> None:
-    from train.fused.weights import fused_checkpoint_config
     from train.fused.trainer import resolve_grade_channels
+    from train.fused.weights import fused_checkpoint_config
 
     torch.manual_seed(1)
     wide = build_fused_model(RGS, "n", imgsz=64, grade_channels=24)

@@ -51,7 +51,7 @@ class GradeLossConfig:
             object.__setattr__(self, name, float(value))
 
     def to_dict(self) -> dict[str, float]:
-        """The stored form: ``{"grade_ce", "grade_kd", "grade_T", "grade_cls_pw"}`` (as before the dataclass)."""
+        """The stored form, keys as before the dataclass: ``grade_ce grade_kd grade_T grade_cls_pw``."""
         values = asdict(self)
         return {key: values[name] for key, name in _STORED.items()}
 
