@@ -128,7 +128,8 @@ class GradeLoss(v8DetectionLoss):
 
     The model provides ``grade_config`` (a :class:`~train.fused.config.GradeLossConfig`: weights ``ce``,
     ``kd`` and temperature) and optionally ``grade_class_weights`` ``(nc, ng)``. The batch provides
-    ``grade`` ``(n,)`` and ``soft`` ``(n, ng)`` aligned with ``cls``/``bboxes`` (see ``train.fused.data.GradeDataset``).
+    ``grade`` ``(n,)`` and ``soft`` ``(n, ng)`` aligned with ``cls``/``bboxes`` (see
+    ``train.fused.data.GradeDataset``).
     """
 
     def __init__(self, model: Any, tal_topk: int = 10) -> None:
