@@ -35,8 +35,8 @@ few places that assume ``cls`` has one column. The grade task works around these
    :func:`build_grade_dataset` passes the same settings. :func:`is_best_epoch` and
    :func:`model_to_save` read the trainer state ultralytics' own ``save_model`` uses.
    :func:`trainer_overrides` turns off ultralytics' own pretrained loading (weights are loaded
-   shape-matched by the grade trainer) and plots; :func:`ultralytics_device` writes a torch device the
-   way ultralytics' ``select_device`` reads it (``cuda:1`` -> ``"1"``).
+   shape-matched by the grade trainer) and plots (the device spelling ultralytics reads is
+   ``train.device.ultralytics_device``).
 """
 
 from __future__ import annotations
@@ -347,14 +347,6 @@ def trainer_overrides(overrides: dict[str, Any] | None, size: str) -> dict[str, 
     over["pretrained"] = False
     over.setdefault("plots", False)
     return over
-
-
-def ultralytics_device(device: torch.device | str) -> str:
-    """A torch device as ultralytics' ``select_device`` reads it: ``cpu``, ``mps``, ``0`` for ``cuda:0``."""
-    d = torch.device(device)
-    if d.type == "cuda":
-        return str(d.index or 0)
-    return d.type
 
 
 def rebuild_criterion(model: torch.nn.Module) -> None:
