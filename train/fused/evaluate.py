@@ -192,6 +192,7 @@ def evaluate_checkpoint(
     iou: float = 0.45,
     teacher: Any | None = None,
     batch: int = 8,
+    device: Any = "cpu",
 ) -> dict[str, Any]:
     """Grade statistics of a fused checkpoint on one split of a (distilled) dataset.
 
@@ -203,29 +204,41 @@ def evaluate_checkpoint(
         iou: NMS IoU.
         teacher: Optional teacher object (``predict``): its own detections become the reference.
         batch: Images per forward pass.
+        device: Torch device the student runs on.
 
     Returns:
-        :meth:`GradeStats.summary` plus ``images`` and ``split``.
+        :meth:`GradeStats.summary` plus ``images`` (evaluated), ``split`` and ``skipped``
+        (``"<file>: <what is wrong>"`` for each image that could not be read; it is left out).
     """
-    import cv2
     from tqdm import tqdm
 
     from edge.scales import load_scale
+    from edge.sources import SourceError, read_image
     from train.data.format import load_dataset
     from train.fused.checkpoint import load_checkpoint
     from train.fused.data import load_grade_labels
     from train.fused.predict import predict_images
 
-    model, meta = load_checkpoint(ckpt)
+    model, meta = load_checkpoint(ckpt, device=device)
     spec = load_scale(meta["scale"])
     info = load_dataset(data, expect_scale=spec)
     images = info.images(split)
     if not images:
         raise ValueError(f"{info.root}: split {split!r} has no images")
     stats = GradeStats(spec)
+    skipped: list[str] = []
+    evaluated = 0
     for i in tqdm(range(0, len(images), batch), desc=f"evaluate {split}", unit="batch"):
-        paths = images[i : i + batch]
-        imgs = [cv2.imread(str(p)) for p in paths]
+        paths, imgs = [], []
+        for p in images[i : i + batch]:
+            try:
+                imgs.append(read_image(p))
+                paths.append(p)
+            except SourceError as e:
+                skipped.append(str(e))
+        if not imgs:
+            continue
+        evaluated += len(imgs)
         res = predict_images(model, imgs, spec, int(meta.get("imgsz", 640)), conf, iou)
         tdets = teacher.predict(imgs) if teacher is not None else [None] * len(imgs)
         for p, im, r, td in zip(paths, imgs, res, tdets, strict=True):
@@ -239,6 +252,7 @@ def evaluate_checkpoint(
             ]
             stats.add_image(xyxy, units.astype(np.int64), grades, soft, r.detections, td)
     out = stats.summary()
-    out["images"] = len(images)
+    out["images"] = evaluated
     out["split"] = split
+    out["skipped"] = skipped
     return out
