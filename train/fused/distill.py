@@ -245,7 +245,10 @@ def annotate(
         if k not in ("path", "train", "val", "test", "nc", "names", "scale", "grimace_format")
     }
     extra["distill"] = {"teacher": teacher_name, "conf": conf, "fps": fps, **rep.to_dict()}
-    extra["distill"]["device"] = describe_device(device)
+    extra["distill"]["device"] = {  # plain types for YAML (torch's version string is a str subclass)
+        k: v if v is None or type(v) in (bool, int, float) else str(v)
+        for k, v in describe_device(device).items()
+    }
     extra["distill"]["skipped"] = len(rep.skipped)
     write_data_yaml(out, spec, splits, extra)
     if info.subjects_csv.exists():
