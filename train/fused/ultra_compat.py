@@ -382,6 +382,9 @@ def build_grade_dataset(
 ) -> Any:
     """A grade dataset with the settings ultralytics' ``build_yolo_dataset`` gives a ``YOLODataset``.
 
+    The same keyword arguments (a test compares them with ultralytics'), except ``single_cls``,
+    ``classes`` and ``task``, which the grade task fixes.
+
     Args:
         dataset_class: The ``YOLODataset`` subclass (``train.fused.data.grade_dataset_class()``).
         args: The trainer's ultralytics arguments.
@@ -392,6 +395,9 @@ def build_grade_dataset(
         stride: Grid size (largest model stride, at least 32).
         **extra: Passed on (``spec``).
     """
+    from ultralytics.data.utils import get_split_fraction
+    from ultralytics.utils import colorstr
+
     return dataset_class(
         img_path=img_path,
         imgsz=args.imgsz,
@@ -400,13 +406,15 @@ def build_grade_dataset(
         hyp=args,
         rect=args.rect or mode == "val",
         cache=args.cache or None,
-        single_cls=False,
+        single_cls=False,  # the grade task needs the units: never one class
         stride=stride,
         pad=0.0 if mode == "train" else 0.5,
-        prefix=f"{mode}: ",
+        prefix=colorstr(f"{mode}: "),
         task="detect",
-        classes=None,
+        classes=None,  # every unit (grade labels refer to all of them)
         data=data,
-        fraction=args.fraction if mode == "train" else 1.0,
+        fraction=1.0
+        if data.get("complete")
+        else get_split_fraction(args.fraction, "train" if mode == "train" else args.split),
         **extra,
     )
