@@ -12,7 +12,7 @@ import torch
 from edge.scales import GOAT, RGS, ScaleMismatchError
 from train.fused.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.fused.model import build_fused_model
-from train.fused.predict import postprocess_raw, predict_images, preprocess_images, raw_outputs
+from train.fused.predict import predict_images, preprocess_images, raw_outputs
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,9 @@ def test_bad_checkpoints(tmp_path: Path, ckpt: tuple[Path, torch.nn.Module]) -> 
         load_checkpoint(bad)
 
 
-def test_predict_equals_edge_postprocess_on_same_raw(ckpt: tuple[Path, torch.nn.Module]) -> None:
+def test_predict_boxes_are_raw_candidates_mapped_to_the_image(ckpt: tuple[Path, torch.nn.Module]) -> None:
+    """Each predicted box is one raw candidate of the model, un-letterboxed, with that candidate's unit
+    score and the grade columns of its own unit; the best candidate is always kept."""
     path, _ = ckpt
     model, _meta = load_checkpoint(path)
     rng = np.random.default_rng(0)
@@ -67,21 +69,26 @@ def test_predict_equals_edge_postprocess_on_same_raw(ckpt: tuple[Path, torch.nn.
     results = predict_images(model, images, RGS, imgsz=96, conf=0.3, iou=0.5)
     batch, infos = preprocess_images(images, 96)
     raw = raw_outputs(model, batch)
-    assert raw.shape == (2, 189, 4 + 4 + 12)
-    from edge.postprocess import postprocess as edge_postprocess
-
+    nc, ng = RGS.nc, RGS.ng
+    assert raw.shape == (2, 189, 4 + nc + nc * ng)
     n_boxes = 0
     for i, r in enumerate(results):
-        ref = postprocess_raw(raw[i], RGS, 0.3, 0.5, 300, infos[i])
-        ref2 = edge_postprocess(raw[i], RGS, conf=0.3, iou=0.5, letterbox_info=infos[i])
-        assert np.array_equal(ref.xyxy, ref2.xyxy) and np.array_equal(ref.grade_probs, ref2.grade_probs)
-        d = r.detections
-        assert np.array_equal(d.xyxy, ref.xyxy) and np.array_equal(d.unit, ref.unit)
-        assert np.array_equal(d.confidence, ref.confidence) and np.array_equal(d.grade_probs, ref.grade_probs)
+        d, info = r.detections, infos[i]
         h, w = images[i].shape[:2]
-        assert np.all(d.xyxy[:, [0, 2]] <= w) and np.all(d.xyxy[:, [1, 3]] <= h)
-        assert np.allclose(d.grade_probs.sum(1), 1, atol=1e-5)
-        assert r.score is not None or r.abstained
+        (gx, gy), (px, py) = info.ratio, info.pad
+        cand = raw[i].astype(np.float64)
+        xyxy = (cand[:, :4] - [px, py, px, py]) / [gx, gy, gx, gy]
+        xyxy = np.clip(xyxy, 0, [w, h, w, h])
+        for k in range(len(d)):
+            u = int(d.unit[k])
+            j = int(np.argmin(np.abs(xyxy - d.xyxy[k]).sum(1) + np.abs(cand[:, 4 + u] - d.confidence[k])))
+            assert np.allclose(xyxy[j], d.xyxy[k], atol=1e-3), (i, k)
+            assert cand[j, 4 + u] == pytest.approx(float(d.confidence[k]), abs=1e-5)
+            own = cand[j, 4 + nc + u * ng : 4 + nc + (u + 1) * ng]
+            assert np.allclose(d.grade_probs[k], own, atol=1e-5)  # its own unit's grades, not a neighbour's
+        best = np.unravel_index(np.argmax(cand[:, 4 : 4 + nc]), (len(cand), nc))
+        if cand[best[0], 4 + best[1]] >= 0.3:
+            assert float(d.confidence.max()) == pytest.approx(cand[best[0], 4 + best[1]], abs=1e-5)
         n_boxes += len(d)
     assert n_boxes > 0
 
@@ -142,3 +149,56 @@ def test_grade_channels_round_trip_and_legacy_config(tmp_path: Path) -> None:
     loaded, _ = load_checkpoint(old)
     assert loaded.head.grade_channels == legacy.head.grade_channels == 16
     assert resolve_grade_channels(None, old) is None  # the default width, so it loads
+
+
+def test_grade_loss_config_is_stored_and_old_checkpoints_load(tmp_path: Path) -> None:
+    from train.fused.config import GradeLossConfig
+    from train.fused.loss import GradeLoss
+    from train.fused.trainer import resumed_grade_config
+
+    model = build_fused_model(RGS, "n", imgsz=64)
+    model.grade_config = GradeLossConfig(ce=0.3, kd=0.7, temperature=3.0, cls_pw=0.0)
+    path = save_checkpoint(model, tmp_path / "ck", {"imgsz": 64})
+    meta = json.loads((path / "config.json").read_text())
+    assert meta["grade_hyp"] == {"grade_ce": 0.3, "grade_kd": 0.7, "grade_T": 3.0, "grade_cls_pw": 0.0}
+    loaded, _ = load_checkpoint(path)
+    assert loaded.grade_config == model.grade_config
+    from ultralytics.cfg import get_cfg
+
+    loaded.args = get_cfg()  # what the trainer sets before the loss is built
+    loss = GradeLoss(loaded)  # the loss reads the typed settings
+    assert (loss.w_ce, loss.w_kd, loss.temperature) == (0.3, 0.7, 3.0)
+
+    meta.pop("grade_hyp")  # a checkpoint saved without the settings: the defaults
+    (path / "config.json").write_text(json.dumps(meta))
+    assert load_checkpoint(path)[0].grade_config == GradeLossConfig()
+    meta["grade_hyp"] = {"grade_T": 4.0, "grade_ce": 2}  # the old dict, partial
+    (path / "config.json").write_text(json.dumps(meta))
+    assert load_checkpoint(path)[0].grade_config == GradeLossConfig(ce=2.0, temperature=4.0)
+    meta["grade_hyp"] = {"grade_temp": 4.0}
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"unknown keys \['grade_temp'\]"):
+        load_checkpoint(path)
+
+    class OldPickledModel:  # what ultralytics' last.pt of an earlier version holds
+        grade_hyp = {"grade_ce": 1.0, "grade_kd": 0.5, "grade_T": 2.0, "grade_cls_pw": 0.5}
+
+    assert resumed_grade_config(OldPickledModel(), GradeLossConfig()) == GradeLossConfig(kd=0.5)
+    assert resumed_grade_config(object(), GradeLossConfig(ce=9.0)) == GradeLossConfig(ce=9.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"ce": -1}, "--grade-ce"),
+        ({"kd": float("nan")}, "--grade-kd"),
+        ({"temperature": 0}, "--temperature"),
+        ({"cls_pw": float("inf")}, "--grade-cls-pw"),
+        ({"ce": "1"}, "--grade-ce"),
+    ],
+)
+def test_grade_loss_config_refuses_bad_values(kwargs: dict, option: str) -> None:
+    from train.fused.config import GradeLossConfig
+
+    with pytest.raises(ValueError, match=option):
+        GradeLossConfig(**kwargs)
