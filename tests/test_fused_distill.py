@@ -112,3 +112,23 @@ def test_train_distill_usage_errors_exit_2(
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert not (tmp_path / "d").exists()
+
+
+def test_place_teacher() -> None:
+    import torch
+
+    from train.fused.distill import place_teacher
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda:0")
+    assert place_teacher(TinyTeacher(), cpu) == (cpu, "")
+    used, note = place_teacher(TinyTeacher(), gpu, explicit=False)  # auto picked a GPU it cannot use
+    assert used == cpu and "runs on the CPU only" in note
+    with pytest.raises(ValueError, match="use --device cpu"):
+        place_teacher(TinyTeacher(), gpu, explicit=True)
+
+    class Movable(TinyTeacher):
+        def to(self, device: torch.device) -> None:
+            self.device = device
+
+    t = Movable()
+    assert place_teacher(t, gpu) == (gpu, "") and t.device == gpu

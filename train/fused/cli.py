@@ -186,10 +186,15 @@ def student(
             resolve_weights(weights)
         except FileNotFoundError as e:
             raise typer.BadParameter(str(e), param_hint="--weights") from None
+    data_yaml = (data / "data.yaml") if data.is_dir() else data
+    if not data_yaml.is_file():
+        raise typer.BadParameter(
+            f"{data_yaml} does not exist (expected a grimace dataset)", param_hint="--data"
+        )
     dev = _device(device)
     out = out.resolve()
     overrides: dict[str, Any] = {
-        "data": str((data / "data.yaml") if data.is_dir() else data),
+        "data": str(data_yaml),
         "epochs": epochs,
         "imgsz": imgsz,
         "batch": batch,
@@ -292,9 +297,16 @@ def evaluate(
     dev = _device(device)
     t = None
     if teacher is not None:
+        from train.fused.distill import place_teacher
         from train.teacher import load_teacher
 
         t = load_teacher(teacher)
+        try:
+            _, note = place_teacher(t, dev, explicit=device.strip().lower() != "auto")
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--device") from None
+        if note:
+            typer.secho(f"note: {note}", err=True, fg=typer.colors.YELLOW)
     try:
         g = evaluate_checkpoint(model, data, split, conf=conf, iou=iou, teacher=t, device=dev)
     except CheckpointError as e:
