@@ -102,7 +102,7 @@ def test_run_directory_resolves_to_its_best_checkpoint(tmp_path) -> None:
 def test_pretrained_weights_from_a_training_run_folder(
     tmp_path: Path, ckpt: tuple[Path, torch.nn.Module]
 ) -> None:
-    from train.fused.model import load_pretrained
+    from train.fused.weights import load_pretrained
 
     path, trained = ckpt
     fresh = build_fused_model(RGS, "n", imgsz=96)
@@ -117,8 +117,8 @@ def test_pretrained_weights_from_a_training_run_folder(
 
 
 def test_grade_channels_round_trip_and_legacy_config(tmp_path: Path) -> None:
-    from train.fused.model import fused_checkpoint_config
     from train.fused.trainer import resolve_grade_channels
+    from train.fused.weights import fused_checkpoint_config
 
     torch.manual_seed(1)
     wide = build_fused_model(RGS, "n", imgsz=64, grade_channels=24)
@@ -144,3 +144,56 @@ def test_grade_channels_round_trip_and_legacy_config(tmp_path: Path) -> None:
     loaded, _ = load_checkpoint(old)
     assert loaded.head.grade_channels == legacy.head.grade_channels == 16
     assert resolve_grade_channels(None, old) is None  # the default width, so it loads
+
+
+def test_grade_loss_config_is_stored_and_old_checkpoints_load(tmp_path: Path) -> None:
+    from train.fused.config import GradeLossConfig
+    from train.fused.loss import GradeLoss
+    from train.fused.trainer import resumed_grade_config
+
+    model = build_fused_model(RGS, "n", imgsz=64)
+    model.grade_config = GradeLossConfig(ce=0.3, kd=0.7, temperature=3.0, cls_pw=0.0)
+    path = save_checkpoint(model, tmp_path / "ck", {"imgsz": 64})
+    meta = json.loads((path / "config.json").read_text())
+    assert meta["grade_hyp"] == {"grade_ce": 0.3, "grade_kd": 0.7, "grade_T": 3.0, "grade_cls_pw": 0.0}
+    loaded, _ = load_checkpoint(path)
+    assert loaded.grade_config == model.grade_config
+    from ultralytics.cfg import get_cfg
+
+    loaded.args = get_cfg()  # what the trainer sets before the loss is built
+    loss = GradeLoss(loaded)  # the loss reads the typed settings
+    assert (loss.w_ce, loss.w_kd, loss.temperature) == (0.3, 0.7, 3.0)
+
+    meta.pop("grade_hyp")  # a checkpoint saved without the settings: the defaults
+    (path / "config.json").write_text(json.dumps(meta))
+    assert load_checkpoint(path)[0].grade_config == GradeLossConfig()
+    meta["grade_hyp"] = {"grade_T": 4.0, "grade_ce": 2}  # the old dict, partial
+    (path / "config.json").write_text(json.dumps(meta))
+    assert load_checkpoint(path)[0].grade_config == GradeLossConfig(ce=2.0, temperature=4.0)
+    meta["grade_hyp"] = {"grade_temp": 4.0}
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"unknown keys \['grade_temp'\]"):
+        load_checkpoint(path)
+
+    class OldPickledModel:  # what ultralytics' last.pt of an earlier version holds
+        grade_hyp = {"grade_ce": 1.0, "grade_kd": 0.5, "grade_T": 2.0, "grade_cls_pw": 0.5}
+
+    assert resumed_grade_config(OldPickledModel(), GradeLossConfig()) == GradeLossConfig(kd=0.5)
+    assert resumed_grade_config(object(), GradeLossConfig(ce=9.0)) == GradeLossConfig(ce=9.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"ce": -1}, "--grade-ce"),
+        ({"kd": float("nan")}, "--grade-kd"),
+        ({"temperature": 0}, "--temperature"),
+        ({"cls_pw": float("inf")}, "--grade-cls-pw"),
+        ({"ce": "1"}, "--grade-ce"),
+    ],
+)
+def test_grade_loss_config_refuses_bad_values(kwargs: dict, option: str) -> None:
+    from train.fused.config import GradeLossConfig
+
+    with pytest.raises(ValueError, match=option):
+        GradeLossConfig(**kwargs)

@@ -9,13 +9,8 @@ import torch
 from edge.scales import GOAT, RGS, ScaleSpec, Unit
 from train.fused import ultra_compat
 from train.fused.head import GradeDetect, default_grade_channels
-from train.fused.model import (
-    GradeModel,
-    build_fused_model,
-    build_plain_detector,
-    flops_comparison,
-    transfer_weights,
-)
+from train.fused.model import GradeModel, build_fused_model, build_plain_detector, flops_comparison
+from train.fused.weights import transfer_weights
 
 MIXED = ScaleSpec("mixed", "test", (Unit("a", "A", 3), Unit("b", "B", 2), Unit("c", "C", 5)))
 

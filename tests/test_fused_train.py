@@ -97,7 +97,8 @@ def test_train_student_end_to_end(tmp_path: Path) -> None:
     assert (run / "train" / "weights" / "last.pt").exists()  # ultralytics resume state (trusted-local)
     _model, meta = load_checkpoint(run / "best", expect_scale=RGS)
     assert meta["size"] == "n" and meta["imgsz"] == 64 and "metrics/grade_wacc" in meta["metrics"]
-    assert meta["grade_hyp"]["grade_T"] == 2.0
+    assert meta["grade_hyp"] == {"grade_ce": 1.0, "grade_kd": 1.0, "grade_T": 2.0, "grade_cls_pw": 0.5}
+    assert meta["device"] == "cpu"
     assert meta["select"] == "agreement" and trainer.validator.select == "agreement"
     assert meta["grade_channels"] == 24 and _model.head.grade_channels == 24
 
@@ -134,21 +135,41 @@ def test_train_student_end_to_end(tmp_path: Path) -> None:
             "val",
             "--conf",
             "0.01",
-            "--json",
-            str(tmp_path / "ev.json"),
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / "ev" / "ev.json"),
         ],
     )
     assert res.exit_code == 0, res.output
-    ev = json.loads((tmp_path / "ev.json").read_text())
+    ev = json.loads((tmp_path / "ev" / "ev.json").read_text())
     assert ev["images"] == 3 and ev["teacher_wacc"] > 0.7 and "grade weighted accuracy" in res.output
+    assert ev["skipped"] == [] and ev["device"]["device"] == "cpu"
 
 
 def test_cli_flops_prints_both() -> None:
     from edge.cli import app
 
-    res = CliRunner().invoke(app, ["train", "flops", "--model", "yolov5n", "--imgsz", "256"])
+    res = CliRunner().invoke(app, ["train", "flops", "--arch", "yolov5n", "--imgsz", "256"])
     assert res.exit_code == 0, res.output
     assert "plain yolov5n detector" in res.output and "fused yolov5n" in res.output and "OK" in res.output
+    assert "deprecated" not in res.output
+
+
+def test_cli_model_means_an_artifact_arch_the_architecture(tmp_path: Path) -> None:
+    """``--model yolov5n`` still works for one release (with a note); ``--model PATH`` is not an arch."""
+    from edge.cli import app
+
+    res = CliRunner().invoke(app, ["train", "flops", "--model", "yolov5n", "--imgsz", "64"])
+    assert res.exit_code == 0, res.output
+    assert "--model yolov5n (the architecture) is deprecated" in res.output and "--arch yolov5n" in res.output
+    assert "plain yolov5n detector" in res.output
+    res = CliRunner().invoke(app, ["train", "flops", "--model", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "names a model artifact" in res.output
+    res = CliRunner().invoke(app, ["train", "flops", "--arch", "yolov5x"])
+    assert res.exit_code == 2 and "yolov5n, yolov5s, yolov5m" in res.output
+    res = CliRunner().invoke(app, ["train", "flops", "--help"])
+    assert "--arch" in res.output and "--model" not in res.output  # the alias is hidden
 
 
 @pytest.mark.slow
@@ -195,7 +216,10 @@ def test_resume_continues_interrupted_run(tmp_path: Path) -> None:
             "4",
             "--workers",
             "0",
+            "--device",
+            "cpu",
             "--resume",
+            "--trust-pickle",  # last.pt is an ultralytics pickle this test wrote itself
         ],
     )
     assert res.exit_code == 0, res.output
@@ -237,6 +261,7 @@ def test_cli_student_passes_optimizer_settings_to_ultralytics(
 
     def record(self: GradeTrainer) -> None:
         seen.update(optimizer=self.args.optimizer, lr0=self.args.lr0, warmup=self.args.warmup_epochs)
+        seen.update(device=self.args.device, amp=self.args.amp)
 
     monkeypatch.setattr(GradeTrainer, "train", record)
     base = ["train", "student", "--data", str(src), "--out", str(tmp_path / "r"), "--imgsz", "64"]
@@ -244,6 +269,16 @@ def test_cli_student_passes_optimizer_settings_to_ultralytics(
         app, [*base, "--weights", "none", "--optimizer", "AdamW", "--lr0", "0.0003", "--warmup-epochs", "0"]
     )
     assert res.exit_code == 0, res.output
-    assert seen == {"optimizer": "AdamW", "lr0": 0.0003, "warmup": 0.0}
+    from train.device import resolve_device, ultralytics_device
+
+    auto = resolve_device("auto")  # the default --device: cuda:0 where torch sees a GPU, else the CPU
+    assert seen == {
+        "optimizer": "AdamW",
+        "lr0": 0.0003,
+        "warmup": 0.0,
+        "device": ultralytics_device(auto),
+        "amp": auto.type == "cuda",
+    }
+    assert f"device: {auto}" in res.output
     res = CliRunner().invoke(app, [*base, "--lr0", "0.001"])
     assert res.exit_code == 2 and "picks its own" in res.output

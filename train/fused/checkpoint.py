@@ -4,8 +4,9 @@ A checkpoint is a **directory** holding
 
 * ``model.safetensors`` — the model's state dict (tensors only; loading never unpickles anything);
 * ``config.json`` — ``format`` (``"grimace-fused/1"``), ``scale`` (full scale spec), ``size``
-  (``n``/``s``/``m``…), ``imgsz``, ``stride`` (list), ``nc``, ``ng``, ``metrics``, ``train_args`` and any
-  other ``meta`` keys given to :func:`save_checkpoint`.
+  (``n``/``s``/``m``…), ``imgsz``, ``stride`` (list), ``nc``, ``ng``, ``grade_channels``, ``grade_hyp``
+  (the model's :class:`~train.fused.config.GradeLossConfig`), ``metrics``, ``train_args`` and any other
+  ``meta`` keys given to :func:`save_checkpoint`.
 
 ``load_checkpoint(path)`` rebuilds the architecture from ``scale`` + ``size`` and loads the tensors
 strictly; it returns the model in eval mode with ``model.head.export = True``, so ``model(x)`` with
@@ -25,6 +26,8 @@ from typing import Any
 import torch
 
 from edge.scales import ScaleSpec, load_scale
+from train.fused.config import GradeLossConfig
+from train.fused.model import build_fused_model
 
 FORMAT = "grimace-fused/1"
 WEIGHTS = "model.safetensors"
@@ -71,6 +74,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict[str, An
         "nc": int(head.nc),
         "ng": int(head.ng),
         "grade_channels": int(head.grade_channels),
+        "grade_hyp": getattr(model, "grade_config", GradeLossConfig()).to_dict(),
         "metrics": {k: _jsonable(v) for k, v in (meta.get("metrics") or {}).items()},
     }
     (path / CONFIG).write_text(json.dumps(_clean(config), indent=2, default=_jsonable))
@@ -140,8 +144,6 @@ def load_checkpoint(
     """
     from safetensors.torch import load_file
 
-    from train.fused.model import build_fused_model
-
     d = checkpoint_dir(path)
     meta = read_config(d)
     spec = load_scale(meta["scale"])
@@ -161,6 +163,10 @@ def load_checkpoint(
         raise CheckpointError(
             f"{wpath}: weights do not fit a yolov5{meta.get('size')} fused model: {e}"
         ) from None
+    try:  # saved without "grade_hyp" (possible before the dataclass): the defaults
+        model.grade_config = GradeLossConfig.from_dict(meta.get("grade_hyp"))
+    except ValueError as e:
+        raise CheckpointError(f"{d / CONFIG}: {e}") from None
     model.to(device).eval()
     model.head.export = True
     return model, meta

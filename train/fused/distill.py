@@ -7,10 +7,16 @@
   for that box (``teacher.grade_boxes`` on the labelled box), or ``-`` when the teacher has no grader
   for the unit. See :mod:`train.fused.data` for the format.
 * for each unlabelled image or sampled video frame: the image under ``images/train/`` named
-  ``unl_<source>_<frame>.png``, a label file with the teacher's boxes of confidence ``>= conf``
+  ``unl_<stem>.png`` (images) or ``unl_<stem>_<frame>.png`` (video frames; a repeated name gets a
+  ``_2``, ``_3``… suffix), a label file with the teacher's boxes of confidence ``>= conf``
   (grade ``-1``: no human grade) and a soft file with the teacher's grade distributions.
 
-``data.yaml`` is rewritten with the same scale plus a ``distill`` block (teacher run, threshold, counts).
+Unlabelled inputs are read by ``edge.sources`` (the one input reader): folders are expanded the same way
+and videos sampled at ``fps`` frames per second of video time, so ``--fps`` picks the same frames as
+``grimace score``. Unreadable inputs are reported in :attr:`DistillReport.skipped`.
+
+``data.yaml`` is rewritten with the same scale plus a ``distill`` block (teacher run, threshold,
+device, counts).
 The teacher is any object with ``spec``, ``predict(images_bgr) -> list[Detections]`` and
 ``grade_boxes(image_bgr, boxes_xyxy, units) -> (N, ng)`` — e.g. ``train.teacher.load_teacher(run)``.
 """
@@ -29,18 +35,16 @@ from tqdm import tqdm
 
 from edge.results import Detections
 from edge.scales import ScaleSpec
+from edge.sources import Frame, ItemError, SourceError, iter_inputs, read_image
 from train.data.format import (
     LabelBox,
     image_to_label_path,
-    list_images,
     load_dataset,
     read_labels,
     write_data_yaml,
     write_labels,
 )
 from train.fused.data import image_to_soft_path, write_soft
-
-VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
 
 
 class TeacherLike(Protocol):
@@ -83,51 +87,61 @@ def _soft_rows(probs: np.ndarray, spec: ScaleSpec, units: np.ndarray) -> list[np
     return rows
 
 
-def iter_unlabelled(paths: list[Path], fps: float = 1.0) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(name, bgr_image)`` from image files/folders and videos (frames sampled at ``fps``).
+def iter_unlabelled(
+    paths: list[Path], fps: float = 1.0, skipped: list[str] | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(name, bgr_image)`` for every image and sampled video frame under ``paths``.
 
-    Unreadable files are reported (warning) and skipped.
+    Frames come from ``edge.sources.iter_inputs`` (videos sampled at ``fps`` per second of video
+    time, as ``grimace score`` samples them). Names are ``<stem>`` for images and
+    ``<stem>_<frame index:06d>`` for video frames, made unique with a ``_2``, ``_3``… suffix.
+
+    Args:
+        paths: Image files, folders and videos.
+        fps: Frames per second of video time (``> 0``).
+        skipped: Receives ``"<file>: <what is wrong>"`` for each unreadable input.
     """
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            files += [
-                f
-                for f in sorted(p.rglob("*"))
-                if f.is_file() and (f.suffix.lower() in VIDEO_EXTS or f in set(list_images(p)))
-            ]
-        elif p.exists():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"unlabelled input {p} does not exist")
-    for f in files:
-        if f.suffix.lower() in VIDEO_EXTS:
-            cap = cv2.VideoCapture(str(f))
-            if not cap.isOpened():
-                import warnings
+    used: dict[str, int] = {}
+    for item in iter_inputs(paths, fps=fps):
+        if isinstance(item, ItemError):
+            if skipped is not None:
+                skipped.append(str(item))
+            continue
+        frame: Frame = item
+        stem = Path(frame.source).stem
+        name = stem if frame.meta.get("kind") == "image" else f"{stem}_{frame.index:06d}"
+        used[name] = used.get(name, 0) + 1
+        yield (name if used[name] == 1 else f"{name}_{used[name]}"), frame.image
 
-                warnings.warn(f"{f}: cannot open video; skipped", stacklevel=2)
-                continue
-            vfps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-            step = max(round(vfps / fps), 1)
-            k = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                if k % step == 0:
-                    yield f"{f.stem}_{k:06d}", frame
-                k += 1
-            cap.release()
-        else:
-            img = cv2.imread(str(f))
-            if img is None:
-                import warnings
 
-                warnings.warn(f"{f}: not a readable image; skipped", stacklevel=2)
-                continue
-            yield f.stem, img
+def place_teacher(teacher: Any, device: Any, explicit: bool = True) -> tuple[Any, str]:
+    """Put the teacher on ``device`` when it can move (``teacher.to(device)``).
+
+    Args:
+        teacher: The teacher.
+        device: The resolved torch device.
+        explicit: The user named the device (not ``auto``): a teacher that cannot move there is an
+            error instead of a note and the CPU.
+
+    Returns:
+        ``(device used, note)``; ``note`` is empty unless the teacher stayed on the CPU.
+
+    Raises:
+        ValueError: ``explicit`` and the teacher cannot run on ``device``.
+    """
+    import torch
+
+    device = torch.device(device)
+    mover = getattr(teacher, "to", None)
+    if callable(mover):
+        mover(device)
+        return device, ""
+    if device.type == "cpu":
+        return device, ""
+    msg = f"this teacher ({type(teacher).__name__}) has no .to(device) and runs on the CPU only"
+    if explicit:
+        raise ValueError(f"--device {device}: {msg}; use --device cpu or auto")
+    return torch.device("cpu"), f"{msg} (auto picked {device})"
 
 
 def annotate(
@@ -138,6 +152,7 @@ def annotate(
     conf: float = 0.5,
     fps: float = 1.0,
     teacher_name: str = "",
+    device: Any = "cpu",
 ) -> DistillReport:
     """Write a distillation dataset (see module docstring).
 
@@ -147,12 +162,17 @@ def annotate(
         out_dir: Output dataset folder (must not be ``data_dir``).
         unlabelled: Image files, folders or videos to pseudo-label.
         conf: Teacher confidence threshold for pseudo-label boxes.
-        fps: Frames per second sampled from videos.
+        fps: Frames per second of video time sampled from videos (``> 0``).
         teacher_name: Recorded in ``data.yaml`` (e.g. the teacher run folder).
+        device: Where the teacher runs (recorded in ``data.yaml``; placing it is the caller's job).
 
     Returns:
         A :class:`DistillReport`.
     """
+    from train.device import describe_device
+
+    if not (fps > 0 and np.isfinite(fps)):
+        raise ValueError(f"fps must be a finite number > 0, got {fps}")
     info = load_dataset(data_dir)
     spec = info.spec
     spec.check_compatible(teacher.spec, what="teacher")
@@ -170,10 +190,8 @@ def annotate(
             try:
                 lp = image_to_label_path(img_path)
                 boxes = read_labels(lp, spec) if lp.exists() else []
-                img = cv2.imread(str(img_path))
-                if img is None:
-                    raise ValueError(f"{img_path}: not a readable image")
-            except ValueError as e:
+                img = read_image(img_path)
+            except (ValueError, SourceError) as e:
                 rep.skipped.append(str(e))
                 continue
             shutil.copy2(img_path, dst_img)
@@ -195,9 +213,8 @@ def annotate(
             rep.soft_boxes += sum(r is not None for r in rows)
     if unlabelled:
         splits.setdefault("train", "images/train")
-        for name, img in tqdm(
-            iter_unlabelled([Path(p) for p in unlabelled], fps), desc="pseudo-label", unit="frame"
-        ):
+        frames = iter_unlabelled([Path(p) for p in unlabelled], fps, rep.skipped)
+        for name, img in tqdm(frames, desc="pseudo-label", unit="frame"):
             det = teacher.predict([img])[0]
             keep = det.confidence >= conf
             det = det[np.flatnonzero(keep)]
@@ -227,7 +244,11 @@ def annotate(
         for k, v in info.raw.items()
         if k not in ("path", "train", "val", "test", "nc", "names", "scale", "grimace_format")
     }
-    extra["distill"] = {"teacher": teacher_name, "conf": conf, **rep.to_dict()}
+    extra["distill"] = {"teacher": teacher_name, "conf": conf, "fps": fps, **rep.to_dict()}
+    extra["distill"]["device"] = {  # plain types for YAML (torch's version string is a str subclass)
+        k: v if v is None or type(v) in (bool, int, float) else str(v)
+        for k, v in describe_device(device).items()
+    }
     extra["distill"]["skipped"] = len(rep.skipped)
     write_data_yaml(out, spec, splits, extra)
     if info.subjects_csv.exists():

@@ -174,6 +174,7 @@ def evaluate_checkpoint(
     iou: float = 0.45,
     teacher: Any | None = None,
     batch: int = 8,
+    device: Any = "cpu",
 ) -> dict[str, Any]:
     """Grade statistics of a fused checkpoint on one split of a (distilled) dataset.
 
@@ -185,19 +186,21 @@ def evaluate_checkpoint(
         iou: NMS IoU.
         teacher: Optional teacher object (``predict``): its own detections become the reference.
         batch: Images per forward pass.
+        device: Torch device the student runs on.
 
     Returns:
-        :meth:`GradeStats.summary` plus ``images`` and ``split``.
+        :meth:`GradeStats.summary` plus ``images`` (evaluated), ``split`` and ``skipped``
+        (``"<file>: <what is wrong>"`` for each image that could not be read; it is left out).
     """
-    import cv2
     from tqdm import tqdm
 
     from edge.predictor import Predictor
+    from edge.sources import SourceError, read_image
     from train.data.format import load_dataset
     from train.fused.backend import load_torch_model
     from train.fused.data import load_grade_labels
 
-    m = load_torch_model(ckpt)
+    m = load_torch_model(ckpt, device=device)
     spec = m.spec
     pred = Predictor(m, conf=conf, iou=iou, batch=batch)
     info = load_dataset(data, expect_scale=spec)
@@ -205,9 +208,19 @@ def evaluate_checkpoint(
     if not images:
         raise ValueError(f"{info.root}: split {split!r} has no images")
     stats = GradeStats(spec)
+    skipped: list[str] = []
+    evaluated = 0
     for i in tqdm(range(0, len(images), batch), desc=f"evaluate {split}", unit="batch"):
-        paths = images[i : i + batch]
-        imgs = [cv2.imread(str(p)) for p in paths]
+        paths, imgs = [], []
+        for p in images[i : i + batch]:
+            try:
+                imgs.append(read_image(p))
+                paths.append(p)
+            except SourceError as e:
+                skipped.append(str(e))
+        if not imgs:
+            continue
+        evaluated += len(imgs)
         res = pred(imgs, [str(p) for p in paths])
         tdets = teacher.predict(imgs) if teacher is not None else [None] * len(imgs)
         for p, im, r, td in zip(paths, imgs, res, tdets, strict=True):
@@ -221,6 +234,7 @@ def evaluate_checkpoint(
             ]
             stats.add_image(xyxy, units.astype(np.int64), grades, soft, r.detections, td)
     out = stats.summary()
-    out["images"] = len(images)
+    out["images"] = evaluated
     out["split"] = split
+    out["skipped"] = skipped
     return out

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from ultralytics.utils.loss import v8DetectionLoss
 
+from train.fused.config import GradeLossConfig
 from train.fused.head import MASKED_LOGIT
 
 
@@ -125,9 +126,10 @@ def grade_loss(
 class GradeLoss(v8DetectionLoss):
     """Detection loss (box, cls, dfl) + grade CE + grade KD, summed like ultralytics (× batch size).
 
-    The model provides ``grade_hyp`` (weights ``grade_ce``, ``grade_kd``, temperature ``grade_T``) and
-    optionally ``grade_class_weights`` ``(nc, ng)``. The batch provides ``grade`` ``(n,)`` and ``soft``
-    ``(n, ng)`` aligned with ``cls``/``bboxes`` (see ``train.fused.data.GradeDataset``).
+    The model provides ``grade_config`` (a :class:`~train.fused.config.GradeLossConfig`: weights ``ce``,
+    ``kd`` and temperature) and optionally ``grade_class_weights`` ``(nc, ng)``. The batch provides
+    ``grade`` ``(n,)`` and ``soft`` ``(n, ng)`` aligned with ``cls``/``bboxes`` (see
+    ``train.fused.data.GradeDataset``).
     """
 
     def __init__(self, model: Any, tal_topk: int = 10) -> None:
@@ -135,10 +137,8 @@ class GradeLoss(v8DetectionLoss):
         head = model.model[-1]
         self.ng = head.ng
         self.grade_mask = head.grade_mask.to(self.device)
-        hyp = dict(getattr(model, "grade_hyp", {}) or {})
-        self.w_ce = float(hyp.get("grade_ce", 1.0))
-        self.w_kd = float(hyp.get("grade_kd", 1.0))
-        self.temperature = float(hyp.get("grade_T", 2.0))
+        cfg: GradeLossConfig = model.grade_config
+        self.w_ce, self.w_kd, self.temperature = cfg.ce, cfg.kd, cfg.temperature
         cw = getattr(model, "grade_class_weights", None)
         self.grade_class_weights = (
             None if cw is None else torch.as_tensor(cw, dtype=torch.float32).to(self.device)

@@ -30,9 +30,12 @@ from ultralytics.utils.torch_utils import unwrap_model
 from edge.results import Detections
 from edge.scales import ScaleSpec, load_scale
 from train.fused import ultra_compat
+from train.fused.checkpoint import save_checkpoint
+from train.fused.config import GradeLossConfig
 from train.fused.data import grade_class_weights, grade_dataset_class
 from train.fused.evaluate import GradeStats, format_summary
-from train.fused.model import DEFAULT_GRADE_HYP, GradeModel, fused_checkpoint_config, load_pretrained
+from train.fused.model import GradeModel
+from train.fused.weights import fused_checkpoint_config, load_pretrained
 
 
 def _spec_from_data(data: dict[str, Any]) -> ScaleSpec:
@@ -201,14 +204,17 @@ class GradeTrainer(DetectionTrainer):
         overrides: ultralytics training arguments (``data``, ``epochs``, ``imgsz``, ``batch``…).
         _callbacks: ultralytics callbacks.
         size: YOLOv5 size (``n``/``s``/``m``).
-        pretrained: ``"auto"``, a detector checkpoint path, or ``None`` (see ``load_pretrained``).
-        grade_hyp: Grade-loss settings overriding :data:`~train.fused.model.DEFAULT_GRADE_HYP`.
+        pretrained: ``"auto"``, a detector checkpoint path, or ``None`` (see
+            :func:`~train.fused.weights.load_pretrained`).
+        grade_config: Grade-loss settings (default :class:`~train.fused.config.GradeLossConfig()`).
         out_dir: Where weights-only checkpoints go (``out_dir/best``, ``out_dir/last``).
         select: Grade term of the best-checkpoint fitness: ``grades`` (weighted accuracy against
             the human grades) or ``agreement`` (argmax agreement with the teacher; for distillation).
         grade_channels: Grade-branch width; ``None`` takes the width of a fused checkpoint given as
             ``pretrained`` (fine-tuning keeps its head), else the default
             (:func:`~train.fused.head.default_grade_channels`).
+        trust_pickle: Allow unrestricted unpickling of a ``.pt`` given as ``pretrained`` (it may run
+            code; without it such a file is refused).
     """
 
     def __init__(
@@ -219,21 +225,19 @@ class GradeTrainer(DetectionTrainer):
         *,
         size: str = "n",
         pretrained: str | None = "auto",
-        grade_hyp: dict[str, float] | None = None,
+        grade_config: GradeLossConfig | None = None,
         out_dir: str | Path | None = None,
         select: str = "grades",
         grade_channels: int | None = None,
+        trust_pickle: bool = False,
     ) -> None:
         if select not in SELECT_RULES:
             raise ValueError(f"select must be one of {SELECT_RULES}, got {select!r}")
-        overrides = dict(overrides or {})
-        overrides.setdefault("model", f"yolov5{size}-grade.yaml")
-        overrides["pretrained"] = False  # pretrained weights are loaded by get_model (shape-matched)
-        overrides.setdefault("plots", False)
-        super().__init__(cfg, overrides, _callbacks)
+        super().__init__(cfg, ultra_compat.trainer_overrides(overrides, size), _callbacks)
         self.size = size
         self.pretrained = pretrained
-        self.grade_hyp = {**DEFAULT_GRADE_HYP, **(grade_hyp or {})}
+        self.trust_pickle = trust_pickle
+        self.grade_config = grade_config or GradeLossConfig()
         self.out_dir = Path(out_dir) if out_dir else Path(self.save_dir).parent
         self.select = select
         self.grade_channels = grade_channels
@@ -248,7 +252,7 @@ class GradeTrainer(DetectionTrainer):
     def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> GradeModel:
         """A :class:`GradeModel` for the dataset's scale; resumed or pretrained weights loaded."""
         spec = self.spec
-        if isinstance(cfg, dict) and cfg.get("head", [[None] * 3])[-1][2] == ultra_compat.GRADE_HEAD:
+        if ultra_compat.is_grade_yaml(cfg):
             model_cfg = cfg
         else:
             width = resolve_grade_channels(self.grade_channels, self.pretrained)
@@ -259,18 +263,20 @@ class GradeTrainer(DetectionTrainer):
         model.imgsz = int(self.args.imgsz)
         if weights is not None:  # resuming: an ultralytics checkpoint of this task
             model.load(weights)
-            model.grade_hyp = dict(getattr(weights, "grade_hyp", self.grade_hyp))
+            model.grade_config = resumed_grade_config(weights, self.grade_config)
         else:
-            self.pretrained_info = load_pretrained(model, self.pretrained, model_cfg.get("scale", self.size))
+            self.pretrained_info = load_pretrained(
+                model, self.pretrained, model_cfg.get("scale", self.size), trust_pickle=self.trust_pickle
+            )
             LOGGER.info(f"fused model weights: {self.pretrained_info}")
-            model.grade_hyp = dict(self.grade_hyp)
+            model.grade_config = self.grade_config
         return model
 
     def set_model_attributes(self) -> None:
         """Detection attributes plus grade class-imbalance weights from the training labels."""
         super().set_model_attributes()
         m = unwrap_model(self.model)
-        power = float(m.grade_hyp.get("grade_cls_pw", 0.0))
+        power = m.grade_config.cls_pw
         loader = getattr(self, "train_loader", None)
         if loader is not None and power > 0:
             m.grade_class_weights = torch.from_numpy(
@@ -281,7 +287,7 @@ class GradeTrainer(DetectionTrainer):
         super()._setup_train()
         self.set_model_attributes()  # again: train_loader now exists
         m = unwrap_model(self.model)
-        m.criterion = None  # rebuild with the weights
+        ultra_compat.rebuild_criterion(m)  # with the class weights
         if m.grade_class_weights is not None:
             LOGGER.info(
                 f"grade class weights (unit x grade):\n{m.grade_class_weights.cpu().numpy().round(3)}"
@@ -290,24 +296,8 @@ class GradeTrainer(DetectionTrainer):
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
         """A ``GradeDataset`` with the same settings ultralytics' ``build_yolo_dataset`` would use."""
         gs = max(int(unwrap_model(self.model).stride.max()), 32) if self.model is not None else 32
-        cls = grade_dataset_class()
-        return cls(
-            img_path=img_path,
-            imgsz=self.args.imgsz,
-            batch_size=batch,
-            augment=mode == "train",
-            hyp=self.args,
-            rect=self.args.rect or mode == "val",
-            cache=self.args.cache or None,
-            single_cls=False,
-            stride=gs,
-            pad=0.0 if mode == "train" else 0.5,
-            prefix=f"{mode}: ",
-            task="detect",
-            classes=None,
-            data=self.data,
-            fraction=self.args.fraction if mode == "train" else 1.0,
-            spec=self.spec,
+        return ultra_compat.build_grade_dataset(
+            grade_dataset_class(), self.args, img_path, mode, batch, self.data, gs, spec=self.spec
         )
 
     def get_class_counts(self) -> np.ndarray:
@@ -344,11 +334,21 @@ def resolve_grade_channels(explicit: int | None, pretrained: str | Path | None) 
     return None if ckpt is None else ckpt.get("grade_channels")
 
 
+def resumed_grade_config(weights: Any, default: GradeLossConfig) -> GradeLossConfig:
+    """The grade-loss settings of a model unpickled from ultralytics' ``last.pt``.
+
+    Models pickled before the dataclass carry a ``grade_hyp`` dict (same keys as the stored form).
+    """
+    cfg = getattr(weights, "grade_config", None)
+    if isinstance(cfg, GradeLossConfig):
+        return cfg
+    legacy = getattr(weights, "grade_hyp", None)
+    return GradeLossConfig.from_dict(legacy) if isinstance(legacy, dict) else default
+
+
 def _save_weights_only(trainer: GradeTrainer) -> None:
     """Callback: weights-only ``last`` every epoch, ``best`` when fitness improved."""
-    from train.fused.checkpoint import save_checkpoint
-
-    model = trainer.ema.ema if trainer.ema else unwrap_model(trainer.model)
+    model = ultra_compat.model_to_save(trainer)
     grade = {}
     v = getattr(trainer, "validator", None)
     if v is not None and getattr(v, "grade_summary", None):
@@ -365,14 +365,10 @@ def _save_weights_only(trainer: GradeTrainer) -> None:
             k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
             for k, v in vars(trainer.args).items()
         },
-        "grade_hyp": dict(getattr(model, "grade_hyp", {})),
         "pretrained": trainer.pretrained_info,
+        "device": str(trainer.device),
         "data": str(trainer.args.data),
     }
-    save_checkpoint(model, trainer.out_dir / "last", meta)
-    if (
-        trainer.best_fitness is not None
-        and trainer.fitness is not None
-        and trainer.best_fitness == trainer.fitness
-    ):
+    save_checkpoint(model, trainer.out_dir / "last", meta)  # writes the model's grade_hyp
+    if ultra_compat.is_best_epoch(trainer):
         save_checkpoint(model, trainer.out_dir / "best", meta)

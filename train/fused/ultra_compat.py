@@ -23,11 +23,26 @@ few places that assume ``cls`` has one column. The grade task works around these
 5. **NMS layout.** ultralytics' NMS wants ``(B, 4 + nc + extra, N)`` centre-size boxes; the grade head
    emits the grimace raw contract ``(B, N, 4 + nc + nc*ng)`` xyxy. :func:`contract_to_ultralytics`
    converts for the validator.
+6. **Checkpoints and assets.** ultralytics ``.pt`` files pickle the model object. Without trust they
+   are read by ultralytics' restricted loader (``torch_safe_load(safe_only=True)``: ``weights_only``
+   plus an allow-list of its own model classes; private ``_SafeLoad.SUPPORTED`` says whether the torch
+   build can do it) and anything outside the allow-list is refused before it runs
+   (:func:`load_ultralytics_checkpoint`); :func:`ultralytics_state_dict` unwraps its ``ema``/``model``
+   layout; :func:`download_asset` fetches a COCO asset (``yolov5nu.pt``).
+7. **Trainer internals.** ultralytics calls ``set_model_attributes`` before the dataloaders exist and
+   builds the criterion lazily on the first batch: :func:`rebuild_criterion` drops a criterion built
+   too early. Its ``build_yolo_dataset`` cannot build another dataset class:
+   :func:`build_grade_dataset` passes the same settings. :func:`is_best_epoch` and
+   :func:`model_to_save` read the trainer state ultralytics' own ``save_model`` uses.
+   :func:`trainer_overrides` turns off ultralytics' own pretrained loading (weights are loaded
+   shape-matched by the grade trainer) and plots (the device spelling ultralytics reads is
+   ``train.device.ultralytics_device``).
 """
 
 from __future__ import annotations
 
 from copy import deepcopy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +50,10 @@ import torch
 
 GRADE_HEAD = "GradeDetect"
 SIZES = ("n", "s", "m", "l", "x")
+
+
+class RestrictedLoadError(ValueError):
+    """ultralytics' restricted loader refused a checkpoint (it needs globals outside the allow-list)."""
 
 
 # ----------------------------------------------------------------------------------------- model yaml
@@ -58,11 +77,7 @@ def grade_model_yaml(
     Returns:
         A model dict that :class:`~train.fused.model.GradeModel` accepts.
     """
-    from ultralytics.nn.tasks import yaml_model_load
-
-    if size not in SIZES:
-        raise ValueError(f"unknown YOLOv5 size {size!r}; expected one of {SIZES}")
-    d = deepcopy(yaml_model_load(f"yolov5{size}.yaml"))
+    d = plain_model_yaml(size)
     d["scale"] = size
     d["nc"] = int(nc)
     d["ng"] = int(ng)
@@ -77,6 +92,44 @@ def grade_model_yaml(
     d["head"][-1] = [last[0], last[1], GRADE_HEAD, ["nc", "ng"]]
     d["yaml_file"] = f"yolov5{size}-grade.yaml"
     return d
+
+
+def plain_model_yaml(size: str) -> dict[str, Any]:
+    """ultralytics' own ``yolov5{size}.yaml`` model dict (a copy), without grade heads."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    if size not in SIZES:
+        raise ValueError(f"unknown YOLOv5 size {size!r}; expected one of {SIZES}")
+    return deepcopy(yaml_model_load(f"yolov5{size}.yaml"))
+
+
+def is_grade_yaml(cfg: Any) -> bool:
+    """Whether ``cfg`` is a grade model dict (its last head row is ``GradeDetect``)."""
+    try:
+        return isinstance(cfg, dict) and cfg["head"][-1][2] == GRADE_HEAD
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+def init_grade_model(model: torch.nn.Module, cfg: dict[str, Any], ch: int, verbose: bool) -> None:
+    """Build a grade model in place: ``DetectionModel.__init__`` on the plain yaml, then the head swap.
+
+    ``parse_model`` cannot build ``GradeDetect`` (section 1 above), so the ``DetectionModel`` is built
+    from :func:`parse_yaml_for_ultralytics`, its ``Detect`` replaced by :func:`swap_in_grade_head`, and
+    ``model.yaml`` set back to the grade dict (ultralytics stored the rewritten one).
+
+    Args:
+        model: A ``GradeModel`` whose ``__init__`` is running (``DetectionModel`` not initialised yet).
+        cfg: Grade model dict (copied by the caller); ``channels`` is set on it.
+        ch: Input channels.
+        verbose: Print the layer table.
+    """
+    from ultralytics.nn.tasks import DetectionModel
+
+    DetectionModel.__init__(model, parse_yaml_for_ultralytics(cfg), ch=ch, nc=cfg["nc"], verbose=verbose)
+    swap_in_grade_head(model, int(cfg["ng"]), cfg.get("grade_mask"), cfg.get("grade_channels"))
+    cfg["channels"] = ch
+    model.yaml = cfg
 
 
 def parse_yaml_for_ultralytics(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -211,3 +264,157 @@ def contract_to_ultralytics(raw: torch.Tensor) -> torch.Tensor:
     xy = (raw[..., 0:2] + raw[..., 2:4]) / 2
     wh = raw[..., 2:4] - raw[..., 0:2]
     return torch.cat((xy, wh, raw[..., 4:]), -1).permute(0, 2, 1)
+
+
+# ------------------------------------------------------------------------------ checkpoints and assets
+def restricted_load_supported() -> bool:
+    """Whether ultralytics' restricted (allow-list) loader works with this torch build."""
+    from ultralytics.nn.tasks import _SafeLoad
+
+    return bool(_SafeLoad.SUPPORTED)
+
+
+def checkpoint_globals(path: str | Path) -> list[str]:
+    """Python globals a ``torch.save`` archive references (read from the pickle, nothing executed)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # not a zip archive (legacy format) or unreadable: no list
+        return []
+
+
+def load_ultralytics_checkpoint(path: str | Path, trust_pickle: bool = False) -> Any:
+    """Load an ultralytics ``.pt`` checkpoint.
+
+    Args:
+        path: An existing ``.pt`` file.
+        trust_pickle: Unpickle without restriction (may run code the file carries). Otherwise only
+            tensors and ultralytics' allow-listed model classes are rebuilt.
+
+    Returns:
+        The unpickled checkpoint (a dict for ultralytics checkpoints).
+
+    Raises:
+        RestrictedLoadError: The restricted loader refused the file, or cannot run on this torch build
+            (in which case nothing is loaded rather than unpickling without restriction).
+    """
+    from ultralytics.nn.tasks import torch_safe_load
+
+    if trust_pickle:
+        return torch_safe_load(str(path), safe_only=False)[0]
+    if not restricted_load_supported():
+        raise RestrictedLoadError(f"torch {torch.__version__} cannot do ultralytics' restricted load")
+    try:
+        return torch_safe_load(str(path), safe_only=True)[0]
+    except TypeError as e:  # ultralytics reports a refused global and a damaged file as TypeError
+        raise RestrictedLoadError(str(e).replace("ERROR ❌️ ", "")) from None
+
+
+def ultralytics_state_dict(obj: Any) -> Any:
+    """The float state dict inside an ultralytics checkpoint dict (``ema`` first, then ``model``).
+
+    Anything else (a plain state dict) is returned unchanged.
+    """
+    if isinstance(obj, dict) and ("ema" in obj or "model" in obj):
+        obj = obj.get("ema") or obj.get("model")
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.float().state_dict()
+    return obj
+
+
+def download_asset(name: str) -> Path:
+    """Path of an ultralytics release asset (``yolov5nu.pt``), downloaded when missing.
+
+    Raises:
+        FileNotFoundError: The asset could not be had.
+    """
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    path = Path(attempt_download_asset(name))
+    if not path.exists():
+        raise FileNotFoundError(name)
+    return path
+
+
+# ------------------------------------------------------------------------------------ trainer internals
+def trainer_overrides(overrides: dict[str, Any] | None, size: str) -> dict[str, Any]:
+    """Overrides for ``DetectionTrainer`` of the grade task.
+
+    ``model`` names the grade yaml (ultralytics only records it), ``pretrained=False`` stops ultralytics
+    loading weights itself (the grade trainer loads them shape-matched), plots are off unless asked.
+    """
+    over = dict(overrides or {})
+    over.setdefault("model", f"yolov5{size}-grade.yaml")
+    over["pretrained"] = False
+    over.setdefault("plots", False)
+    return over
+
+
+def rebuild_criterion(model: torch.nn.Module) -> None:
+    """Drop a criterion built before the trainer knew everything (ultralytics rebuilds it lazily)."""
+    model.criterion = None
+
+
+def model_to_save(trainer: Any) -> torch.nn.Module:
+    """The model ultralytics' ``save_model`` writes: the EMA when there is one, else the model."""
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    return trainer.ema.ema if trainer.ema else unwrap_model(trainer.model)
+
+
+def is_best_epoch(trainer: Any) -> bool:
+    """Whether this epoch's fitness is the best so far (the rule ultralytics writes ``best.pt`` by)."""
+    return (
+        trainer.best_fitness is not None
+        and trainer.fitness is not None
+        and trainer.best_fitness == trainer.fitness
+    )
+
+
+def build_grade_dataset(
+    dataset_class: type,
+    args: Any,
+    img_path: str,
+    mode: str,
+    batch: int | None,
+    data: dict[str, Any],
+    stride: int,
+    **extra: Any,
+) -> Any:
+    """A grade dataset with the settings ultralytics' ``build_yolo_dataset`` gives a ``YOLODataset``.
+
+    The same keyword arguments (a test compares them with ultralytics'), except ``single_cls``,
+    ``classes`` and ``task``, which the grade task fixes.
+
+    Args:
+        dataset_class: The ``YOLODataset`` subclass (``train.fused.data.grade_dataset_class()``).
+        args: The trainer's ultralytics arguments.
+        img_path: Image folder.
+        mode: ``train`` or ``val``.
+        batch: Batch size (for ``rect``).
+        data: The dataset dict.
+        stride: Grid size (largest model stride, at least 32).
+        **extra: Passed on (``spec``).
+    """
+    from ultralytics.data.utils import get_split_fraction
+    from ultralytics.utils import colorstr
+
+    return dataset_class(
+        img_path=img_path,
+        imgsz=args.imgsz,
+        batch_size=batch,
+        augment=mode == "train",
+        hyp=args,
+        rect=args.rect or mode == "val",
+        cache=args.cache or None,
+        single_cls=False,  # the grade task needs the units: never one class
+        stride=stride,
+        pad=0.0 if mode == "train" else 0.5,
+        prefix=colorstr(f"{mode}: "),
+        task="detect",
+        classes=None,  # every unit (grade labels refer to all of them)
+        data=data,
+        fraction=1.0
+        if data.get("complete")
+        else get_split_fraction(args.fraction, "train" if mode == "train" else args.split),
+        **extra,
+    )
