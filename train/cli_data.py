@@ -245,3 +245,63 @@ def export_crops_cmd(
     except (DatasetImportError, ScaleError, LabelError) as e:
         raise _fail(str(e)) from None
     _print_report(rep)
+
+
+@app.command("export-preannotations")
+def export_preannotations_cmd(
+    inputs: list[Path] = typer.Argument(..., help="New frames: image files, folders and/or videos."),
+    out: Path = typer.Option(..., "--out", help="New folder: images/ + the CVAT / Label Studio imports."),
+    model: Path | None = typer.Option(None, "--model", help="Fused model artifact (.onnx or .engine)."),
+    teacher: Path | None = typer.Option(None, "--teacher", help="Or a teacher run folder (needs torch)."),
+    fmt: list[str] = typer.Option(
+        ["cvat", "label-studio"], "--format", help="cvat and/or label-studio (repeatable; default both)."
+    ),
+    select: str = typer.Option(
+        "uncertain",
+        "--select",
+        help="uncertain: least certain frames first (grade entropy, low box confidence, missing units); "
+        "all: input order.",
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Keep at most this many frames."),
+    fps: float = typer.Option(1.0, "--fps", help="Video frames sampled per second (0 = every frame)."),
+    conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Box confidence threshold."),
+    url_prefix: str = typer.Option(
+        "/data/local-files/?d=",
+        "--url-prefix",
+        help="Label Studio image URL prefix (default: local-files storage); the images/ names follow it.",
+    ),
+    device: str = typer.Option("auto", "--device", help="Torch device for --teacher (auto, cpu, cuda:N)."),
+) -> None:
+    """Run a model over new frames; write its boxes and grades as editable CVAT / Label Studio suggestions."""
+    from edge.artifact import ArtifactError
+    from edge.scales import ScaleError
+    from train.data.importers import DatasetImportError
+    from train.data.preannotate import detector_from_model, detector_from_teacher, export_preannotations
+
+    if (model is None) == (teacher is None):
+        raise _fail("give exactly one of --model (edge artifact) or --teacher (teacher run folder)")
+    try:
+        if model is not None:
+            detect, spec = detector_from_model(model, conf=conf)
+            version = model.name
+        else:
+            from edge.deps import require
+
+            require("torch", "grimace data export-preannotations --teacher")
+            from train.device import DeviceError
+            from train.teacher.teacher import TeacherError
+
+            try:
+                detect, spec = detector_from_teacher(teacher, conf=conf, device=device)  # type: ignore[arg-type]
+            except (TeacherError, DeviceError) as e:
+                raise _fail(str(e)) from None
+            version = f"teacher {teacher.name}"  # type: ignore[union-attr]
+        rep = export_preannotations(
+            inputs, detect, spec, out, formats=fmt, select=select, limit=limit, fps=fps or None,
+            url_prefix=url_prefix, model_version=version,
+        )  # fmt: skip
+    except (DatasetImportError, ArtifactError, ScaleError, FileNotFoundError) as e:
+        raise _fail(str(e)) from None
+    for msg in rep.skipped:
+        typer.echo(f"skipped: {msg}", err=True)
+    typer.echo(rep.summary())

@@ -266,7 +266,7 @@ def safe_file_name(name: str) -> str:
     stem, dot, ext = name.rpartition(".")
     if not dot:
         stem, ext = name, ""
-    stem = _SAFE_CHARS.sub("_", stem).strip("._") or "image"
+    stem = _SAFE_CHARS.sub("_", stem).strip("._-") or "image"
     ext = _SAFE_CHARS.sub("", ext)
     return f"{stem}.{ext}" if ext else stem
 
@@ -892,3 +892,143 @@ def import_coco(
         "coco", json_path, images_dir, scale, out, val_frac=val_frac, seed=seed, label_map=category_map,
         subjects=subjects, box_tolerance=box_tolerance,
     )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ writers
+@dataclass
+class Suggestion:
+    """One box proposed to an annotator (a model's detection).
+
+    Attributes:
+        unit: Unit index in the scale.
+        xyxy: Corners in image pixels.
+        grade: Proposed grade ``0..k-1`` (``None`` = leave ungraded).
+        score: The model's confidence in the box (0..1), shown by Label Studio.
+    """
+
+    unit: int
+    xyxy: tuple[float, float, float, float]
+    grade: int | None = None
+    score: float = 1.0
+
+
+@dataclass
+class SuggestedImage:
+    """An image file name (as the annotation tool will know it), its size and its suggestions."""
+
+    name: str
+    width: int
+    height: int
+    boxes: list[Suggestion] = field(default_factory=list)
+    score: float = 1.0
+
+
+def _xml_attr(v: Any) -> str:
+    from xml.sax.saxutils import quoteattr
+
+    return quoteattr(str(v))
+
+
+def write_cvat_xml(
+    images: list[SuggestedImage], spec: ScaleSpec, path: str | Path, grade_attribute: str = GRADE_ATTRIBUTE
+) -> Path:
+    """Write a CVAT for images 1.1 XML that CVAT imports as annotations of a task with these images.
+
+    Every box gets a ``grade`` select attribute (its values are each unit's levels; ungraded boxes
+    get no attribute). Boxes carry ``source="auto"`` so annotators can tell suggestions apart.
+
+    Returns:
+        ``path``.
+    """
+    from xml.sax.saxutils import escape
+
+    path = Path(path)
+    lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>", "  <version>1.1</version>",
+             "  <meta>", "    <task>", f"      <size>{len(images)}</size>", "      <mode>annotation</mode>",
+             "      <labels>"]  # fmt: skip
+    for u in spec.units:
+        values = "\n".join(str(g) for g in range(u.grades))
+        lines += [
+            f"        <label><name>{escape(u.name)}</name><type>rectangle</type><attributes><attribute>",
+            f"          <name>{escape(grade_attribute)}</name><mutable>False</mutable>"
+            "<input_type>select</input_type>",
+            f"          <default_value>0</default_value><values>{values}</values>",
+            "        </attribute></attributes></label>",
+        ]
+    lines += ["      </labels>", "    </task>", "  </meta>"]
+    for i, im in enumerate(images):
+        lines.append(f'  <image id="{i}" name={_xml_attr(im.name)} width="{im.width}" height="{im.height}">')
+        for b in im.boxes:
+            x1, y1, x2, y2 = b.xyxy
+            lines.append(
+                f'    <box label={_xml_attr(spec.units[b.unit].name)} source="auto" occluded="0" '
+                f'xtl="{x1:.2f}" ytl="{y1:.2f}" xbr="{x2:.2f}" ybr="{y2:.2f}" z_order="0">'
+            )
+            if b.grade is not None:
+                lines.append(f"      <attribute name={_xml_attr(grade_attribute)}>{b.grade}</attribute>")
+            lines.append("    </box>")
+        lines.append("  </image>")
+    lines.append("</annotations>")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def label_studio_config(spec: ScaleSpec, grade_attribute: str = GRADE_ATTRIBUTE) -> str:
+    """The Label Studio labeling config these importers read: ``RectangleLabels`` named ``unit`` with
+    the scale's units and a per-region ``Choices`` named ``grade_attribute`` with the grade levels."""
+    from xml.sax.saxutils import escape
+
+    ng = max(u.grades for u in spec.units)
+    labels = "\n".join(f'    <Label value="{escape(u.name)}"/>' for u in spec.units)
+    choices = "\n".join(f'    <Choice value="{g}"/>' for g in range(ng))
+    return (
+        "<View>\n"
+        '  <Image name="image" value="$image" zoom="true"/>\n'
+        '  <RectangleLabels name="unit" toName="image" canRotate="false">\n'
+        f"{labels}\n  </RectangleLabels>\n"
+        f'  <Choices name="{escape(grade_attribute)}" toName="image" perRegion="true" choice="single" '
+        'showInline="true">\n'
+        f"{choices}\n  </Choices>\n</View>\n"
+    )
+
+
+def write_label_studio(
+    images: list[SuggestedImage],
+    spec: ScaleSpec,
+    path: str | Path,
+    url_prefix: str = "/data/local-files/?d=",
+    model_version: str = "grimace",
+    grade_attribute: str = GRADE_ATTRIBUTE,
+) -> Path:
+    """Write Label Studio tasks whose ``predictions`` are the suggestions (editable pre-annotations).
+
+    Each box is a ``rectanglelabels`` region (percent coordinates) plus, when graded, a per-region
+    ``choices`` result with the same ``id``. The task ``data.image`` is ``url_prefix + name`` (Label
+    Studio's local-files URL by default; use the storage prefix your project serves the images from).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    tasks = []
+    for i, im in enumerate(images):
+        result: list[dict[str, Any]] = []
+        for k, b in enumerate(im.boxes):
+            x1, y1, x2, y2 = b.xyxy
+            rid = f"p{i}_{k}"
+            common = {"original_width": im.width, "original_height": im.height, "image_rotation": 0,
+                      "to_name": "image", "id": rid}  # fmt: skip
+            geo = {"x": 100.0 * x1 / im.width, "y": 100.0 * y1 / im.height,
+                   "width": 100.0 * (x2 - x1) / im.width, "height": 100.0 * (y2 - y1) / im.height,
+                   "rotation": 0}  # fmt: skip
+            result.append({**common, "from_name": "unit", "type": "rectanglelabels", "score": float(b.score),
+                           "value": {**geo, "rectanglelabels": [spec.units[b.unit].name]}})  # fmt: skip
+            if b.grade is not None:
+                result.append({**common, "from_name": grade_attribute, "type": "choices",
+                               "value": {**geo, "choices": [str(b.grade)]}})  # fmt: skip
+        tasks.append({
+            "data": {"image": url_prefix + urllib.parse.quote(im.name)},
+            "predictions": [{"model_version": model_version, "score": float(im.score), "result": result}],
+        })  # fmt: skip
+    path.write_text(json.dumps(tasks, indent=1), encoding="utf-8")
+    return path

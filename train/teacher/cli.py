@@ -15,6 +15,24 @@ from edge.deps import require
 
 app = typer.Typer(no_args_is_help=True, help="Two-stage teacher: YOLO unit detector + ViT graders.")
 
+DEVICE_HELP = "Torch device: auto (CUDA if available, else MPS, else CPU), cpu, cuda, cuda:N or mps."
+
+
+def _device_option() -> object:
+    return typer.Option("auto", "--device", help=DEVICE_HELP)
+
+
+def _load(teacher: Path, device: str) -> object:
+    """load_teacher with user errors (bad folder, unavailable device) as `error: ...`, exit 2."""
+    from train.device import DeviceError
+    from train.teacher.teacher import TeacherError, load_teacher
+
+    try:
+        return load_teacher(teacher, device=device)
+    except (TeacherError, DeviceError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
 
 @app.command("train")
 def train_cmd(
@@ -22,7 +40,8 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", help="Teacher run folder to write."),
     detector: str = typer.Option("s", "--detector", help="YOLOv5 size: n, s or m."),
     vit: str | None = typer.Option(
-        None, "--vit",
+        None,
+        "--vit",
         help="ViT backbone: Hugging Face id, local folder, config.json, 'small' or 'tiny' "
         "(default: the recipe's - 'small' for scratch, google/vit-base-patch16-224-in21k for seed).",
     ),
@@ -34,7 +53,8 @@ def train_cmd(
     ),
     det_batch: int = typer.Option(16, "--det-batch", min=1),
     det_optimizer: str = typer.Option(
-        "SGD", "--det-optimizer",
+        "SGD",
+        "--det-optimizer",
         help="Detector optimiser (SGD as in the seed; 'auto' = ultralytics' choice).",
     ),
     det_init: Path | None = typer.Option(
@@ -44,7 +64,8 @@ def train_cmd(
         None, "--reuse-detector", help="Copy this teacher run's detector instead of training one."
     ),
     recipe: str = typer.Option(
-        "scratch", "--recipe",
+        "scratch",
+        "--recipe",
         help="ViT training recipe: 'scratch' (from-scratch small ViT; works offline) or 'seed' (the "
         "published method: fine-tune ImageNet-21k ViT-Base/16 at 224 with SGD and weighted CE). "
         "The ViT options below override single settings of it.",
@@ -68,7 +89,8 @@ def train_cmd(
         None, "--label-smoothing", min=0.0, max=0.5, help="Cross-entropy label smoothing."
     ),
     select: str | None = typer.Option(
-        None, "--select",
+        None,
+        "--select",
         help="ViT epoch kept: val_loss (lowest validation loss) or val_wacc (best validation "
         "weighted accuracy).",
     ),
@@ -82,13 +104,16 @@ def train_cmd(
         None, "--margin", min=0.0, help="Crop context margin (fraction of box)."
     ),
     shared_epochs: int | None = typer.Option(
-        None, "--shared-epochs", min=0,
+        None,
+        "--shared-epochs",
+        min=0,
         help="Epochs of the shared backbone trained on all units' crops that initialises every grader "
         "(random-init backbones only; 0 = off; scratch recipe: 40).",
     ),
     pain: bool = typer.Option(True, "--pain/--no-pain", help="Also train the whole-face pain ViT."),
     pretrained: bool = typer.Option(True, "--pretrained/--scratch", help="Try pretrained weights first."),
     seed: int = typer.Option(0, "--seed"),
+    device: str = _device_option(),  # type: ignore[assignment]
     quiet: bool = typer.Option(False, "--quiet", help="Less ultralytics output."),
 ) -> None:
     """Train the detector, one ViT grader per unit and the pain ViT; write a teacher run folder."""
@@ -98,16 +123,40 @@ def train_cmd(
 
     try:
         train_teacher(
-            data, out, detector=detector, vit=vit, epochs_det=epochs_det, epochs_vit=epochs_vit,
-            imgsz=imgsz, vit_size=vit_size, det_batch=det_batch, det_optimizer=det_optimizer,
-            det_init=det_init, reuse_detector=reuse_detector, recipe=recipe, vit_batch=vit_batch,
-            lr=lr, vit_optimizer=vit_optimizer, weight_decay=weight_decay, augment=augment,
-            class_weighting=class_weighting, sampler=sampler, label_smoothing=label_smoothing,
-            select=select, grey=grey, standardize=standardize, margin=margin,
-            shared_epochs=shared_epochs, pain=pain,
-            pretrained=pretrained, seed=seed, verbose=not quiet, echo=typer.echo,
+            data,
+            out,
+            detector=detector,
+            vit=vit,
+            epochs_det=epochs_det,
+            epochs_vit=epochs_vit,
+            imgsz=imgsz,
+            vit_size=vit_size,
+            det_batch=det_batch,
+            det_optimizer=det_optimizer,
+            det_init=det_init,
+            reuse_detector=reuse_detector,
+            recipe=recipe,
+            vit_batch=vit_batch,
+            lr=lr,
+            vit_optimizer=vit_optimizer,
+            weight_decay=weight_decay,
+            augment=augment,
+            class_weighting=class_weighting,
+            sampler=sampler,
+            label_smoothing=label_smoothing,
+            select=select,
+            grey=grey,
+            standardize=standardize,
+            margin=margin,
+            shared_epochs=shared_epochs,
+            pain=pain,
+            pretrained=pretrained,
+            seed=seed,
+            device=device,
+            verbose=not quiet,
+            echo=typer.echo,
         )
-    except ValueError as e:  # bad recipe / option value
+    except ValueError as e:  # bad recipe / option value / unavailable device (DeviceError)
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
 
@@ -125,6 +174,7 @@ def score_cmd(
     heatmaps: Path | None = typer.Option(
         None, "--heatmaps", help="Write pain-ViT attention overlays (PNG) into this folder."
     ),
+    device: str = _device_option(),  # type: ignore[assignment]
 ) -> None:
     """Score images by the seed's rule and write the spreadsheet."""
     for m in ("torch", "ultralytics", "transformers"):
@@ -132,7 +182,6 @@ def score_cmd(
     if out.suffix.lower() not in (".xlsx", ".csv"):
         raise typer.BadParameter(f"{out}: must end in .xlsx or .csv", param_hint="--out")
     from train.teacher.score import expand_inputs, score_paths, write_table
-    from train.teacher.teacher import load_teacher
 
     paths, errors = expand_inputs([str(p) for p in inputs])
     for e in errors:
@@ -140,7 +189,7 @@ def score_cmd(
     if not paths:
         typer.echo("no images to score", err=True)
         raise typer.Exit(1)
-    t = load_teacher(teacher)
+    t = _load(teacher, device)
     rows, timing = score_paths(t, paths, conf=conf, min_units=min_units, batch=batch, heatmaps=heatmaps)
     write_table(rows, out)
     flagged = sum(1 for r in rows if r.get("Flag"))
@@ -155,6 +204,7 @@ def heatmap_cmd(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders."),
     teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder with a pain ViT."),
     out: Path = typer.Option(..., "--out", help="Folder for the PNG overlays."),
+    device: str = _device_option(),  # type: ignore[assignment]
 ) -> None:
     """Attention-rollout heatmaps of the whole-face pain ViT, one PNG overlay per image."""
     require("torch", "grimace teacher heatmap")
@@ -162,10 +212,9 @@ def heatmap_cmd(
 
     from train.teacher.pain import write_heatmap
     from train.teacher.score import expand_inputs
-    from train.teacher.teacher import load_teacher
 
-    t = load_teacher(teacher)
-    if t.pain is None:
+    t = _load(teacher, device)
+    if t.pain is None:  # type: ignore[attr-defined]
         typer.echo(f"{teacher}: this teacher has no whole-face pain classifier", err=True)
         raise typer.Exit(1)
     paths, errors = expand_inputs([str(p) for p in inputs])
@@ -198,7 +247,12 @@ def import_seed_cmd(
     from train.teacher.seed import import_seed
 
     run = import_seed(
-        weights, detector, out, classes=[c.strip() for c in classes.split(",") if c.strip()],
-        vit_config=vit_config, heads=heads, imgsz=imgsz,
+        weights,
+        detector,
+        out,
+        classes=[c.strip() for c in classes.split(",") if c.strip()],
+        vit_config=vit_config,
+        heads=heads,
+        imgsz=imgsz,
     )
     typer.echo(f"seed teacher written to {run}")

@@ -139,7 +139,7 @@ def train_detector(
     imgsz: int = 640,
     batch: int = 16,
     pretrained: bool = True,
-    device: str = "cpu",
+    device: str | Any = "auto",
     workers: int = 0,
     mosaic: float = 1.0,
     optimizer: str = "SGD",
@@ -159,7 +159,7 @@ def train_detector(
         batch: Batch size.
         pretrained: Try COCO-pretrained ``yolov5{size}u.pt`` first (falls back to random init
             from ``yolov5{size}.yaml`` with a warning when it cannot be had).
-        device: Torch device string.
+        device: ``--device`` spec (``auto``, ``cpu``, ``cuda:N``, ``mps``) or ``torch.device``; AMP on CUDA.
         workers: Data loader workers.
         mosaic: Mosaic augmentation probability (the seed used mosaic).
         init: Start from the detector of an existing teacher run folder (or its
@@ -175,6 +175,9 @@ def train_detector(
     """
     from ultralytics import YOLO
 
+    from train.device import amp_enabled, resolve_device, ultralytics_device
+
+    dev = resolve_device(device)
     if size not in SIZES:
         raise DetectorError(f"detector size must be one of {SIZES}, got {size!r}")
     out_dir = Path(out_dir).resolve()
@@ -214,7 +217,7 @@ def train_detector(
         epochs=epochs,
         imgsz=imgsz,
         batch=batch,
-        device=device,
+        device=ultralytics_device(dev),
         workers=workers,
         project=str(work),
         name="detector",
@@ -224,7 +227,7 @@ def train_detector(
         seed=seed,
         mosaic=mosaic,
         optimizer=optimizer,
-        amp=False,
+        amp=amp_enabled(dev),
         verbose=verbose,
         patience=max(epochs, 1),
     )
@@ -234,7 +237,8 @@ def train_detector(
     names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
     save_detector(out_dir, tracker.state_dict, tracker.model_yaml or {}, names, imgsz)
     metrics = {
-        k: float(v) for k, v in (getattr(model.trainer, "metrics", None) or {}).items()
+        k: float(v)
+        for k, v in (getattr(model.trainer, "metrics", None) or {}).items()
         if isinstance(v, (int, float, np.floating))
     }
     return {
@@ -243,6 +247,8 @@ def train_detector(
         "epochs": epochs,
         "imgsz": imgsz,
         "optimizer": optimizer,
+        "device": str(dev),
+        "amp": amp_enabled(dev),
         "best_epoch": tracker.best_epoch,
         "best_val_loss": tracker.best_loss,
         "val_loss_history": tracker.history,
@@ -293,16 +299,24 @@ class Detector:
         self.imgsz = int(imgsz)
         self.stride = int(max(model.stride)) if hasattr(model, "stride") else 32
 
+    @property
+    def device(self) -> Any:
+        """The torch device the model runs on."""
+        return next(self.model.parameters()).device
+
     @classmethod
-    def load(cls, run_dir: str | Path, fuse: bool = True) -> Detector:
+    def load(cls, run_dir: str | Path, fuse: bool = True, device: str | Any = "cpu") -> Detector:
         """Load ``detector.safetensors`` + ``detector.json`` from a teacher run folder.
 
         Args:
             run_dir: The folder.
             fuse: Fold Conv+BN for inference (leave off to train the model further).
+            device: Where to put the model (``--device`` spec or ``torch.device``).
         """
         from safetensors.torch import load_file
         from ultralytics.nn.tasks import DetectionModel
+
+        from train.device import resolve_device
 
         run_dir = Path(run_dir)
         meta_p, w_p = run_dir / DETECTOR_META, run_dir / DETECTOR_WEIGHTS
@@ -322,7 +336,7 @@ class Detector:
         model = model.float().eval()
         if fuse and hasattr(model, "fuse"):
             model = model.fuse(verbose=False)  # Conv+BN folding for inference
-        return cls(model, meta["names"], meta["imgsz"])
+        return cls(model.to(resolve_device(device)), meta["names"], meta["imgsz"])
 
     def __call__(
         self, images: list[np.ndarray], conf: float = 0.25, iou: float = 0.45, max_det: int = 100
@@ -347,7 +361,7 @@ class Detector:
             return []
         x, infos = preprocess(images, self.imgsz, stride=self.stride, return_info=True)
         with torch.inference_mode():
-            pred = self.model(torch.from_numpy(x))
+            pred = self.model(torch.from_numpy(x).to(self.device))
         pred = pred[0] if isinstance(pred, (list, tuple)) else pred
         out = non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=max_det)
         results = []

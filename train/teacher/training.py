@@ -26,16 +26,40 @@ from train.teacher.vit import DEFAULT_VIT, ImageClassifier, Preprocess, build_vi
 
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {
-        "vit": DEFAULT_VIT, "vit_size": None, "epochs_vit": 20, "vit_batch": 16, "lr": 0.01,
-        "vit_optimizer": "sgd", "weight_decay": None, "augment": 0.5, "class_weighting": "inverse",
-        "sampler": "shuffle", "label_smoothing": 0.0, "select": "val_loss", "grey": False,
-        "standardize": False, "margin": 0.1, "shared_epochs": 0,
+        "vit": DEFAULT_VIT,
+        "vit_size": None,
+        "epochs_vit": 20,
+        "vit_batch": 16,
+        "lr": 0.01,
+        "vit_optimizer": "sgd",
+        "weight_decay": None,
+        "augment": 0.5,
+        "class_weighting": "inverse",
+        "sampler": "shuffle",
+        "label_smoothing": 0.0,
+        "select": "val_loss",
+        "grey": False,
+        "standardize": False,
+        "margin": 0.1,
+        "shared_epochs": 0,
     },
     "scratch": {
-        "vit": "small", "vit_size": None, "epochs_vit": 60, "vit_batch": 32, "lr": 0.001,
-        "vit_optimizer": "adamw", "weight_decay": 0.05, "augment": 0.5, "class_weighting": "none",
-        "sampler": "shuffle", "label_smoothing": 0.1, "select": "val_wacc", "grey": True,
-        "standardize": True, "margin": 0.1, "shared_epochs": 40,
+        "vit": "small",
+        "vit_size": None,
+        "epochs_vit": 60,
+        "vit_batch": 32,
+        "lr": 0.001,
+        "vit_optimizer": "adamw",
+        "weight_decay": 0.05,
+        "augment": 0.5,
+        "class_weighting": "none",
+        "sampler": "shuffle",
+        "label_smoothing": 0.1,
+        "select": "val_wacc",
+        "grey": True,
+        "standardize": True,
+        "margin": 0.1,
+        "shared_epochs": 40,
     },
 }
 """ViT training recipes. ``seed``: the published method (fine-tune ImageNet-21k ViT-Base/16 at 224
@@ -154,7 +178,10 @@ def train_shared_backbone(
     hist = train_classifier(model, prep, x_tr, y_tr, x_sel, y_sel, desc="shared backbone", **fit_kw)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
     metrics = {
-        "units": names, "classes": len(labels), "n_train": len(y_tr), "n_select": len(y_sel),
+        "units": names,
+        "classes": len(labels),
+        "n_train": len(y_tr),
+        "n_select": len(y_sel),
         **{k: v for k, v in hist.items() if k != "class_weights"},
     }
     return state, metrics
@@ -204,6 +231,7 @@ def train_teacher(
     pretrained: bool = True,
     select_fraction: float = 0.15,
     seed: int = 0,
+    device: str | Any = "auto",
     verbose: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -246,33 +274,65 @@ def train_teacher(
         select_fraction: Share of training images used for ViT epoch selection when there is no
             separate val split.
         seed: Random seed.
+        device: Where every model trains: ``auto`` (CUDA when available, else MPS, else CPU),
+            ``cpu``, ``cuda:N``, ``mps`` (:func:`train.device.resolve_device`). On CUDA the detector
+            and every ViT train with mixed precision (AMP). Recorded in the manifest.
         verbose: Detector (ultralytics) console output.
         echo: Where progress lines go.
 
     Returns:
         The manifest dict (also written to ``out/manifest.json``).
+
+    Raises:
+        train.device.DeviceError: The device is malformed or not available.
     """
+    from train.device import describe_device, resolve_device
+
+    dev = resolve_device(device)
     t0 = time.perf_counter()
     rs = resolve_recipe(
-        recipe, vit=vit, vit_size=vit_size, epochs_vit=epochs_vit, vit_batch=vit_batch, lr=lr,
-        vit_optimizer=vit_optimizer, weight_decay=weight_decay, augment=augment,
-        class_weighting=class_weighting, sampler=sampler, label_smoothing=label_smoothing,
-        select=select, grey=grey, standardize=standardize, margin=margin, shared_epochs=shared_epochs,
+        recipe,
+        vit=vit,
+        vit_size=vit_size,
+        epochs_vit=epochs_vit,
+        vit_batch=vit_batch,
+        lr=lr,
+        vit_optimizer=vit_optimizer,
+        weight_decay=weight_decay,
+        augment=augment,
+        class_weighting=class_weighting,
+        sampler=sampler,
+        label_smoothing=label_smoothing,
+        select=select,
+        grey=grey,
+        standardize=standardize,
+        margin=margin,
+        shared_epochs=shared_epochs,
     )
     vit, vit_size, epochs_vit, vit_batch = rs["vit"], rs["vit_size"], rs["epochs_vit"], rs["vit_batch"]
     grey, standardize, margin = rs["grey"], rs["standardize"], rs["margin"]
     fit_kw = {
-        "epochs": epochs_vit, "batch": vit_batch, "lr": rs["lr"], "momentum": momentum,
-        "optimizer": rs["vit_optimizer"], "weight_decay": rs["weight_decay"],
-        "augment_strength": rs["augment"], "class_weighting": rs["class_weighting"],
-        "sampler": rs["sampler"], "label_smoothing": rs["label_smoothing"], "select": rs["select"],
+        "epochs": epochs_vit,
+        "batch": vit_batch,
+        "lr": rs["lr"],
+        "momentum": momentum,
+        "optimizer": rs["vit_optimizer"],
+        "weight_decay": rs["weight_decay"],
+        "augment_strength": rs["augment"],
+        "class_weighting": rs["class_weighting"],
+        "sampler": rs["sampler"],
+        "label_smoothing": rs["label_smoothing"],
+        "select": rs["select"],
         "seed": seed,
+        "device": dev,
     }
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(data)
     spec = ds.spec
     train_imgs, select_imgs, held_imgs, held_name = _splits(ds, seed, select_fraction)
+    device_info = describe_device(dev)
+    echo(f"device {device_info['device']} ({device_info['name']}){', AMP' if device_info['amp'] else ''}")
     echo(
         f"dataset {ds.root} (scale {spec.name}): {len(train_imgs)} train / {len(select_imgs)} "
         f"selection / {len(held_imgs)} held-out ({held_name}) images"
@@ -288,8 +348,18 @@ def train_teacher(
         echo(f"[1/3] detector: YOLOv5{detector}, {epochs_det} epochs at imgsz {imgsz}")
         det_yaml = write_detector_dataset(ds, out / "work" / "det_data", seed=seed)
         det_summary = train_detector(
-            det_yaml, out, size=detector, epochs=epochs_det, imgsz=imgsz, batch=det_batch,
-            optimizer=det_optimizer, init=det_init, pretrained=pretrained, seed=seed, verbose=verbose,
+            det_yaml,
+            out,
+            size=detector,
+            epochs=epochs_det,
+            imgsz=imgsz,
+            batch=det_batch,
+            optimizer=det_optimizer,
+            init=det_init,
+            pretrained=pretrained,
+            seed=seed,
+            verbose=verbose,
+            device=dev,
         )
         det_summary["seconds"] = time.perf_counter() - t
     echo(
@@ -359,8 +429,10 @@ def train_teacher(
             f"val weighted acc {hist['best_val_wacc']:.3f}"
         )
         m: dict[str, Any] = {
-            "n_train": len(tr), "n_select": len(sel_y), "train_class_counts":
-            np.bincount(tr.grades, minlength=unit.grades).tolist(), **hist,
+            "n_train": len(tr),
+            "n_select": len(sel_y),
+            "train_class_counts": np.bincount(tr.grades, minlength=unit.grades).tolist(),
+            **hist,
         }
         ho = crops_ho.get(name)
         if ho is not None and len(ho):
@@ -411,16 +483,33 @@ def train_teacher(
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(),
+        "device": device_info,
         "data": {"path": str(ds.root.resolve()), "hash": dataset_hash(ds.root), "held_out": held_name},
         "settings": {
-            "detector": detector, "vit": vit, "vit_init": vit_init, "epochs_det": epochs_det,
-            "epochs_vit": epochs_vit, "imgsz": imgsz, "vit_size": size, "recipe": recipe,
-            "vit_batch": vit_batch, "lr": rs["lr"], "momentum": momentum,
-            "vit_optimizer": rs["vit_optimizer"], "weight_decay": rs["weight_decay"],
-            "augment": rs["augment"], "class_weighting": rs["class_weighting"],
-            "sampler": rs["sampler"], "label_smoothing": rs["label_smoothing"], "select": rs["select"],
-            "grey": grey, "standardize": standardize,
-            "margin": margin, "shared_epochs": n_shared, "pain_region": "face", "face_margin": FACE_MARGIN,
+            "detector": detector,
+            "vit": vit,
+            "vit_init": vit_init,
+            "epochs_det": epochs_det,
+            "epochs_vit": epochs_vit,
+            "imgsz": imgsz,
+            "vit_size": size,
+            "recipe": recipe,
+            "vit_batch": vit_batch,
+            "lr": rs["lr"],
+            "momentum": momentum,
+            "vit_optimizer": rs["vit_optimizer"],
+            "weight_decay": rs["weight_decay"],
+            "augment": rs["augment"],
+            "class_weighting": rs["class_weighting"],
+            "sampler": rs["sampler"],
+            "label_smoothing": rs["label_smoothing"],
+            "select": rs["select"],
+            "grey": grey,
+            "standardize": standardize,
+            "margin": margin,
+            "shared_epochs": n_shared,
+            "pain_region": "face",
+            "face_margin": FACE_MARGIN,
             "seed": seed,
         },
         "metrics": {
