@@ -126,8 +126,41 @@ class LowestValLoss:
 
 
 # ------------------------------------------------------------------------------------ training
-def _pretrained_available() -> bool:
-    return os.environ.get("YOLO_OFFLINE", "").lower() not in ("1", "true", "yes")
+def _offline() -> bool:
+    return os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def weights_dir() -> Path:
+    """The folder ultralytics keeps (and looks for) downloaded weights in (its ``weights_dir`` setting)."""
+    from ultralytics.utils import SETTINGS
+
+    return Path(SETTINGS["weights_dir"])
+
+
+def find_pretrained(name: str) -> Path | None:
+    """A local copy of ultralytics weights ``name`` where ultralytics itself resolves it: the current
+    folder, then its ``weights_dir`` (see :func:`weights_dir`); ``None`` when there is none."""
+    for p in (Path(name), weights_dir() / name):
+        if p.is_file():
+            return p
+    return None
+
+
+def first_layer_fingerprint(model: Any) -> float:
+    """Sum of the first convolution's weights of a YOLO ``DetectionModel`` (a cheap identity check
+    that tells pretrained from random weights; ``model.0.conv.weight``)."""
+    sd = model.state_dict()
+    key = next(k for k in sd if k.endswith("0.conv.weight"))
+    return float(sd[key].double().sum())
+
+
+class _StartWeights:
+    """ultralytics ``on_train_start`` callback: fingerprint of the weights training actually starts from."""
+
+    fingerprint: float | None = None
+
+    def __call__(self, trainer: Any) -> None:
+        self.fingerprint = first_layer_fingerprint(trainer.model)
 
 
 def train_detector(
@@ -171,7 +204,8 @@ def train_detector(
         verbose: ultralytics console output.
 
     Returns:
-        Summary dict: init (weights used), best_epoch, best_val_loss, history, metrics.
+        Summary dict: init (weights used), init_fingerprint (:func:`first_layer_fingerprint` of the
+        weights training started from), device, best_epoch, best_val_loss, history, metrics.
     """
     from ultralytics import YOLO
 
@@ -192,25 +226,34 @@ def train_detector(
         model.model = start.model.train()
         model.ckpt = {"init": str(src)}  # ultralytics then seeds the trainer's model from model.model
         init = f"{src} ({DETECTOR_WEIGHTS})"
-    elif pretrained and _pretrained_available():
-        try:
-            model = YOLO(f"yolov5{size}u.pt")
-            init = f"yolov5{size}u.pt"
-        except Exception as e:  # offline, blocked, corrupt download: never fatal
+    elif pretrained:
+        name = f"yolov5{size}u.pt"
+        local = find_pretrained(name)
+        if local is None and _offline():
             msg = (
-                f"could not get COCO-pretrained yolov5{size}u.pt ({type(e).__name__}: {e}); "
-                f"training the detector from random init ({init}) instead - expect lower accuracy"
+                f"offline (YOLO_OFFLINE set) and no COCO-pretrained {name} in {weights_dir()} or the "
+                f"current folder: training the detector from random init ({init}) instead - expect lower "
+                f"accuracy. Copy {name} (ultralytics/assets releases on GitHub) there to use it."
             )
             warnings.warn(msg, stacklevel=2)
             log.warning(msg)
-    elif pretrained:
-        msg = f"offline (YOLO_OFFLINE set): training the detector from random init ({init})"
-        warnings.warn(msg, stacklevel=2)
-        log.warning(msg)
+        else:
+            try:
+                model = YOLO(str(local) if local is not None else name)  # downloads into weights_dir
+                init = str(local or find_pretrained(name) or name)
+            except Exception as e:  # blocked, corrupt download or file: never fatal
+                msg = (
+                    f"could not load COCO-pretrained {name} ({type(e).__name__}: {e}); training the "
+                    f"detector from random init ({init}) instead - expect lower accuracy"
+                )
+                warnings.warn(msg, stacklevel=2)
+                log.warning(msg)
     if model is None:
         model = YOLO(init)
     tracker = LowestValLoss()
     model.add_callback("on_fit_epoch_end", tracker)
+    start = _StartWeights()
+    model.add_callback("on_train_start", start)
     work = out_dir / "work"
     model.train(
         data=str(data_yaml),
@@ -249,6 +292,7 @@ def train_detector(
         "optimizer": optimizer,
         "device": str(dev),
         "amp": amp_enabled(dev),
+        "init_fingerprint": start.fingerprint,
         "best_epoch": tracker.best_epoch,
         "best_val_loss": tracker.best_loss,
         "val_loss_history": tracker.history,

@@ -74,6 +74,13 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def hf_cache_dir() -> Path:
+    """Where Hugging Face keeps downloaded models (``HF_HUB_CACHE``, by default ``HF_HOME/hub``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
 def _warn(msg: str) -> None:
     warnings.warn(msg, stacklevel=3)
     log.warning(msg)
@@ -136,11 +143,22 @@ def build_vit(
         except Exception as e:  # network trouble mid-download, missing repo...
             reason = f"{type(e).__name__}: {str(e)[:200]}"
     else:
-        reason = "Hugging Face hub not reachable (offline)"
+        # offline: the Hugging Face cache (HF_HOME/hub, where an earlier download put it) still counts
+        try:
+            model = ViTForImageClassification.from_pretrained(
+                name_or_path, ignore_mismatched_sizes=True, local_files_only=True, **kw
+            )
+            return model, f"pretrained ({name_or_path}, from the local Hugging Face cache)"
+        except (OSError, ValueError):
+            reason = (
+                f"offline (Hugging Face hub not reachable or HF_HUB_OFFLINE set) and not in the local "
+                f"Hugging Face cache {hf_cache_dir()}"
+            )
     if name_or_path in _KNOWN_OFFLINE:
         _warn(
             f"could not get pretrained {name_or_path!r} ({reason}); using its architecture "
-            "(ViT-Base/16, 224) with RANDOM weights - expect much lower accuracy"
+            "(ViT-Base/16, 224) with RANDOM weights - expect much lower accuracy. Download it once "
+            f"online (it is cached), or pass --vit with a folder saved by save_pretrained"
         )
         cfg = ViTConfig(**{**_KNOWN_OFFLINE[name_or_path], **size_kw}, **kw)
         return ViTForImageClassification(cfg), (f"random init ({name_or_path} architecture, offline)")
