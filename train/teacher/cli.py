@@ -63,6 +63,12 @@ def train_cmd(
     reuse_detector: Path | None = typer.Option(
         None, "--reuse-detector", help="Copy this teacher run's detector instead of training one."
     ),
+    graders_from: Path | None = typer.Option(
+        None,
+        "--graders-from",
+        help="Copy this teacher run's graders instead of training them (boxes-only data: e.g. the "
+        "seed's graders from `teacher import-seed`).",
+    ),
     recipe: str = typer.Option(
         "scratch",
         "--recipe",
@@ -119,6 +125,7 @@ def train_cmd(
     """Train the detector, one ViT grader per unit and the pain ViT; write a teacher run folder."""
     for m in ("torch", "ultralytics", "transformers"):
         require(m, "grimace teacher train")
+    from train.teacher.teacher import TeacherError
     from train.teacher.training import train_teacher
 
     try:
@@ -135,6 +142,7 @@ def train_cmd(
             det_optimizer=det_optimizer,
             det_init=det_init,
             reuse_detector=reuse_detector,
+            graders_from=graders_from,
             recipe=recipe,
             vit_batch=vit_batch,
             lr=lr,
@@ -156,7 +164,7 @@ def train_cmd(
             verbose=not quiet,
             echo=typer.echo,
         )
-    except ValueError as e:  # bad recipe / option value / unavailable device (DeviceError)
+    except (ValueError, TeacherError) as e:  # bad recipe/option, unavailable device, bad --graders-from
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
 

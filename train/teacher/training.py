@@ -111,6 +111,54 @@ def _splits(ds: Any, seed: int, select_fraction: float) -> tuple[list[Path], lis
     return train, select, held, held_name
 
 
+def _copy_graders(
+    src: Path, spec: Any, held_imgs: list[Path], echo: Callable[[str], None]
+) -> tuple[dict[str, ImageClassifier], dict[str, Any], str]:
+    """Load the graders of teacher run ``src`` for scale ``spec``; ``(graders, metrics, init)``.
+
+    Raises:
+        TeacherError: ``src`` is not a teacher run, has no graders, or a grader's unit is not a unit
+            of ``spec`` with the same number of grade levels.
+    """
+    import json
+
+    from train.teacher.teacher import GRADERS_DIR, MANIFEST, TeacherError
+
+    man_p = src / MANIFEST
+    if not man_p.exists():
+        raise TeacherError(f"{man_p}: missing - --graders-from needs a teacher run folder (e.g. import-seed)")
+    names = json.loads(man_p.read_text()).get("graders", [])
+    if not names:
+        raise TeacherError(f"{man_p}: that teacher run has no graders")
+    graders: dict[str, ImageClassifier] = {}
+    metrics: dict[str, Any] = {}
+    for name in names:
+        if name not in spec.unit_names:
+            raise TeacherError(
+                f"{src}: grader {name!r} is not a unit of scale {spec.name!r} {spec.unit_names}"
+            )
+        clf = ImageClassifier.load(src / GRADERS_DIR / name)
+        if clf.num_labels != spec.unit(name).grades:
+            raise TeacherError(
+                f"{src}: grader {name!r} has {clf.num_labels} grades but scale {spec.name!r} has "
+                f"{spec.unit(name).grades}"
+            )
+        graders[name] = clf
+        metrics[name] = {"copied_from": str(src.resolve())}
+    echo(f"[2/3] graders: copied {sorted(graders)} from {src} (not trained)")
+    for name, clf in graders.items():
+        ho, _ = collect_crops(held_imgs, spec, clf.prep, f"held-out crops ({name})")
+        c = ho.get(name)
+        if c is not None and len(c):
+            pred = clf.probs_rgb(c.images).argmax(1)
+            rep = classification_report(c.grades, pred, spec.unit(name).grades)
+            metrics[name]["held_out"] = rep.to_dict()
+            echo(rep.format(f"      {name:>9s} held-out"))
+        else:
+            echo(f"      {name}: no graded held-out boxes (boxes-only data): no grader metrics")
+    return graders, metrics, f"copied from {src}"
+
+
 def _copy_detector(src: Path, out: Path) -> dict[str, Any]:
     """Copy a run's detector files into ``out``; return its training summary (from its manifest)."""
     import json
@@ -212,6 +260,7 @@ def train_teacher(
     det_optimizer: str = "SGD",
     det_init: str | Path | None = None,
     reuse_detector: str | Path | None = None,
+    graders_from: str | Path | None = None,
     recipe: str = "scratch",
     vit_batch: int | None = None,
     lr: float | None = None,
@@ -251,6 +300,10 @@ def train_teacher(
         det_init: Start the detector from an existing teacher run's detector.
         reuse_detector: Skip detector training and copy the detector of this teacher run folder
             (e.g. to retrain only the graders); its training summary is carried over.
+        graders_from: Skip grader training and copy the graders of this teacher run folder (e.g. the
+            seed's released graders after ``teacher import-seed``): the boxes-only path, for a lab
+            whose dataset has boxes but no grades. Their units must be units of the dataset's scale
+            with the same grade levels; held-out metrics are computed on graded held-out boxes if any.
         recipe: ViT training recipe, ``scratch`` (default) or ``seed`` (:data:`RECIPES`); every
             ViT setting below left ``None`` takes the recipe's value.
         vit_batch: ViT batch size.
@@ -369,80 +422,89 @@ def train_teacher(
     )
 
     # ---------------------------------------------------------------- stage 2: graders
-    echo(
-        f"[2/3] graders: recipe {recipe!r}, ViT {vit!r}, {epochs_vit} epochs each, "
-        f"{rs['vit_optimizer']} lr {rs['lr']}, loss weights {rs['class_weighting']}, "
-        f"sampler {rs['sampler']}, label smoothing {rs['label_smoothing']}, selection {rs['select']}"
-    )
-    graders: dict[str, ImageClassifier] = {}
-    grader_metrics: dict[str, Any] = {}
-    t = time.perf_counter()
-    probe, vit_init = build_vit(vit, 2, image_size=vit_size)
-    size = int(probe.config.image_size)
-    del probe
-    if size != 224 and vit != "tiny":
-        echo(f"      note: ViT input size {size} (the seed used 224)")
-    prep = Preprocess(size=size, margin=margin, grey=grey, standardize=standardize)
-    crops_tr, errs = collect_crops(train_imgs, spec, prep, "train crops")
-    crops_sel, e2 = collect_crops(select_imgs, spec, prep, "selection crops")
-    crops_ho, e3 = collect_crops(held_imgs, spec, prep, "held-out crops")
-    for e in errs + e2 + e3:
-        echo(f"      skipped: {e}")
-    backbone: dict[str, Any] | None = None
-    shared_metrics: dict[str, Any] = {}
     n_shared = int(rs["shared_epochs"] or 0)
-    if n_shared > 0 and vit_init.startswith("random init") and len(crops_tr) > 1:
-        ts = time.perf_counter()
+    if graders_from is not None:
+        t = time.perf_counter()
+        graders, grader_metrics, vit_init = _copy_graders(Path(graders_from), spec, held_imgs, echo)
+        size = int(next(iter(graders.values())).prep.size)
+        backbone: dict[str, Any] | None = None
+        shared_metrics: dict[str, Any] = {"skipped": "graders copied"}
+        n_shared = 0
+    else:
         echo(
-            f"      shared backbone: one ViT on the crops of all {len(crops_tr)} units "
-            f"({sum(len(c) for c in crops_tr.values())} crops, unit x grade classes), {n_shared} epochs"
+            f"[2/3] graders: recipe {recipe!r}, ViT {vit!r}, {epochs_vit} epochs each, "
+            f"{rs['vit_optimizer']} lr {rs['lr']}, loss weights {rs['class_weighting']}, "
+            f"sampler {rs['sampler']}, label smoothing {rs['label_smoothing']}, selection {rs['select']}"
         )
-        backbone, shared_metrics = train_shared_backbone(
-            vit, vit_size, prep, spec, crops_tr, crops_sel, {**fit_kw, "epochs": n_shared}
-        )
-        shared_metrics["seconds"] = time.perf_counter() - ts
-        echo(
-            f"      shared backbone: kept epoch {shared_metrics['best_epoch']}/{n_shared}, val weighted "
-            f"acc {shared_metrics['best_val_wacc']:.3f} over unit x grade ({shared_metrics['seconds']:.0f} s)"
-        )
-    elif n_shared > 0:
-        why = "the backbone is pretrained" if not vit_init.startswith("random init") else "only one unit"
-        echo(f"      shared backbone skipped: {why}")
-        shared_metrics = {"skipped": why}
-    for name, tr in crops_tr.items():
-        unit = spec.unit(name)
-        labels = dict(enumerate(unit.grade_names)) if unit.grade_names else None
-        model, vit_init = build_vit(vit, unit.grades, labels, image_size=vit_size)
-        if backbone is not None:
-            _load_backbone(model, backbone, f"grader {name}")
-        sel = crops_sel.get(name)
-        sel_x = sel.images if sel is not None else tr.images[:0]
-        sel_y = sel.grades if sel is not None else tr.grades[:0]
-        hist = train_classifier(
-            model, prep, tr.images, tr.grades, sel_x, sel_y, desc=f"grader {name}", **fit_kw
-        )
-        clf = ImageClassifier(model, prep)
-        graders[name] = clf
-        echo(
-            f"      {name}: {len(tr)} train / {len(sel_y)} selection crops; kept epoch "
-            f"{hist['best_epoch']}/{epochs_vit} ({rs['select']}): val loss {hist['best_val_loss']:.4f}, "
-            f"val weighted acc {hist['best_val_wacc']:.3f}"
-        )
-        m: dict[str, Any] = {
-            "n_train": len(tr),
-            "n_select": len(sel_y),
-            "train_class_counts": np.bincount(tr.grades, minlength=unit.grades).tolist(),
-            **hist,
-        }
-        ho = crops_ho.get(name)
-        if ho is not None and len(ho):
-            pred = clf.probs_rgb(ho.images).argmax(1)
-            rep = classification_report(ho.grades, pred, unit.grades, majority_of=tr.grades)
-            m["held_out"] = rep.to_dict()
-            echo(rep.format(f"      {name:>9s} ({unit.label}) held-out"))
-        else:
-            echo(f"      {name}: no held-out crops")
-        grader_metrics[name] = m
+        graders = {}
+        grader_metrics = {}
+        t = time.perf_counter()
+        probe, vit_init = build_vit(vit, 2, image_size=vit_size)
+        size = int(probe.config.image_size)
+        del probe
+        if size != 224 and vit != "tiny":
+            echo(f"      note: ViT input size {size} (the seed used 224)")
+        prep = Preprocess(size=size, margin=margin, grey=grey, standardize=standardize)
+        crops_tr, errs = collect_crops(train_imgs, spec, prep, "train crops")
+        crops_sel, e2 = collect_crops(select_imgs, spec, prep, "selection crops")
+        crops_ho, e3 = collect_crops(held_imgs, spec, prep, "held-out crops")
+        for e in errs + e2 + e3:
+            echo(f"      skipped: {e}")
+        backbone = None
+        shared_metrics = {}
+        if n_shared > 0 and vit_init.startswith("random init") and len(crops_tr) > 1:
+            ts = time.perf_counter()
+            echo(
+                f"      shared backbone: one ViT on the crops of all {len(crops_tr)} units "
+                f"({sum(len(c) for c in crops_tr.values())} crops, unit x grade classes), {n_shared} epochs"
+            )
+            backbone, shared_metrics = train_shared_backbone(
+                vit, vit_size, prep, spec, crops_tr, crops_sel, {**fit_kw, "epochs": n_shared}
+            )
+            shared_metrics["seconds"] = time.perf_counter() - ts
+            echo(
+                f"      shared backbone: kept epoch {shared_metrics['best_epoch']}/{n_shared}, val "
+                f"weighted acc {shared_metrics['best_val_wacc']:.3f} over unit x grade "
+                f"({shared_metrics['seconds']:.0f} s)"
+            )
+        elif n_shared > 0:
+            why = "the backbone is pretrained" if not vit_init.startswith("random init") else "only one unit"
+            echo(f"      shared backbone skipped: {why}")
+            shared_metrics = {"skipped": why}
+        for name, tr in crops_tr.items():
+            unit = spec.unit(name)
+            labels = dict(enumerate(unit.grade_names)) if unit.grade_names else None
+            model, vit_init = build_vit(vit, unit.grades, labels, image_size=vit_size)
+            if backbone is not None:
+                _load_backbone(model, backbone, f"grader {name}")
+            sel = crops_sel.get(name)
+            sel_x = sel.images if sel is not None else tr.images[:0]
+            sel_y = sel.grades if sel is not None else tr.grades[:0]
+            hist = train_classifier(
+                model, prep, tr.images, tr.grades, sel_x, sel_y, desc=f"grader {name}", **fit_kw
+            )
+            clf = ImageClassifier(model, prep)
+            graders[name] = clf
+            echo(
+                f"      {name}: {len(tr)} train / {len(sel_y)} selection crops; kept epoch "
+                f"{hist['best_epoch']}/{epochs_vit} ({rs['select']}): val loss {hist['best_val_loss']:.4f}, "
+                f"val weighted acc {hist['best_val_wacc']:.3f}"
+            )
+            m: dict[str, Any] = {
+                "n_train": len(tr),
+                "n_select": len(sel_y),
+                "train_class_counts": np.bincount(tr.grades, minlength=unit.grades).tolist(),
+                **hist,
+            }
+            ho = crops_ho.get(name)
+            if ho is not None and len(ho):
+                pred = clf.probs_rgb(ho.images).argmax(1)
+                rep = classification_report(ho.grades, pred, unit.grades, majority_of=tr.grades)
+                m["held_out"] = rep.to_dict()
+                echo(rep.format(f"      {name:>9s} ({unit.label}) held-out"))
+            else:
+                echo(f"      {name}: no held-out crops")
+            grader_metrics[name] = m
     vit_seconds = time.perf_counter() - t
 
     # ---------------------------------------------------------------- stage 3: pain ViT
@@ -487,6 +549,7 @@ def train_teacher(
         "data": {"path": str(ds.root.resolve()), "hash": dataset_hash(ds.root), "held_out": held_name},
         "settings": {
             "detector": detector,
+            "graders_from": None if graders_from is None else str(Path(graders_from).resolve()),
             "vit": vit,
             "vit_init": vit_init,
             "epochs_det": epochs_det,
