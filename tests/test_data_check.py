@@ -236,6 +236,13 @@ def _mutate(tmp_path: Path, how: str) -> tuple[Path, str, int | None]:
         data["scale"] = "nosuchscale"
         yml.write_text(yaml.safe_dump(data, sort_keys=False))
         return root, str(yml), _yaml_line(yml, "scale")
+    if how == "unit-name":
+        spec = data["scale"] if isinstance(data["scale"], dict) else None
+        assert spec is not None
+        spec["units"][0]["name"] = "../../x"
+        data["names"][0] = "../../x"
+        yml.write_text(yaml.safe_dump(data, sort_keys=False))
+        return root, str(yml), _yaml_line(yml, "scale")
     if how == "split-missing":
         data["val"] = "images/nothere"
         yml.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -263,6 +270,7 @@ DATASET_LEVEL = [
     "yaml-invalid",
     "no-scale",
     "bad-scale",
+    "unit-name",
     "split-missing",
     "split-overlap",
     "labels-missing",

@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 from edge.cli import app
 from edge.scales import GOAT, RGS, RGS_SEED
+from train.data.annotations import import_coco
 from train.data.check import check_dataset
 from train.data.format import LabelError, load_dataset, read_labels, read_subjects
 from train.data.importers import (
     CropItem,
     DatasetImportError,
     crops_from_dataset,
-    import_coco,
     import_crops,
     load_crop_index,
     load_crop_records,
@@ -59,8 +59,10 @@ def make_coco(tmp_path: Path) -> tuple[Path, Path]:
             # eye, grade in attributes (string as CVAT writes it)
             {"id": 100, "image_id": 1, "category_id": 10, "bbox": [10, 5, 20, 10],
              "attributes": {"grade": "2"}},
-            # ear, top-level grade; box past the right border -> clipped to x 90..100
-            {"id": 101, "image_id": 1, "category_id": 11, "bbox": [90, 0, 20, 10], "grade": 1},
+            # ear, top-level grade; box 1 px past the right border -> clipped to x 90..100
+            {"id": 101, "image_id": 1, "category_id": 11, "bbox": [90, 0, 11, 10], "grade": 1},
+            # bad: 10 px (10 %) past the border is a box outside the image, not clipped
+            {"id": 108, "image_id": 1, "category_id": 11, "bbox": [90, 0, 20, 10], "grade": 1},
             # nose (mapped), ungraded
             {"id": 102, "image_id": 2, "category_id": 12, "bbox": [20, 20, 40, 20]},
             # tail dropped on purpose via the map
@@ -88,11 +90,12 @@ def test_import_coco(tmp_path: Path) -> None:
     rep = import_coco(js, imgs, "rgs", out, val_frac=0.0, category_map=MAP)
     assert rep.images == 3 and rep.boxes == 4 and rep.per_split == {"train": 3}
     skipped = "\n".join(rep.skipped)
-    for needle in ("missing.png: image not found", "COCO says 60x60 but the file is 30x30",
-                   "annotation 104: grade 3 out of range", "annotation 105: grade 1.5 is not an integer",
-                   "annotation 106: empty box"):  # fmt: skip
+    for needle in ("image missing: 'missing.png'", "the tool says 60x60 but wrongsize.png is 30x30",
+                   "(id 104): grade 3 is outside the levels of unit 'eye'",
+                   "(id 105): grade 1.5 is not an integer", "(id 106): empty or invalid box",
+                   f"{js}:annotations[2] (id 108): box outside the image"):  # fmt: skip
         assert needle in skipped, skipped
-    assert len(rep.skipped) == 5
+    assert len(rep.skipped) == 6
     info = load_dataset(out, expect_scale=RGS)
     a = read_labels(out / "labels/train/a.txt", RGS)
     assert [(b.unit, b.grade) for b in a] == [(0, 2), (1, 1), (1, None)]
@@ -108,13 +111,15 @@ def test_import_coco(tmp_path: Path) -> None:
     assert [p for p in check_dataset(out) if p.severity == "error"] == []
 
 
-def test_import_coco_unknown_category_is_a_clear_error(tmp_path: Path) -> None:
+def test_import_coco_unknown_labels_are_reported_and_the_rest_imported(tmp_path: Path) -> None:
     js, imgs = make_coco(tmp_path)
-    with pytest.raises(DatasetImportError) as e:
-        import_coco(js, imgs, "rgs", tmp_path / "ds")
-    msg = str(e.value)
-    assert str(js) in msg and "['Nose tip', 'tail']" in msg and "--map" in msg
-    assert not (tmp_path / "ds").exists()  # nothing written
+    rep = import_coco(js, imgs, "rgs", tmp_path / "ds", val_frac=0.0)
+    skipped = "\n".join(rep.skipped)
+    assert f"{js}:annotations[3] (id 102): unknown label 'Nose tip'" in skipped
+    assert f"{js}:annotations[4] (id 103): unknown label 'tail'" in skipped
+    assert any("'Nose tip' x1" in n and "--map" in n for n in rep.notes)
+    assert rep.boxes == 3
+    assert [p for p in check_dataset(tmp_path / "ds") if p.severity == "error"] == []
 
 
 def test_import_coco_subject_wise_split(tmp_path: Path) -> None:
@@ -273,7 +278,7 @@ def test_cli_import_export_stats(tmp_path: Path) -> None:
     assert "3 images" in res.output and "skipped: " in res.output and "check: " in res.output
     res = runner.invoke(app, ["data", "import-coco", str(js), "--images", str(imgs), "--scale", "rgs",
                               "--out", str(tmp_path / "ds2")])  # fmt: skip
-    assert res.exit_code == 2 and "not units of scale 'rgs'" in res.output
+    assert res.exit_code == 0 and "unknown label 'Nose tip'" in res.output, res.output
     res = runner.invoke(app, ["data", "stats", str(out)])
     assert res.exit_code == 0 and "grade 2" in res.output, res.output
     res = runner.invoke(app, ["data", "stats", str(out), "--json"])

@@ -579,3 +579,121 @@ def test_shared_backbone_initialises_graders() -> None:
     other, _ = build_vit("small", 3)
     with pytest.raises(RuntimeError, match="does not fit"):
         _load_backbone(other, state, "grader x")
+
+
+# ---------------------------------------------------------------------------- --device plumbing
+def test_device_recorded_and_models_placed_on_cpu(tiny_run: tuple[Path, Path]) -> None:
+    import torch
+
+    from train.teacher import load_teacher
+
+    _data, run = tiny_run
+    man = json.loads((run / "manifest.json").read_text())
+    want = "cuda:0" if torch.cuda.is_available() else "cpu"  # the fixture trains with --device auto
+    assert man["device"]["device"] == want and man["device"]["torch"] == torch.__version__
+    assert man["metrics"]["detector"]["device"] == want
+    assert {m["device"] for m in man["metrics"]["graders"].values()} == {want}
+    t = load_teacher(run, device="cpu")
+    assert t.device == torch.device("cpu")
+    assert all(g.device == torch.device("cpu") for g in t.graders.values())
+    assert t.pain is not None and t.pain.device == torch.device("cpu")
+
+
+def test_unavailable_device_is_a_clear_error(tiny_run: tuple[Path, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import torch
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    data, run = tiny_run
+    runner = CliRunner()
+    res = runner.invoke(app, ["teacher", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+                              "--device", "cuda:0"])  # fmt: skip
+    assert res.exit_code == 2 and "torch sees no CUDA GPU" in res.output, res.output
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+    for cmd in (["score", str(data / "images" / "test"), "--out", str(tmp_path / "s.csv")],
+                ["heatmap", str(data / "images" / "test"), "--out", str(tmp_path / "h")]):  # fmt: skip
+        res = runner.invoke(app, ["teacher", *cmd, "--teacher", str(run), "--device", "cuda"])
+        assert res.exit_code == 2 and "error: --device cuda: torch sees no CUDA GPU" in res.output, res.output
+    res = runner.invoke(app, ["teacher", "score", str(data / "images" / "test"), "--teacher", str(run),
+                              "--out", str(tmp_path / "s.csv"), "--device", "tpu"])  # fmt: skip
+    assert res.exit_code == 2 and "expected auto, cpu, cuda, cuda:N, N or mps" in res.output
+
+
+def test_train_classifier_reports_device_and_amp_off_on_cpu() -> None:
+    from train.teacher.vit import Preprocess, build_vit, train_classifier
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(6) % 2
+    model, _ = build_vit("tiny", 2)
+    h = train_classifier(model, Preprocess(32), x, y, x, y, epochs=1, batch=4, device="cpu")
+    assert h["device"] == "cpu" and h["amp"] is False
+
+
+def test_graders_from_a_seed_run_for_boxes_only_data(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """The boxes-only path: the detector trains on boxes without grades; the graders are copied."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+    from train.data.format import read_labels, write_labels
+    from train.teacher import load_teacher
+
+    data, run = tiny_run
+    boxes_only = tmp_path / "boxes"
+    shutil.copytree(data, boxes_only)
+    for lbl in (boxes_only / "labels").rglob("*.txt"):
+        write_labels(lbl, [b.__class__(b.unit, b.cx, b.cy, b.w, b.h, None) for b in read_labels(lbl)])
+    out = tmp_path / "teacher"
+    res = CliRunner().invoke(app, [
+        "teacher", "train", "--data", str(boxes_only), "--out", str(out), "--detector", "n",
+        "--epochs-det", "1", "--imgsz", "64", "--det-batch", "4", "--graders-from", str(run), "--quiet",
+        "--device", "cpu",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "copied ['ear', 'eye', 'nose']" in res.output and "no graded held-out boxes" in res.output
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["settings"]["graders_from"] == str(run.resolve()) and not man["has_pain"]
+    t, src = load_teacher(out, device="cpu"), load_teacher(run, device="cpu")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 40, 40], [40, 20, 90, 70]], np.float32)
+    np.testing.assert_allclose(t.grade_boxes(img, boxes, [0, 2]), src.grade_boxes(img, boxes, [0, 2]))
+    bad = ["--data", str(boxes_only), "--out", str(tmp_path / "x"), "--graders-from", str(tmp_path)]
+    res = CliRunner().invoke(app, ["teacher", "train", *bad])
+    assert res.exit_code == 2 and "--graders-from needs a teacher run folder" in res.output
+
+
+# ------------------------------------------------------------------------------ GPU (device tool)
+@pytest.mark.gpu
+def test_tiny_teacher_trains_and_scores_on_cuda(tmp_path: Path) -> None:
+    """On a CUDA machine: every model of a tiny teacher trains on the GPU with AMP, and the GPU
+    teacher grades like the same teacher on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from _teacher_helpers import make_dataset
+
+    from train.teacher import load_teacher
+    from train.teacher.training import train_teacher
+
+    data = make_dataset(tmp_path / "data", {"train": 12, "val": 4, "test": 4}, size=96, seed=1)
+    man = train_teacher(data, tmp_path / "run", detector="n", vit="tiny", epochs_det=1, epochs_vit=2,
+                        shared_epochs=2, imgsz=64, det_batch=4, device="auto", verbose=False,
+                        echo=lambda s: None)  # fmt: skip
+    assert man["device"]["type"] == "cuda" and man["device"]["amp"] is True
+    assert man["metrics"]["detector"]["device"].startswith("cuda") and man["metrics"]["detector"]["amp"]
+    assert all(m["device"].startswith("cuda") and m["amp"] for m in man["metrics"]["graders"].values())
+    assert man["metrics"]["shared_backbone"]["device"].startswith("cuda")
+    assert man["metrics"]["pain"]["device"].startswith("cuda")
+    gpu, cpu = load_teacher(tmp_path / "run", device="cuda"), load_teacher(tmp_path / "run", device="cpu")
+    assert gpu.device.type == "cuda" and all(g.device.type == "cuda" for g in gpu.graders.values())
+    img = cv2.imread(str(sorted((data / "images" / "test").glob("*.png"))[0]))
+    boxes = np.array([[10, 10, 40, 40], [40, 20, 90, 70]], np.float32)
+    np.testing.assert_allclose(gpu.grade_boxes(img, boxes, [0, 2]), cpu.grade_boxes(img, boxes, [0, 2]),
+                               atol=2e-2)  # fp16 autocast on the GPU  # fmt: skip

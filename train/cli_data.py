@@ -95,38 +95,119 @@ def _print_report(rep: object) -> None:
         typer.echo("crops per unit/grade: " + ", ".join(f"{u}/{g} {n}" for (u, g), n in by_unit))
 
 
-@app.command("import-coco")
-def import_coco_cmd(
-    json_path: Path = typer.Argument(..., help="COCO detection JSON with a grade per annotation."),
-    images: Path = typer.Option(..., "--images", help="Folder that images[].file_name is relative to."),
-    scale: str = typer.Option(..., "--scale", help="Scale: built-in name (rgs, mgs, goat, ...) or YAML."),
-    out: Path = typer.Option(..., "--out", help="New dataset folder (must not exist or be empty)."),
-    val_frac: float = typer.Option(0.2, "--val-frac", help="Fraction of images/subjects put in val."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the train/val split."),
-    mapping: list[str] = typer.Option(
-        [], "--map", help="CATEGORY=UNIT renaming (repeatable); CATEGORY= drops that category."
-    ),
-    subjects: Path | None = typer.Option(
-        None, "--subjects", help="subjects.csv (image,subject,group,timepoint): subject-wise split."
-    ),
-) -> None:
-    """Convert COCO JSON (bbox xywh pixels, grade in attributes.grade or grade) to a dataset."""
+def _run_import(tool: str, path: Path, images: Path, scale: str, out: Path, opts: dict[str, object],
+                **reader_kw: object) -> None:  # fmt: skip
+    """Run one tool importer with the shared options, print what was skipped, then `data check`."""
     from edge.scales import ScaleError
+    from train.data.annotations import SubjectRule, import_annotations
     from train.data.check import run_check
     from train.data.format import LabelError
-    from train.data.importers import DatasetImportError, import_coco
+    from train.data.importers import DatasetImportError
 
+    val_frac = float(opts["val_frac"])  # type: ignore[arg-type]
     if not 0 <= val_frac < 1:
         raise _fail(f"--val-frac must be in [0, 1), got {val_frac}")
     try:
-        rep = import_coco(
-            json_path, images, scale, out, val_frac=val_frac, seed=seed,
-            category_map=_parse_map(mapping), subjects_csv=subjects,
+        rule = SubjectRule(
+            csv=opts["subjects"], column=opts["subject_column"], folder=opts["subject_folder"],
+            pattern=opts["subject_pattern"],
+        )  # type: ignore[arg-type]  # fmt: skip
+        rep = import_annotations(
+            tool, path, images, scale, out, val_frac=val_frac, seed=int(opts["seed"]),  # type: ignore[call-overload]
+            label_map=_parse_map(list(opts["mapping"])), subjects=rule,  # type: ignore[call-overload]
+            box_tolerance=float(opts["box_tolerance"]), **reader_kw,  # type: ignore[arg-type]
         )  # fmt: skip
     except (DatasetImportError, ScaleError, LabelError) as e:
         raise _fail(str(e)) from None
     _print_report(rep)
     typer.echo("check: " + run_check(out).summary())
+
+
+_IMAGES = typer.Option(..., "--images", help="Folder the tool's image names are relative to.")
+_SCALE = typer.Option(..., "--scale", help="Scale: built-in name (rgs, mgs, goat, ...) or YAML.")
+_OUT = typer.Option(..., "--out", help="New dataset folder (must not exist or be empty).")
+_VAL = typer.Option(0.2, "--val-frac", help="Fraction of images/subjects put in val.")
+_SEED = typer.Option(0, "--seed", help="Seed of the train/val split.")
+_MAP = typer.Option([], "--map", help="LABEL=UNIT renaming (repeatable); LABEL= drops that label.")
+_SUBJ = typer.Option(
+    None, "--subjects", help="Table: 'image' + a subject column (+ group, timepoint); subject-wise split."
+)
+_SUBJ_COL = typer.Option(
+    None, "--subject-column",
+    help="Subject column of --subjects (default 'subject'); without --subjects, the tool's per-image "
+    "field (Label Studio task data key, VIA file attribute, extra COCO image key).",
+)  # fmt: skip
+_SUBJ_DIR = typer.Option(
+    None, "--subject-folder", min=1, help="Subject = this folder level of the image path (1 = its folder)."
+)
+_SUBJ_RE = typer.Option(
+    None, "--subject-pattern",
+    help="Subject = regex on the file name: named group 'subject' (optional 'group', 'timepoint').",
+)  # fmt: skip
+_TOL = typer.Option(
+    0.02, "--box-tolerance", help="Clip boxes past the border by up to this fraction of the image."
+)
+_GRADE = typer.Option(
+    "grade", "--grade-attribute", help="Attribute (CVAT/COCO/VIA) or Choices name holding the grade."
+)
+
+
+@app.command("import-coco")
+def import_coco_cmd(
+    json_path: Path = typer.Argument(..., help="COCO 1.0 JSON (e.g. CVAT's export) with a grade attribute."),
+    images: Path = _IMAGES, scale: str = _SCALE, out: Path = _OUT, val_frac: float = _VAL, seed: int = _SEED,
+    mapping: list[str] = _MAP, subjects: Path | None = _SUBJ, subject_column: str | None = _SUBJ_COL,
+    subject_folder: int | None = _SUBJ_DIR, subject_pattern: str | None = _SUBJ_RE,
+    box_tolerance: float = _TOL, grade_attribute: str = _GRADE,
+) -> None:  # fmt: skip
+    """Import COCO JSON (bbox xywh pixels; grade in attributes.grade or grade) as a dataset."""
+    _run_import("coco", json_path, images, scale, out, dict(locals()), grade_attribute=grade_attribute)
+
+
+@app.command("import-cvat")
+def import_cvat_cmd(
+    xml_path: Path = typer.Argument(..., help="CVAT for images 1.1 XML (annotations.xml)."),
+    images: Path = _IMAGES, scale: str = _SCALE, out: Path = _OUT, val_frac: float = _VAL, seed: int = _SEED,
+    mapping: list[str] = _MAP, subjects: Path | None = _SUBJ, subject_column: str | None = _SUBJ_COL,
+    subject_folder: int | None = _SUBJ_DIR, subject_pattern: str | None = _SUBJ_RE,
+    box_tolerance: float = _TOL, grade_attribute: str = _GRADE,
+) -> None:  # fmt: skip
+    """Import a CVAT for images 1.1 XML export (boxes; the grade as a box attribute) as a dataset."""
+    _run_import("cvat", xml_path, images, scale, out, dict(locals()), grade_attribute=grade_attribute)
+
+
+@app.command("import-label-studio")
+def import_label_studio_cmd(
+    json_path: Path = typer.Argument(..., help="Label Studio JSON export (list of tasks)."),
+    images: Path = _IMAGES, scale: str = _SCALE, out: Path = _OUT, val_frac: float = _VAL, seed: int = _SEED,
+    mapping: list[str] = _MAP, subjects: Path | None = _SUBJ, subject_column: str | None = _SUBJ_COL,
+    subject_folder: int | None = _SUBJ_DIR, subject_pattern: str | None = _SUBJ_RE,
+    box_tolerance: float = _TOL, grade_attribute: str = _GRADE,
+    image_key: str | None = typer.Option(None, "--image-key", help="Task data key of the image."),
+    predictions: bool = typer.Option(
+        False, "--predictions/--annotations-only",
+        help="Use a task's predictions when nobody annotated it (e.g. an untouched pre-annotation file).",
+    ),
+) -> None:  # fmt: skip
+    """Import a Label Studio JSON export (RectangleLabels + a per-region grade Choices) as a dataset."""
+    kw = {"grade_attribute": grade_attribute, "image_key": image_key, "use_predictions": predictions}
+    _run_import("label-studio", json_path, images, scale, out, dict(locals()), **kw)
+
+
+@app.command("import-via")
+def import_via_cmd(
+    json_path: Path = typer.Argument(..., help="VGG Image Annotator 2 project or annotation JSON."),
+    images: Path = _IMAGES, scale: str = _SCALE, out: Path = _OUT, val_frac: float = _VAL, seed: int = _SEED,
+    mapping: list[str] = _MAP, subjects: Path | None = _SUBJ, subject_column: str | None = _SUBJ_COL,
+    subject_folder: int | None = _SUBJ_DIR, subject_pattern: str | None = _SUBJ_RE,
+    box_tolerance: float = _TOL, grade_attribute: str = _GRADE,
+    label_attribute: str | None = typer.Option(
+        None, "--label-attribute", help="Region attribute holding the unit (default unit/label/class/...)."
+    ),
+) -> None:  # fmt: skip
+    """Import a VIA 2 JSON (rect regions; unit and grade as region attributes) as a dataset."""
+    _run_import("via", json_path, images, scale, out, dict(locals()), grade_attribute=grade_attribute,
+                label_attribute=label_attribute)  # fmt: skip
 
 
 @app.command("import-crops")
@@ -164,3 +245,63 @@ def export_crops_cmd(
     except (DatasetImportError, ScaleError, LabelError) as e:
         raise _fail(str(e)) from None
     _print_report(rep)
+
+
+@app.command("export-preannotations")
+def export_preannotations_cmd(
+    inputs: list[Path] = typer.Argument(..., help="New frames: image files, folders and/or videos."),
+    out: Path = typer.Option(..., "--out", help="New folder: images/ + the CVAT / Label Studio imports."),
+    model: Path | None = typer.Option(None, "--model", help="Fused model artifact (.onnx or .engine)."),
+    teacher: Path | None = typer.Option(None, "--teacher", help="Or a teacher run folder (needs torch)."),
+    fmt: list[str] = typer.Option(
+        ["cvat", "label-studio"], "--format", help="cvat and/or label-studio (repeatable; default both)."
+    ),
+    select: str = typer.Option(
+        "uncertain",
+        "--select",
+        help="uncertain: least certain frames first (grade entropy, low box confidence, missing units); "
+        "all: input order.",
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Keep at most this many frames."),
+    fps: float = typer.Option(1.0, "--fps", help="Video frames sampled per second (0 = every frame)."),
+    conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Box confidence threshold."),
+    url_prefix: str = typer.Option(
+        "/data/local-files/?d=",
+        "--url-prefix",
+        help="Label Studio image URL prefix (default: local-files storage); the images/ names follow it.",
+    ),
+    device: str = typer.Option("auto", "--device", help="Torch device for --teacher (auto, cpu, cuda:N)."),
+) -> None:
+    """Run a model over new frames; write its boxes and grades as editable CVAT / Label Studio suggestions."""
+    from edge.artifact import ArtifactError
+    from edge.scales import ScaleError
+    from train.data.importers import DatasetImportError
+    from train.data.preannotate import detector_from_model, detector_from_teacher, export_preannotations
+
+    if (model is None) == (teacher is None):
+        raise _fail("give exactly one of --model (edge artifact) or --teacher (teacher run folder)")
+    try:
+        if model is not None:
+            detect, spec = detector_from_model(model, conf=conf)
+            version = model.name
+        else:
+            from edge.deps import require
+
+            require("torch", "grimace data export-preannotations --teacher")
+            from train.device import DeviceError
+            from train.teacher.teacher import TeacherError
+
+            try:
+                detect, spec = detector_from_teacher(teacher, conf=conf, device=device)  # type: ignore[arg-type]
+            except (TeacherError, DeviceError) as e:
+                raise _fail(str(e)) from None
+            version = f"teacher {teacher.name}"  # type: ignore[union-attr]
+        rep = export_preannotations(
+            inputs, detect, spec, out, formats=fmt, select=select, limit=limit, fps=fps or None,
+            url_prefix=url_prefix, model_version=version,
+        )  # fmt: skip
+    except (DatasetImportError, ArtifactError, ScaleError, FileNotFoundError) as e:
+        raise _fail(str(e)) from None
+    for msg in rep.skipped:
+        typer.echo(f"skipped: {msg}", err=True)
+    typer.echo(rep.summary())

@@ -32,10 +32,12 @@ import yaml
 from edge.scales import ScaleError, ScaleSpec, load_scale
 from train.data.format import (
     IMG_EXTS,
+    SAFE_NAME,
     LabelError,
     image_to_label_path,
     list_images,
     parse_label_line,
+    unsafe_unit_names,
 )
 
 SPLITS = ("train", "val", "test")
@@ -51,6 +53,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "yaml-invalid": (ERROR, "data.yaml is not valid YAML or not a mapping"),
     "no-scale": (ERROR, "data.yaml has no 'scale' key"),
     "bad-scale": (ERROR, "the scale in data.yaml is unknown or invalid"),
+    "unit-name": (ERROR, "a unit name of the scale is not safe as a folder name"),
     "names-mismatch": (ERROR, "data.yaml 'names'/'nc' disagree with the scale's units"),
     "split-missing": (ERROR, "a split folder named in data.yaml does not exist, or no split is named"),
     "split-overlap": (ERROR, "two splits point at the same folder (or one inside the other)"),
@@ -252,6 +255,14 @@ def _check_yaml(root: Path, rep: CheckReport) -> tuple[ScaleSpec | None, dict[st
 
     if spec is not None:
         _check_names(yml, raw, lines, spec, rep)
+        for name in unsafe_unit_names(spec):
+            rep.add(
+                yml,
+                lines.get("scale"),
+                f"unit name {name!r} is not safe as a folder name (must match {SAFE_NAME.pattern}); "
+                "crops and graders are stored in folders named after units",
+                "unit-name",
+            )
 
     splits: dict[str, Path] = {}
     for key in SPLITS:

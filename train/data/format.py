@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ from edge.scales import ScaleError, ScaleSpec, load_scale
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 FORMAT_VERSION = 1
 SUBJECT_COLUMNS = ("image", "subject", "group", "timepoint")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+"""Unit names become folder names (crop datasets ``<unit>/<grade>/``, per-unit grader folders), so they
+must be one plain path part: a letter or digit, then letters, digits, ``_`` or ``-`` (at most 64)."""
 
 
 class LabelError(ValueError):
@@ -71,6 +75,25 @@ class Subject:
     subject: str
     group: str = ""
     timepoint: str = ""
+
+
+def unsafe_unit_names(spec: ScaleSpec) -> list[str]:
+    """The unit names of ``spec`` that do not match :data:`SAFE_NAME` (empty when all are safe)."""
+    return [n for n in spec.unit_names if not SAFE_NAME.match(n)]
+
+
+def check_unit_names(spec: ScaleSpec, where: str) -> None:
+    """Refuse a scale whose unit names could not safely become folder names.
+
+    Raises:
+        LabelError: ``where: unit name(s) [...] ...`` naming the offending names.
+    """
+    bad = unsafe_unit_names(spec)
+    if bad:
+        raise LabelError(
+            f"{where}: unit name(s) {bad} of scale {spec.name!r} are not safe as folder names "
+            "(allowed: a letter or digit, then letters, digits, '_' or '-', at most 64)"
+        )
 
 
 def parse_label_line(line: str, where: str = "<label>", spec: ScaleSpec | None = None) -> LabelBox:
@@ -252,7 +275,8 @@ def load_dataset(root: str | Path, expect_scale: ScaleSpec | None = None) -> Dat
     """Load ``root/data.yaml`` (or a path to a yaml file).
 
     Raises:
-        LabelError: Missing/invalid ``data.yaml``, missing scale (message names the file).
+        LabelError: Missing/invalid ``data.yaml``, missing scale, unit names unsafe as folder names
+            (message names the file).
         edge.scales.ScaleMismatchError: If ``expect_scale`` differs from the dataset's scale.
     """
     root = Path(root)
@@ -272,6 +296,7 @@ def load_dataset(root: str | Path, expect_scale: ScaleSpec | None = None) -> Dat
         spec = load_scale(raw["scale"])
     except ScaleError as e:
         raise LabelError(f"{yml}: {e}") from None
+    check_unit_names(spec, str(yml))
     if expect_scale is not None:
         expect_scale.check_compatible(spec, what=f"dataset {root}")
     splits = {}

@@ -1,9 +1,10 @@
-"""Importers: COCO JSON with grades -> grimace dataset; per-unit crop folders <-> crop datasets.
+"""Importers: per-unit crop folders <-> crop datasets, and what every importer shares.
 
 Two kinds of data come in:
 
-* **Detection datasets** (boxes + grades on whole frames) in COCO JSON: :func:`import_coco` writes a
-  grimace dataset (YOLO layout, ``data.yaml`` with the scale, optional ``subjects.csv``).
+* **Detection datasets** (boxes + grades on whole frames) from annotation tools (COCO, CVAT, Label
+  Studio, VIA): see :mod:`train.data.annotations`, which writes a grimace dataset (YOLO layout,
+  ``data.yaml`` with the scale, optional ``subjects.csv``) using :class:`ImportReport` from here.
 * **Crop classification datasets** for the teacher's per-unit graders. The seed paper's graders were
   trained on crops sorted into folders per unit and grade (``eye/0/*.png``, ``ear/2/*.png``). The
   grimace crop layout is the same tree plus an index and the scale::
@@ -19,17 +20,18 @@ Two kinds of data come in:
   ``(path, unit, grade)`` tuples.
 
 Bad items (a missing image, an annotation with an impossible grade) are reported in the returned
-report's ``skipped`` list and left out; the rest is imported. Structural problems (unknown category,
-unknown unit folder, output folder not empty) raise :class:`DatasetImportError` before anything is written.
+report's ``skipped`` list and left out; the rest is imported. Structural problems (unknown unit folder,
+output folder not empty, unit names unsafe as folder names) raise :class:`DatasetImportError` before
+anything is written. Unit names become folder names here, so every scale is checked with
+:func:`train.data.format.check_unit_names` and every written path is checked to lie inside ``out``.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import random
 import shutil
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,13 +46,11 @@ from train.data.format import (
     LabelBox,
     LabelError,
     Subject,
+    check_unit_names,
     image_to_label_path,
     load_dataset,
     parse_label_line,
     read_subjects,
-    write_data_yaml,
-    write_labels,
-    write_subjects,
 )
 
 CROPS_FORMAT = 1
@@ -102,6 +102,14 @@ def _prepare_out(out: str | Path) -> Path:
     return out
 
 
+def _inside(path: Path, root: Path) -> Path:
+    """``path`` if it resolves inside ``root``; else :class:`DatasetImportError` (never write outside)."""
+    r, p = root.resolve(), path.resolve()
+    if r != p and r not in p.parents:
+        raise DatasetImportError(f"{path}: refusing to write outside {root}")
+    return path
+
+
 def _relative(path: Path, root: Path) -> str:
     """``path`` relative to ``root`` (POSIX form) when it lies inside it, else as given."""
     try:
@@ -122,49 +130,6 @@ def _image_size(path: Path) -> tuple[int, int] | None:
     return int(img.shape[1]), int(img.shape[0])
 
 
-def _parse_grade(value: Any) -> int | None:
-    """A COCO grade attribute -> int grade, None for ungraded; ValueError if not an integer."""
-    if value is None or (isinstance(value, str) and value.strip() in ("", "-1")):
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"grade must be an integer, got {value!r}")
-    f = float(value)
-    if f != int(f):
-        raise ValueError(f"grade must be an integer, got {value!r}")
-    return None if int(f) == -1 else int(f)
-
-
-# ------------------------------------------------------------------------------------------ COCO
-def _category_units(
-    categories: list[dict[str, Any]], spec: ScaleSpec, category_map: dict[str, str | None], src: Path
-) -> dict[int, int | None]:
-    """COCO category id -> unit index (None = dropped on purpose)."""
-    by_lower = {n.lower(): i for i, n in enumerate(spec.unit_names)}
-    out: dict[int, int | None] = {}
-    unknown = []
-    for c in categories:
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            raise DatasetImportError(f"{src}: every category needs 'id' and 'name', got {c!r}")
-        name = str(c["name"])
-        if name in category_map:
-            target = category_map[name]
-            if target in (None, ""):
-                out[int(c["id"])] = None
-                continue
-            name = str(target)
-        idx = by_lower.get(name.lower())
-        if idx is None:
-            unknown.append(str(c["name"]))
-        else:
-            out[int(c["id"])] = idx
-    if unknown:
-        raise DatasetImportError(
-            f"{src}: categories {unknown} are not units of scale {spec.name!r} {spec.unit_names}; "
-            "map them with --map 'CATEGORY=UNIT' (or --map 'CATEGORY=' to drop them)"
-        )
-    return out
-
-
 def _split_keys(keys: list[str], val_frac: float, seed: int) -> set[str]:
     """The keys going to the validation split (deterministic for a seed)."""
     if val_frac <= 0 or len(keys) < 2:
@@ -173,174 +138,6 @@ def _split_keys(keys: list[str], val_frac: float, seed: int) -> set[str]:
     random.Random(seed).shuffle(keys)
     n_val = min(len(keys) - 1, max(1, round(len(keys) * val_frac)))
     return set(keys[:n_val])
-
-
-def import_coco(
-    json_path: str | Path,
-    images_dir: str | Path,
-    scale: str | Path | ScaleSpec,
-    out: str | Path,
-    val_frac: float = 0.2,
-    seed: int = 0,
-    category_map: dict[str, str | None] | None = None,
-    subjects_csv: str | Path | None = None,
-) -> ImportReport:
-    """Convert a COCO detection JSON with per-annotation grades into a grimace dataset.
-
-    The grade of an annotation is read from ``annotation["attributes"]["grade"]`` (CVAT-style) or a
-    top-level ``annotation["grade"]``; missing, empty or ``-1`` means ungraded. Category names are
-    matched to the scale's unit names (case-insensitive). ``bbox`` is ``[x, y, w, h]`` in pixels and
-    becomes a normalised centre/size; a box reaching past the image border is clipped to it.
-    Images without annotations are kept as background images (empty label file).
-
-    Args:
-        json_path: The COCO JSON file.
-        images_dir: Folder that ``images[].file_name`` is relative to.
-        scale: The scale (built-in name, YAML path or spec).
-        out: New dataset folder (must not exist or be empty).
-        val_frac: Fraction of images (or of subjects, with ``subjects_csv``) put in ``val``.
-        seed: Seed of the train/val split.
-        category_map: Category name -> unit name; a value of ``None``/``""`` drops that category.
-        subjects_csv: Optional ``subjects.csv`` (image,subject,group,timepoint); when given the split
-            is subject-wise (all images of one animal in the same split) and the file is copied.
-
-    Returns:
-        What was written and the list of skipped items.
-
-    Raises:
-        DatasetImportError: Unreadable JSON, missing keys, unknown categories, non-empty ``out``.
-    """
-    json_path, images_dir = Path(json_path), Path(images_dir)
-    spec = load_scale(scale)
-    try:
-        coco = json.loads(json_path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetImportError(f"{json_path}: cannot read: {e}") from None
-    except json.JSONDecodeError as e:
-        raise DatasetImportError(f"{json_path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(coco, dict):
-        raise DatasetImportError(f"{json_path}: a COCO file must be a JSON object")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(coco.get(key), list):
-            raise DatasetImportError(f"{json_path}: missing or invalid {key!r} list")
-    if not images_dir.is_dir():
-        raise DatasetImportError(f"{images_dir}: images folder does not exist")
-    cat_unit = _category_units(coco["categories"], spec, category_map or {}, json_path)
-    subjects: dict[str, Subject] = {}
-    if subjects_csv is not None:
-        try:
-            subjects = read_subjects(subjects_csv)
-        except LabelError as e:
-            raise DatasetImportError(str(e)) from None
-    out = _prepare_out(out)
-    rep = ImportReport(out=out)
-
-    # annotations per image
-    anns: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for a in coco["annotations"]:
-        if not isinstance(a, dict) or "image_id" not in a:
-            rep.skipped.append(f"{json_path}: annotation {a!r}: no image_id")
-            continue
-        anns[a["image_id"]].append(a)
-
-    # resolve images, check sizes, convert boxes
-    names_used: dict[str, Any] = {}
-    planned: list[tuple[Path, str, list[LabelBox]]] = []
-    for im in coco["images"]:
-        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-            rep.skipped.append(f"{json_path}: image entry {im!r}: needs 'id' and 'file_name'")
-            continue
-        fname = str(im["file_name"])
-        src = images_dir / fname
-        if not src.is_file():
-            src = images_dir / Path(fname).name
-        if not src.is_file():
-            rep.skipped.append(f"{images_dir / fname}: image not found (image id {im['id']})")
-            continue
-        if src.suffix.lower() not in IMG_EXTS:
-            rep.skipped.append(f"{src}: not an image extension {IMG_EXTS}")
-            continue
-        size = _image_size(src)
-        if size is None:
-            rep.skipped.append(f"{src}: unreadable image (image id {im['id']})")
-            continue
-        w, h = size
-        jw, jh = im.get("width"), im.get("height")
-        if jw and jh and (int(jw), int(jh)) != (w, h):
-            rep.skipped.append(
-                f"{src}: COCO says {jw}x{jh} but the file is {w}x{h} (image id {im['id']}); "
-                "boxes would be misplaced"
-            )
-            continue
-        name = src.name
-        if name in names_used:
-            rep.skipped.append(f"{src}: file name {name!r} already used by image id {names_used[name]}")
-            continue
-        names_used[name] = im["id"]
-        boxes = []
-        for a in anns.get(im["id"], []):
-            aid = a.get("id", "?")
-            cid = a.get("category_id")
-            if cid not in cat_unit:
-                rep.skipped.append(f"{json_path}: annotation {aid}: unknown category_id {cid!r}")
-                continue
-            unit = cat_unit[cid]
-            if unit is None:
-                continue
-            attrs = a.get("attributes") if isinstance(a.get("attributes"), dict) else {}
-            raw_grade = attrs.get("grade", a.get("grade"))
-            try:
-                grade = _parse_grade(raw_grade)
-            except (TypeError, ValueError):
-                rep.skipped.append(f"{json_path}: annotation {aid}: grade {raw_grade!r} is not an integer")
-                continue
-            n = spec.units[unit].grades
-            if grade is not None and not 0 <= grade < n:
-                rep.skipped.append(
-                    f"{json_path}: annotation {aid}: grade {grade} out of range for unit "
-                    f"{spec.unit_names[unit]!r} (0..{n - 1})"
-                )
-                continue
-            bbox = a.get("bbox")
-            try:
-                x, y, bw, bh = (float(v) for v in bbox)  # type: ignore[union-attr]
-            except (TypeError, ValueError):
-                rep.skipped.append(f"{json_path}: annotation {aid}: bbox {bbox!r} is not [x, y, w, h]")
-                continue
-            x1, y1 = max(0.0, x), max(0.0, y)
-            x2, y2 = min(float(w), x + bw), min(float(h), y + bh)
-            if bw <= 0 or bh <= 0 or x2 <= x1 or y2 <= y1:
-                rep.skipped.append(f"{json_path}: annotation {aid}: empty box {bbox!r} inside {w}x{h} image")
-                continue
-            boxes.append(
-                LabelBox(unit, (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h, grade)
-            )
-        planned.append((src, name, boxes))
-
-    # split (subject-wise when subjects are known)
-    def key_of(name: str) -> str:
-        s = subjects.get(name)
-        return f"subject:{s.subject}" if s else f"image:{name}"
-
-    if subjects:
-        missing = [n for _, n, _ in planned if n not in subjects]
-        for n in missing:
-            rep.notes.append(f"{subjects_csv}: no row for image {n!r} (imported, split on its own)")
-    val_keys = _split_keys(sorted({key_of(n) for _, n, _ in planned}), val_frac, seed)
-    for src, name, boxes in planned:
-        split = "val" if key_of(name) in val_keys else "train"
-        dst = out / "images" / split / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-        write_labels(image_to_label_path(dst), boxes)
-        rep.images += 1
-        rep.boxes += len(boxes)
-        rep.per_split[split] = rep.per_split.get(split, 0) + 1
-    splits = {s: f"images/{s}" for s in ("train", "val") if rep.per_split.get(s)}
-    write_data_yaml(out, spec, splits, extra={"source": {"coco": str(json_path.resolve())}})
-    if subjects:
-        write_subjects(out / "subjects.csv", [subjects[n] for _, n, _ in planned if n in subjects])
-    return rep
 
 
 # ----------------------------------------------------------------------------------------- crops
@@ -405,6 +202,10 @@ def import_crops(src: str | Path, scale: str | Path | ScaleSpec, out: str | Path
     """
     src = Path(src)
     spec = load_scale(scale)
+    try:
+        check_unit_names(spec, f"scale {spec.name!r}")
+    except LabelError as e:
+        raise DatasetImportError(str(e)) from None
     if not src.is_dir():
         raise DatasetImportError(f"{src}: crop folder does not exist")
     by_lower = {n.lower(): n for n in spec.unit_names}
@@ -439,7 +240,7 @@ def import_crops(src: str | Path, scale: str | Path | ScaleSpec, out: str | Path
         if _image_size(path) is None:
             rep.skipped.append(f"{path}: unreadable image")
             continue
-        dst = out / unit / str(grade) / path.name
+        dst = _inside(out / unit / str(grade) / path.name, out)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, dst)
         rows.append(CropRecord(dst, unit, grade, source=str(path)))
@@ -534,7 +335,7 @@ def crops_from_dataset(
                     )
                     continue
                 unit = spec.unit_names[b.unit]
-                dst = out / unit / str(b.grade) / f"{img_path.stem}_L{i}.png"
+                dst = _inside(out / unit / str(b.grade) / f"{img_path.stem}_L{i}.png", out)
                 if dst.exists():
                     dst = dst.with_name(f"{split}-{dst.name}")
                 dst.parent.mkdir(parents=True, exist_ok=True)
@@ -579,9 +380,11 @@ def load_crop_scale(folder: str | Path) -> ScaleSpec:
     if not isinstance(meta, dict) or "scale" not in meta:
         raise LabelError(f"{meta_path}:1: no 'scale' key")
     try:
-        return load_scale(meta["scale"])
+        spec = load_scale(meta["scale"])
     except ScaleError as e:
         raise LabelError(f"{meta_path}: {e}") from None
+    check_unit_names(spec, str(meta_path))
+    return spec
 
 
 def load_crop_records(folder: str | Path, unit: str | None = None) -> list[CropRecord]:
@@ -624,7 +427,9 @@ def load_crop_records(folder: str | Path, unit: str | None = None) -> list[CropR
                 raise LabelError(
                     f"{index}:{lineno}: grade {grade} out of range for unit {name!r} (0..{n - 1})"
                 )
-            path = folder / row["path"]
+            path = (folder / row["path"]).resolve()
+            if folder not in path.parents:
+                raise LabelError(f"{index}:{lineno}: crop path {row['path']!r} points outside {folder}")
             if not path.is_file():
                 raise LabelError(f"{index}:{lineno}: crop file {path} does not exist")
             if unit is not None and name != unit:

@@ -15,6 +15,24 @@ from edge.deps import require
 
 app = typer.Typer(no_args_is_help=True, help="Two-stage teacher: YOLO unit detector + ViT graders.")
 
+DEVICE_HELP = "Torch device: auto (CUDA if available, else MPS, else CPU), cpu, cuda, cuda:N or mps."
+
+
+def _device_option() -> object:
+    return typer.Option("auto", "--device", help=DEVICE_HELP)
+
+
+def _load(teacher: Path, device: str) -> object:
+    """load_teacher with user errors (bad folder, unavailable device) as `error: ...`, exit 2."""
+    from train.device import DeviceError
+    from train.teacher.teacher import TeacherError, load_teacher
+
+    try:
+        return load_teacher(teacher, device=device)
+    except (TeacherError, DeviceError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
 
 @app.command("train")
 def train_cmd(
@@ -44,6 +62,12 @@ def train_cmd(
     ),
     reuse_detector: Path | None = typer.Option(
         None, "--reuse-detector", help="Copy this teacher run's detector instead of training one."
+    ),
+    graders_from: Path | None = typer.Option(
+        None,
+        "--graders-from",
+        help="Copy this teacher run's graders instead of training them (boxes-only data: e.g. the "
+        "seed's graders from `teacher import-seed`).",
     ),
     recipe: str = typer.Option(
         "scratch",
@@ -95,11 +119,13 @@ def train_cmd(
     pain: bool = typer.Option(True, "--pain/--no-pain", help="Also train the whole-face pain ViT."),
     pretrained: bool = typer.Option(True, "--pretrained/--scratch", help="Try pretrained weights first."),
     seed: int = typer.Option(0, "--seed"),
+    device: str = _device_option(),  # type: ignore[assignment]
     quiet: bool = typer.Option(False, "--quiet", help="Less ultralytics output."),
 ) -> None:
     """Train the detector, one ViT grader per unit and the pain ViT; write a teacher run folder."""
     for m in ("torch", "ultralytics", "transformers"):
         require(m, "grimace teacher train")
+    from train.teacher.teacher import TeacherError
     from train.teacher.training import train_teacher
 
     try:
@@ -116,6 +142,7 @@ def train_cmd(
             det_optimizer=det_optimizer,
             det_init=det_init,
             reuse_detector=reuse_detector,
+            graders_from=graders_from,
             recipe=recipe,
             vit_batch=vit_batch,
             lr=lr,
@@ -133,10 +160,11 @@ def train_cmd(
             pain=pain,
             pretrained=pretrained,
             seed=seed,
+            device=device,
             verbose=not quiet,
             echo=typer.echo,
         )
-    except ValueError as e:  # bad recipe / option value
+    except (ValueError, TeacherError) as e:  # bad recipe/option, unavailable device, bad --graders-from
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
 
@@ -157,6 +185,7 @@ def score_cmd(
     heatmaps: Path | None = typer.Option(
         None, "--heatmaps", help="Write pain-ViT attention overlays (PNG) into this folder."
     ),
+    device: str = _device_option(),  # type: ignore[assignment]
 ) -> None:
     """Score images and videos by the seed's rule; write the frame table (seed's columns first)."""
     for m in ("torch", "ultralytics", "transformers"):
@@ -168,9 +197,8 @@ def score_cmd(
             f"must be a number of frames per second in (0, 1000), got {fps}", param_hint="--fps"
         )
     from train.teacher.score import score_inputs, write_outputs
-    from train.teacher.teacher import load_teacher
 
-    t = load_teacher(teacher)
+    t = _load(teacher, device)
     run = score_inputs(t, inputs, fps=fps, conf=conf, min_units=min_units, batch=batch, heatmaps=heatmaps)
     if not run.records:
         for e in run.errors:
@@ -195,16 +223,16 @@ def heatmap_cmd(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders."),
     teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder with a pain ViT."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the PNG overlays."),
+    device: str = _device_option(),  # type: ignore[assignment]
 ) -> None:
     """Attention-rollout heatmaps of the whole-face pain ViT, one PNG overlay per image."""
     require("torch", "grimace teacher heatmap")
 
     from edge.sources import ItemError, iter_inputs
     from train.teacher.pain import write_heatmap
-    from train.teacher.teacher import load_teacher
 
-    t = load_teacher(teacher)
-    if t.pain is None:
+    t = _load(teacher, device)
+    if t.pain is None:  # type: ignore[attr-defined]
         typer.echo(f"{teacher}: this teacher has no whole-face pain classifier", err=True)
         raise typer.Exit(1)
     failed = 0

@@ -126,8 +126,41 @@ class LowestValLoss:
 
 
 # ------------------------------------------------------------------------------------ training
-def _pretrained_available() -> bool:
-    return os.environ.get("YOLO_OFFLINE", "").lower() not in ("1", "true", "yes")
+def _offline() -> bool:
+    return os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def weights_dir() -> Path:
+    """The folder ultralytics keeps (and looks for) downloaded weights in (its ``weights_dir`` setting)."""
+    from ultralytics.utils import SETTINGS
+
+    return Path(SETTINGS["weights_dir"])
+
+
+def find_pretrained(name: str) -> Path | None:
+    """A local copy of ultralytics weights ``name`` where ultralytics itself resolves it: the current
+    folder, then its ``weights_dir`` (see :func:`weights_dir`); ``None`` when there is none."""
+    for p in (Path(name), weights_dir() / name):
+        if p.is_file():
+            return p
+    return None
+
+
+def first_layer_fingerprint(model: Any) -> float:
+    """Sum of the first convolution's weights of a YOLO ``DetectionModel`` (a cheap identity check
+    that tells pretrained from random weights; ``model.0.conv.weight``)."""
+    sd = model.state_dict()
+    key = next(k for k in sd if k.endswith("0.conv.weight"))
+    return float(sd[key].double().sum())
+
+
+class _StartWeights:
+    """ultralytics ``on_train_start`` callback: fingerprint of the weights training actually starts from."""
+
+    fingerprint: float | None = None
+
+    def __call__(self, trainer: Any) -> None:
+        self.fingerprint = first_layer_fingerprint(trainer.model)
 
 
 def train_detector(
@@ -139,7 +172,7 @@ def train_detector(
     imgsz: int = 640,
     batch: int = 16,
     pretrained: bool = True,
-    device: str = "cpu",
+    device: str | Any = "auto",
     workers: int = 0,
     mosaic: float = 1.0,
     optimizer: str = "SGD",
@@ -159,7 +192,7 @@ def train_detector(
         batch: Batch size.
         pretrained: Try COCO-pretrained ``yolov5{size}u.pt`` first (falls back to random init
             from ``yolov5{size}.yaml`` with a warning when it cannot be had).
-        device: Torch device string.
+        device: ``--device`` spec (``auto``, ``cpu``, ``cuda:N``, ``mps``) or ``torch.device``; AMP on CUDA.
         workers: Data loader workers.
         mosaic: Mosaic augmentation probability (the seed used mosaic).
         init: Start from the detector of an existing teacher run folder (or its
@@ -171,10 +204,14 @@ def train_detector(
         verbose: ultralytics console output.
 
     Returns:
-        Summary dict: init (weights used), best_epoch, best_val_loss, history, metrics.
+        Summary dict: init (weights used), init_fingerprint (:func:`first_layer_fingerprint` of the
+        weights training started from), device, best_epoch, best_val_loss, history, metrics.
     """
     from ultralytics import YOLO
 
+    from train.device import amp_enabled, resolve_device, ultralytics_device
+
+    dev = resolve_device(device)
     if size not in SIZES:
         raise DetectorError(f"detector size must be one of {SIZES}, got {size!r}")
     out_dir = Path(out_dir).resolve()
@@ -189,32 +226,41 @@ def train_detector(
         model.model = start.model.train()
         model.ckpt = {"init": str(src)}  # ultralytics then seeds the trainer's model from model.model
         init = f"{src} ({DETECTOR_WEIGHTS})"
-    elif pretrained and _pretrained_available():
-        try:
-            model = YOLO(f"yolov5{size}u.pt")
-            init = f"yolov5{size}u.pt"
-        except Exception as e:  # offline, blocked, corrupt download: never fatal
+    elif pretrained:
+        name = f"yolov5{size}u.pt"
+        local = find_pretrained(name)
+        if local is None and _offline():
             msg = (
-                f"could not get COCO-pretrained yolov5{size}u.pt ({type(e).__name__}: {e}); "
-                f"training the detector from random init ({init}) instead - expect lower accuracy"
+                f"offline (YOLO_OFFLINE set) and no COCO-pretrained {name} in {weights_dir()} or the "
+                f"current folder: training the detector from random init ({init}) instead - expect lower "
+                f"accuracy. Copy {name} (ultralytics/assets releases on GitHub) there to use it."
             )
             warnings.warn(msg, stacklevel=2)
             log.warning(msg)
-    elif pretrained:
-        msg = f"offline (YOLO_OFFLINE set): training the detector from random init ({init})"
-        warnings.warn(msg, stacklevel=2)
-        log.warning(msg)
+        else:
+            try:
+                model = YOLO(str(local) if local is not None else name)  # downloads into weights_dir
+                init = str(local or find_pretrained(name) or name)
+            except Exception as e:  # blocked, corrupt download or file: never fatal
+                msg = (
+                    f"could not load COCO-pretrained {name} ({type(e).__name__}: {e}); training the "
+                    f"detector from random init ({init}) instead - expect lower accuracy"
+                )
+                warnings.warn(msg, stacklevel=2)
+                log.warning(msg)
     if model is None:
         model = YOLO(init)
     tracker = LowestValLoss()
     model.add_callback("on_fit_epoch_end", tracker)
+    start = _StartWeights()
+    model.add_callback("on_train_start", start)
     work = out_dir / "work"
     model.train(
         data=str(data_yaml),
         epochs=epochs,
         imgsz=imgsz,
         batch=batch,
-        device=device,
+        device=ultralytics_device(dev),
         workers=workers,
         project=str(work),
         name="detector",
@@ -224,7 +270,7 @@ def train_detector(
         seed=seed,
         mosaic=mosaic,
         optimizer=optimizer,
-        amp=False,
+        amp=amp_enabled(dev),
         verbose=verbose,
         patience=max(epochs, 1),
     )
@@ -234,7 +280,8 @@ def train_detector(
     names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
     save_detector(out_dir, tracker.state_dict, tracker.model_yaml or {}, names, imgsz)
     metrics = {
-        k: float(v) for k, v in (getattr(model.trainer, "metrics", None) or {}).items()
+        k: float(v)
+        for k, v in (getattr(model.trainer, "metrics", None) or {}).items()
         if isinstance(v, (int, float, np.floating))
     }
     return {
@@ -243,6 +290,9 @@ def train_detector(
         "epochs": epochs,
         "imgsz": imgsz,
         "optimizer": optimizer,
+        "device": str(dev),
+        "amp": amp_enabled(dev),
+        "init_fingerprint": start.fingerprint,
         "best_epoch": tracker.best_epoch,
         "best_val_loss": tracker.best_loss,
         "val_loss_history": tracker.history,
@@ -293,16 +343,24 @@ class Detector:
         self.imgsz = int(imgsz)
         self.stride = int(max(model.stride)) if hasattr(model, "stride") else 32
 
+    @property
+    def device(self) -> Any:
+        """The torch device the model runs on."""
+        return next(self.model.parameters()).device
+
     @classmethod
-    def load(cls, run_dir: str | Path, fuse: bool = True) -> Detector:
+    def load(cls, run_dir: str | Path, fuse: bool = True, device: str | Any = "cpu") -> Detector:
         """Load ``detector.safetensors`` + ``detector.json`` from a teacher run folder.
 
         Args:
             run_dir: The folder.
             fuse: Fold Conv+BN for inference (leave off to train the model further).
+            device: Where to put the model (``--device`` spec or ``torch.device``).
         """
         from safetensors.torch import load_file
         from ultralytics.nn.tasks import DetectionModel
+
+        from train.device import resolve_device
 
         run_dir = Path(run_dir)
         meta_p, w_p = run_dir / DETECTOR_META, run_dir / DETECTOR_WEIGHTS
@@ -322,7 +380,7 @@ class Detector:
         model = model.float().eval()
         if fuse and hasattr(model, "fuse"):
             model = model.fuse(verbose=False)  # Conv+BN folding for inference
-        return cls(model, meta["names"], meta["imgsz"])
+        return cls(model.to(resolve_device(device)), meta["names"], meta["imgsz"])
 
     def __call__(
         self, images: list[np.ndarray], conf: float = 0.25, iou: float = 0.45, max_det: int = 100
@@ -347,7 +405,7 @@ class Detector:
             return []
         x, infos = preprocess(images, self.imgsz, stride=self.stride, return_info=True)
         with torch.inference_mode():
-            pred = self.model(torch.from_numpy(x))
+            pred = self.model(torch.from_numpy(x).to(self.device))
         pred = pred[0] if isinstance(pred, (list, tuple)) else pred
         out = non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=max_det)
         results = []

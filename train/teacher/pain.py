@@ -103,7 +103,7 @@ def attention_rollout(clf: ImageClassifier, bgr: np.ndarray, residual: float = 0
     if prev != "eager":
         model.set_attn_implementation("eager")
     try:
-        x = clf.prep.to_tensor(clf.prep.resize(bgr)[None])
+        x = clf.prep.to_tensor(clf.prep.resize(bgr)[None]).to(clf.device)
         with torch.inference_mode():
             out = model(pixel_values=x, output_attentions=True)
     finally:
@@ -115,7 +115,7 @@ def attention_rollout(clf: ImageClassifier, bgr: np.ndarray, residual: float = 0
     t = atts[0].shape[-1]
     roll = torch.eye(t)
     for a in atts:
-        a = a[0].float().mean(0)
+        a = a[0].float().mean(0).cpu()
         a = residual * torch.eye(t) + (1 - residual) * a
         a = a / a.sum(-1, keepdim=True)
         roll = a @ roll
@@ -180,8 +180,14 @@ def write_heatmap(
                 cv2.rectangle(over, (a, b), (c - 1, d - 1), (255, 255, 255), 1)
     scale = max(0.4, min(bgr.shape[:2]) / 600)
     cv2.putText(
-        over, text, (5, int(25 * scale) + 5), cv2.FONT_HERSHEY_SIMPLEX, scale,
-        (255, 255, 255), max(1, int(2 * scale)), cv2.LINE_AA,
+        over,
+        text,
+        (5, int(25 * scale) + 5),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        max(1, int(2 * scale)),
+        cv2.LINE_AA,
     )
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

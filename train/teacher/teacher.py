@@ -126,6 +126,11 @@ class Teacher:
                 stacklevel=3,
             )
 
+    @property
+    def device(self) -> Any:
+        """The torch device the detector (and the graders) run on."""
+        return self.detector.device
+
     # ---------------------------------------------------------------------------------- grading
     def has_grader(self, unit: int | str) -> bool:
         """Whether a unit (index or name) has a grader."""
@@ -240,8 +245,7 @@ class Teacher:
         dets = self.predict(images, conf=conf)
         srcs = sources or [""] * len(images)
         return [
-            score_frame(d, self.spec, min_units=min_units, source=s)
-            for d, s in zip(dets, srcs, strict=True)
+            score_frame(d, self.spec, min_units=min_units, source=s) for d, s in zip(dets, srcs, strict=True)
         ]
 
     def pain_probability(
@@ -316,17 +320,25 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def load_teacher(run_dir: str | Path, expect_scale: ScaleSpec | str | None = None) -> Teacher:
+def load_teacher(
+    run_dir: str | Path, expect_scale: ScaleSpec | str | None = None, device: str | Any = "auto"
+) -> Teacher:
     """Load a teacher run folder.
 
     Args:
         run_dir: Folder written by ``grimace teacher train`` or ``import-seed``.
         expect_scale: If given, raise :class:`edge.scales.ScaleMismatchError` unless the teacher was
             made for this scale.
+        device: Where the detector, graders and pain classifier run (``--device`` spec: ``auto`` =
+            CUDA when available, else MPS, else CPU; or a ``torch.device``).
 
     Raises:
         TeacherError: Missing manifest, scale or graders (the message names the path).
+        train.device.DeviceError: The device is not available.
     """
+    from train.device import resolve_device
+
+    dev = resolve_device(device)
     run_dir = Path(run_dir)
     man_p = run_dir / MANIFEST
     if not man_p.exists():
@@ -340,14 +352,14 @@ def load_teacher(run_dir: str | Path, expect_scale: ScaleSpec | str | None = Non
     spec = ScaleSpec.from_dict(json.loads(scale_p.read_text()), source=str(scale_p))
     if expect_scale is not None:
         load_scale(expect_scale).check_compatible(spec, what=f"teacher {run_dir}")
-    detector = Detector.load(run_dir)
+    detector = Detector.load(run_dir, device=dev)
     graders = {}
     for name in manifest.get("graders", []):
         folder = run_dir / GRADERS_DIR / name
         if not folder.exists():
             raise TeacherError(f"{folder}: grader listed in the manifest is missing")
-        graders[name] = ImageClassifier.load(folder)
-    pain = ImageClassifier.load(run_dir / PAIN_DIR, "image") if manifest.get("has_pain") else None
+        graders[name] = ImageClassifier.load(folder, device=dev)
+    pain = ImageClassifier.load(run_dir / PAIN_DIR, "image", device=dev) if manifest.get("has_pain") else None
     return Teacher(spec, detector, graders, pain, manifest, run_dir)
 
 

@@ -26,16 +26,40 @@ from train.teacher.vit import DEFAULT_VIT, ImageClassifier, Preprocess, build_vi
 
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {
-        "vit": DEFAULT_VIT, "vit_size": None, "epochs_vit": 20, "vit_batch": 16, "lr": 0.01,
-        "vit_optimizer": "sgd", "weight_decay": None, "augment": 0.5, "class_weighting": "inverse",
-        "sampler": "shuffle", "label_smoothing": 0.0, "select": "val_loss", "grey": False,
-        "standardize": False, "margin": 0.1, "shared_epochs": 0,
+        "vit": DEFAULT_VIT,
+        "vit_size": None,
+        "epochs_vit": 20,
+        "vit_batch": 16,
+        "lr": 0.01,
+        "vit_optimizer": "sgd",
+        "weight_decay": None,
+        "augment": 0.5,
+        "class_weighting": "inverse",
+        "sampler": "shuffle",
+        "label_smoothing": 0.0,
+        "select": "val_loss",
+        "grey": False,
+        "standardize": False,
+        "margin": 0.1,
+        "shared_epochs": 0,
     },
     "scratch": {
-        "vit": "small", "vit_size": None, "epochs_vit": 60, "vit_batch": 32, "lr": 0.001,
-        "vit_optimizer": "adamw", "weight_decay": 0.05, "augment": 0.5, "class_weighting": "none",
-        "sampler": "shuffle", "label_smoothing": 0.1, "select": "val_wacc", "grey": True,
-        "standardize": True, "margin": 0.1, "shared_epochs": 40,
+        "vit": "small",
+        "vit_size": None,
+        "epochs_vit": 60,
+        "vit_batch": 32,
+        "lr": 0.001,
+        "vit_optimizer": "adamw",
+        "weight_decay": 0.05,
+        "augment": 0.5,
+        "class_weighting": "none",
+        "sampler": "shuffle",
+        "label_smoothing": 0.1,
+        "select": "val_wacc",
+        "grey": True,
+        "standardize": True,
+        "margin": 0.1,
+        "shared_epochs": 40,
     },
 }
 """ViT training recipes. ``seed``: the published method (fine-tune ImageNet-21k ViT-Base/16 at 224
@@ -85,6 +109,54 @@ def _splits(ds: Any, seed: int, select_fraction: float) -> tuple[list[Path], lis
         select = [train[i] for i in sorted(idx[:n])]
         train = [train[i] for i in sorted(idx[n:])] or select
     return train, select, held, held_name
+
+
+def _copy_graders(
+    src: Path, spec: Any, held_imgs: list[Path], echo: Callable[[str], None]
+) -> tuple[dict[str, ImageClassifier], dict[str, Any], str]:
+    """Load the graders of teacher run ``src`` for scale ``spec``; ``(graders, metrics, init)``.
+
+    Raises:
+        TeacherError: ``src`` is not a teacher run, has no graders, or a grader's unit is not a unit
+            of ``spec`` with the same number of grade levels.
+    """
+    import json
+
+    from train.teacher.teacher import GRADERS_DIR, MANIFEST, TeacherError
+
+    man_p = src / MANIFEST
+    if not man_p.exists():
+        raise TeacherError(f"{man_p}: missing - --graders-from needs a teacher run folder (e.g. import-seed)")
+    names = json.loads(man_p.read_text()).get("graders", [])
+    if not names:
+        raise TeacherError(f"{man_p}: that teacher run has no graders")
+    graders: dict[str, ImageClassifier] = {}
+    metrics: dict[str, Any] = {}
+    for name in names:
+        if name not in spec.unit_names:
+            raise TeacherError(
+                f"{src}: grader {name!r} is not a unit of scale {spec.name!r} {spec.unit_names}"
+            )
+        clf = ImageClassifier.load(src / GRADERS_DIR / name)
+        if clf.num_labels != spec.unit(name).grades:
+            raise TeacherError(
+                f"{src}: grader {name!r} has {clf.num_labels} grades but scale {spec.name!r} has "
+                f"{spec.unit(name).grades}"
+            )
+        graders[name] = clf
+        metrics[name] = {"copied_from": str(src.resolve())}
+    echo(f"[2/3] graders: copied {sorted(graders)} from {src} (not trained)")
+    for name, clf in graders.items():
+        ho, _ = collect_crops(held_imgs, spec, clf.prep, f"held-out crops ({name})")
+        c = ho.get(name)
+        if c is not None and len(c):
+            pred = clf.probs_rgb(c.images).argmax(1)
+            rep = classification_report(c.grades, pred, spec.unit(name).grades)
+            metrics[name]["held_out"] = rep.to_dict()
+            echo(rep.format(f"      {name:>9s} held-out"))
+        else:
+            echo(f"      {name}: no graded held-out boxes (boxes-only data): no grader metrics")
+    return graders, metrics, f"copied from {src}"
 
 
 def _copy_detector(src: Path, out: Path) -> dict[str, Any]:
@@ -154,7 +226,10 @@ def train_shared_backbone(
     hist = train_classifier(model, prep, x_tr, y_tr, x_sel, y_sel, desc="shared backbone", **fit_kw)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
     metrics = {
-        "units": names, "classes": len(labels), "n_train": len(y_tr), "n_select": len(y_sel),
+        "units": names,
+        "classes": len(labels),
+        "n_train": len(y_tr),
+        "n_select": len(y_sel),
         **{k: v for k, v in hist.items() if k != "class_weights"},
     }
     return state, metrics
@@ -185,6 +260,7 @@ def train_teacher(
     det_optimizer: str = "SGD",
     det_init: str | Path | None = None,
     reuse_detector: str | Path | None = None,
+    graders_from: str | Path | None = None,
     recipe: str = "scratch",
     vit_batch: int | None = None,
     lr: float | None = None,
@@ -204,6 +280,7 @@ def train_teacher(
     pretrained: bool = True,
     select_fraction: float = 0.15,
     seed: int = 0,
+    device: str | Any = "auto",
     verbose: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -223,6 +300,10 @@ def train_teacher(
         det_init: Start the detector from an existing teacher run's detector.
         reuse_detector: Skip detector training and copy the detector of this teacher run folder
             (e.g. to retrain only the graders); its training summary is carried over.
+        graders_from: Skip grader training and copy the graders of this teacher run folder (e.g. the
+            seed's released graders after ``teacher import-seed``): the boxes-only path, for a lab
+            whose dataset has boxes but no grades. Their units must be units of the dataset's scale
+            with the same grade levels; held-out metrics are computed on graded held-out boxes if any.
         recipe: ViT training recipe, ``scratch`` (default) or ``seed`` (:data:`RECIPES`); every
             ViT setting below left ``None`` takes the recipe's value.
         vit_batch: ViT batch size.
@@ -246,33 +327,65 @@ def train_teacher(
         select_fraction: Share of training images used for ViT epoch selection when there is no
             separate val split.
         seed: Random seed.
+        device: Where every model trains: ``auto`` (CUDA when available, else MPS, else CPU),
+            ``cpu``, ``cuda:N``, ``mps`` (:func:`train.device.resolve_device`). On CUDA the detector
+            and every ViT train with mixed precision (AMP). Recorded in the manifest.
         verbose: Detector (ultralytics) console output.
         echo: Where progress lines go.
 
     Returns:
         The manifest dict (also written to ``out/manifest.json``).
+
+    Raises:
+        train.device.DeviceError: The device is malformed or not available.
     """
+    from train.device import describe_device, resolve_device
+
+    dev = resolve_device(device)
     t0 = time.perf_counter()
     rs = resolve_recipe(
-        recipe, vit=vit, vit_size=vit_size, epochs_vit=epochs_vit, vit_batch=vit_batch, lr=lr,
-        vit_optimizer=vit_optimizer, weight_decay=weight_decay, augment=augment,
-        class_weighting=class_weighting, sampler=sampler, label_smoothing=label_smoothing,
-        select=select, grey=grey, standardize=standardize, margin=margin, shared_epochs=shared_epochs,
+        recipe,
+        vit=vit,
+        vit_size=vit_size,
+        epochs_vit=epochs_vit,
+        vit_batch=vit_batch,
+        lr=lr,
+        vit_optimizer=vit_optimizer,
+        weight_decay=weight_decay,
+        augment=augment,
+        class_weighting=class_weighting,
+        sampler=sampler,
+        label_smoothing=label_smoothing,
+        select=select,
+        grey=grey,
+        standardize=standardize,
+        margin=margin,
+        shared_epochs=shared_epochs,
     )
     vit, vit_size, epochs_vit, vit_batch = rs["vit"], rs["vit_size"], rs["epochs_vit"], rs["vit_batch"]
     grey, standardize, margin = rs["grey"], rs["standardize"], rs["margin"]
     fit_kw = {
-        "epochs": epochs_vit, "batch": vit_batch, "lr": rs["lr"], "momentum": momentum,
-        "optimizer": rs["vit_optimizer"], "weight_decay": rs["weight_decay"],
-        "augment_strength": rs["augment"], "class_weighting": rs["class_weighting"],
-        "sampler": rs["sampler"], "label_smoothing": rs["label_smoothing"], "select": rs["select"],
+        "epochs": epochs_vit,
+        "batch": vit_batch,
+        "lr": rs["lr"],
+        "momentum": momentum,
+        "optimizer": rs["vit_optimizer"],
+        "weight_decay": rs["weight_decay"],
+        "augment_strength": rs["augment"],
+        "class_weighting": rs["class_weighting"],
+        "sampler": rs["sampler"],
+        "label_smoothing": rs["label_smoothing"],
+        "select": rs["select"],
         "seed": seed,
+        "device": dev,
     }
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(data)
     spec = ds.spec
     train_imgs, select_imgs, held_imgs, held_name = _splits(ds, seed, select_fraction)
+    device_info = describe_device(dev)
+    echo(f"device {device_info['device']} ({device_info['name']}){', AMP' if device_info['amp'] else ''}")
     echo(
         f"dataset {ds.root} (scale {spec.name}): {len(train_imgs)} train / {len(select_imgs)} "
         f"selection / {len(held_imgs)} held-out ({held_name}) images"
@@ -288,8 +401,18 @@ def train_teacher(
         echo(f"[1/3] detector: YOLOv5{detector}, {epochs_det} epochs at imgsz {imgsz}")
         det_yaml = write_detector_dataset(ds, out / "work" / "det_data", seed=seed)
         det_summary = train_detector(
-            det_yaml, out, size=detector, epochs=epochs_det, imgsz=imgsz, batch=det_batch,
-            optimizer=det_optimizer, init=det_init, pretrained=pretrained, seed=seed, verbose=verbose,
+            det_yaml,
+            out,
+            size=detector,
+            epochs=epochs_det,
+            imgsz=imgsz,
+            batch=det_batch,
+            optimizer=det_optimizer,
+            init=det_init,
+            pretrained=pretrained,
+            seed=seed,
+            verbose=verbose,
+            device=dev,
         )
         det_summary["seconds"] = time.perf_counter() - t
     echo(
@@ -299,78 +422,89 @@ def train_teacher(
     )
 
     # ---------------------------------------------------------------- stage 2: graders
-    echo(
-        f"[2/3] graders: recipe {recipe!r}, ViT {vit!r}, {epochs_vit} epochs each, "
-        f"{rs['vit_optimizer']} lr {rs['lr']}, loss weights {rs['class_weighting']}, "
-        f"sampler {rs['sampler']}, label smoothing {rs['label_smoothing']}, selection {rs['select']}"
-    )
-    graders: dict[str, ImageClassifier] = {}
-    grader_metrics: dict[str, Any] = {}
-    t = time.perf_counter()
-    probe, vit_init = build_vit(vit, 2, image_size=vit_size)
-    size = int(probe.config.image_size)
-    del probe
-    if size != 224 and vit != "tiny":
-        echo(f"      note: ViT input size {size} (the seed used 224)")
-    prep = Preprocess(size=size, margin=margin, grey=grey, standardize=standardize)
-    crops_tr, errs = collect_crops(train_imgs, spec, prep, "train crops")
-    crops_sel, e2 = collect_crops(select_imgs, spec, prep, "selection crops")
-    crops_ho, e3 = collect_crops(held_imgs, spec, prep, "held-out crops")
-    for e in errs + e2 + e3:
-        echo(f"      skipped: {e}")
-    backbone: dict[str, Any] | None = None
-    shared_metrics: dict[str, Any] = {}
     n_shared = int(rs["shared_epochs"] or 0)
-    if n_shared > 0 and vit_init.startswith("random init") and len(crops_tr) > 1:
-        ts = time.perf_counter()
+    if graders_from is not None:
+        t = time.perf_counter()
+        graders, grader_metrics, vit_init = _copy_graders(Path(graders_from), spec, held_imgs, echo)
+        size = int(next(iter(graders.values())).prep.size)
+        backbone: dict[str, Any] | None = None
+        shared_metrics: dict[str, Any] = {"skipped": "graders copied"}
+        n_shared = 0
+    else:
         echo(
-            f"      shared backbone: one ViT on the crops of all {len(crops_tr)} units "
-            f"({sum(len(c) for c in crops_tr.values())} crops, unit x grade classes), {n_shared} epochs"
+            f"[2/3] graders: recipe {recipe!r}, ViT {vit!r}, {epochs_vit} epochs each, "
+            f"{rs['vit_optimizer']} lr {rs['lr']}, loss weights {rs['class_weighting']}, "
+            f"sampler {rs['sampler']}, label smoothing {rs['label_smoothing']}, selection {rs['select']}"
         )
-        backbone, shared_metrics = train_shared_backbone(
-            vit, vit_size, prep, spec, crops_tr, crops_sel, {**fit_kw, "epochs": n_shared}
-        )
-        shared_metrics["seconds"] = time.perf_counter() - ts
-        echo(
-            f"      shared backbone: kept epoch {shared_metrics['best_epoch']}/{n_shared}, val weighted "
-            f"acc {shared_metrics['best_val_wacc']:.3f} over unit x grade ({shared_metrics['seconds']:.0f} s)"
-        )
-    elif n_shared > 0:
-        why = "the backbone is pretrained" if not vit_init.startswith("random init") else "only one unit"
-        echo(f"      shared backbone skipped: {why}")
-        shared_metrics = {"skipped": why}
-    for name, tr in crops_tr.items():
-        unit = spec.unit(name)
-        labels = dict(enumerate(unit.grade_names)) if unit.grade_names else None
-        model, vit_init = build_vit(vit, unit.grades, labels, image_size=vit_size)
-        if backbone is not None:
-            _load_backbone(model, backbone, f"grader {name}")
-        sel = crops_sel.get(name)
-        sel_x = sel.images if sel is not None else tr.images[:0]
-        sel_y = sel.grades if sel is not None else tr.grades[:0]
-        hist = train_classifier(
-            model, prep, tr.images, tr.grades, sel_x, sel_y, desc=f"grader {name}", **fit_kw
-        )
-        clf = ImageClassifier(model, prep)
-        graders[name] = clf
-        echo(
-            f"      {name}: {len(tr)} train / {len(sel_y)} selection crops; kept epoch "
-            f"{hist['best_epoch']}/{epochs_vit} ({rs['select']}): val loss {hist['best_val_loss']:.4f}, "
-            f"val weighted acc {hist['best_val_wacc']:.3f}"
-        )
-        m: dict[str, Any] = {
-            "n_train": len(tr), "n_select": len(sel_y), "train_class_counts":
-            np.bincount(tr.grades, minlength=unit.grades).tolist(), **hist,
-        }
-        ho = crops_ho.get(name)
-        if ho is not None and len(ho):
-            pred = clf.probs_rgb(ho.images).argmax(1)
-            rep = classification_report(ho.grades, pred, unit.grades, majority_of=tr.grades)
-            m["held_out"] = rep.to_dict()
-            echo(rep.format(f"      {name:>9s} ({unit.label}) held-out"))
-        else:
-            echo(f"      {name}: no held-out crops")
-        grader_metrics[name] = m
+        graders = {}
+        grader_metrics = {}
+        t = time.perf_counter()
+        probe, vit_init = build_vit(vit, 2, image_size=vit_size)
+        size = int(probe.config.image_size)
+        del probe
+        if size != 224 and vit != "tiny":
+            echo(f"      note: ViT input size {size} (the seed used 224)")
+        prep = Preprocess(size=size, margin=margin, grey=grey, standardize=standardize)
+        crops_tr, errs = collect_crops(train_imgs, spec, prep, "train crops")
+        crops_sel, e2 = collect_crops(select_imgs, spec, prep, "selection crops")
+        crops_ho, e3 = collect_crops(held_imgs, spec, prep, "held-out crops")
+        for e in errs + e2 + e3:
+            echo(f"      skipped: {e}")
+        backbone = None
+        shared_metrics = {}
+        if n_shared > 0 and vit_init.startswith("random init") and len(crops_tr) > 1:
+            ts = time.perf_counter()
+            echo(
+                f"      shared backbone: one ViT on the crops of all {len(crops_tr)} units "
+                f"({sum(len(c) for c in crops_tr.values())} crops, unit x grade classes), {n_shared} epochs"
+            )
+            backbone, shared_metrics = train_shared_backbone(
+                vit, vit_size, prep, spec, crops_tr, crops_sel, {**fit_kw, "epochs": n_shared}
+            )
+            shared_metrics["seconds"] = time.perf_counter() - ts
+            echo(
+                f"      shared backbone: kept epoch {shared_metrics['best_epoch']}/{n_shared}, val "
+                f"weighted acc {shared_metrics['best_val_wacc']:.3f} over unit x grade "
+                f"({shared_metrics['seconds']:.0f} s)"
+            )
+        elif n_shared > 0:
+            why = "the backbone is pretrained" if not vit_init.startswith("random init") else "only one unit"
+            echo(f"      shared backbone skipped: {why}")
+            shared_metrics = {"skipped": why}
+        for name, tr in crops_tr.items():
+            unit = spec.unit(name)
+            labels = dict(enumerate(unit.grade_names)) if unit.grade_names else None
+            model, vit_init = build_vit(vit, unit.grades, labels, image_size=vit_size)
+            if backbone is not None:
+                _load_backbone(model, backbone, f"grader {name}")
+            sel = crops_sel.get(name)
+            sel_x = sel.images if sel is not None else tr.images[:0]
+            sel_y = sel.grades if sel is not None else tr.grades[:0]
+            hist = train_classifier(
+                model, prep, tr.images, tr.grades, sel_x, sel_y, desc=f"grader {name}", **fit_kw
+            )
+            clf = ImageClassifier(model, prep)
+            graders[name] = clf
+            echo(
+                f"      {name}: {len(tr)} train / {len(sel_y)} selection crops; kept epoch "
+                f"{hist['best_epoch']}/{epochs_vit} ({rs['select']}): val loss {hist['best_val_loss']:.4f}, "
+                f"val weighted acc {hist['best_val_wacc']:.3f}"
+            )
+            m: dict[str, Any] = {
+                "n_train": len(tr),
+                "n_select": len(sel_y),
+                "train_class_counts": np.bincount(tr.grades, minlength=unit.grades).tolist(),
+                **hist,
+            }
+            ho = crops_ho.get(name)
+            if ho is not None and len(ho):
+                pred = clf.probs_rgb(ho.images).argmax(1)
+                rep = classification_report(ho.grades, pred, unit.grades, majority_of=tr.grades)
+                m["held_out"] = rep.to_dict()
+                echo(rep.format(f"      {name:>9s} ({unit.label}) held-out"))
+            else:
+                echo(f"      {name}: no held-out crops")
+            grader_metrics[name] = m
     vit_seconds = time.perf_counter() - t
 
     # ---------------------------------------------------------------- stage 3: pain ViT
@@ -411,16 +545,34 @@ def train_teacher(
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(),
+        "device": device_info,
         "data": {"path": str(ds.root.resolve()), "hash": dataset_hash(ds.root), "held_out": held_name},
         "settings": {
-            "detector": detector, "vit": vit, "vit_init": vit_init, "epochs_det": epochs_det,
-            "epochs_vit": epochs_vit, "imgsz": imgsz, "vit_size": size, "recipe": recipe,
-            "vit_batch": vit_batch, "lr": rs["lr"], "momentum": momentum,
-            "vit_optimizer": rs["vit_optimizer"], "weight_decay": rs["weight_decay"],
-            "augment": rs["augment"], "class_weighting": rs["class_weighting"],
-            "sampler": rs["sampler"], "label_smoothing": rs["label_smoothing"], "select": rs["select"],
-            "grey": grey, "standardize": standardize,
-            "margin": margin, "shared_epochs": n_shared, "pain_region": "face", "face_margin": FACE_MARGIN,
+            "detector": detector,
+            "graders_from": None if graders_from is None else str(Path(graders_from).resolve()),
+            "vit": vit,
+            "vit_init": vit_init,
+            "epochs_det": epochs_det,
+            "epochs_vit": epochs_vit,
+            "imgsz": imgsz,
+            "vit_size": size,
+            "recipe": recipe,
+            "vit_batch": vit_batch,
+            "lr": rs["lr"],
+            "momentum": momentum,
+            "vit_optimizer": rs["vit_optimizer"],
+            "weight_decay": rs["weight_decay"],
+            "augment": rs["augment"],
+            "class_weighting": rs["class_weighting"],
+            "sampler": rs["sampler"],
+            "label_smoothing": rs["label_smoothing"],
+            "select": rs["select"],
+            "grey": grey,
+            "standardize": standardize,
+            "margin": margin,
+            "shared_epochs": n_shared,
+            "pain_region": "face",
+            "face_margin": FACE_MARGIN,
             "seed": seed,
         },
         "metrics": {

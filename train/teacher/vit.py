@@ -74,6 +74,13 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def hf_cache_dir() -> Path:
+    """Where Hugging Face keeps downloaded models (``HF_HUB_CACHE``, by default ``HF_HOME/hub``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
 def _warn(msg: str) -> None:
     warnings.warn(msg, stacklevel=3)
     log.warning(msg)
@@ -102,7 +109,9 @@ def build_vit(
 
     labels = id2label or {i: str(i) for i in range(num_labels)}
     kw: dict[str, Any] = {
-        "num_labels": num_labels, "id2label": labels, "label2id": {v: k for k, v in labels.items()}
+        "num_labels": num_labels,
+        "id2label": labels,
+        "label2id": {v: k for k, v in labels.items()},
     }
     size_kw = {"image_size": int(image_size)} if image_size else {}
     if name_or_path in PRESETS:
@@ -117,9 +126,7 @@ def build_vit(
     if path.is_dir():
         has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
         if has_weights:
-            model = ViTForImageClassification.from_pretrained(
-                str(path), ignore_mismatched_sizes=True, **kw
-            )
+            model = ViTForImageClassification.from_pretrained(str(path), ignore_mismatched_sizes=True, **kw)
             return model, f"pretrained ({path})"
         if (path / "config.json").exists():
             cfg = ViTConfig.from_pretrained(str(path), **kw, **size_kw)
@@ -136,16 +143,25 @@ def build_vit(
         except Exception as e:  # network trouble mid-download, missing repo...
             reason = f"{type(e).__name__}: {str(e)[:200]}"
     else:
-        reason = "Hugging Face hub not reachable (offline)"
+        # offline: the Hugging Face cache (HF_HOME/hub, where an earlier download put it) still counts
+        try:
+            model = ViTForImageClassification.from_pretrained(
+                name_or_path, ignore_mismatched_sizes=True, local_files_only=True, **kw
+            )
+            return model, f"pretrained ({name_or_path}, from the local Hugging Face cache)"
+        except (OSError, ValueError):
+            reason = (
+                f"offline (Hugging Face hub not reachable or HF_HUB_OFFLINE set) and not in the local "
+                f"Hugging Face cache {hf_cache_dir()}"
+            )
     if name_or_path in _KNOWN_OFFLINE:
         _warn(
             f"could not get pretrained {name_or_path!r} ({reason}); using its architecture "
-            "(ViT-Base/16, 224) with RANDOM weights - expect much lower accuracy"
+            "(ViT-Base/16, 224) with RANDOM weights - expect much lower accuracy. Download it once "
+            f"online (it is cached), or pass --vit with a folder saved by save_pretrained"
         )
         cfg = ViTConfig(**{**_KNOWN_OFFLINE[name_or_path], **size_kw}, **kw)
-        return ViTForImageClassification(cfg), (
-            f"random init ({name_or_path} architecture, offline)"
-        )
+        return ViTForImageClassification(cfg), (f"random init ({name_or_path} architecture, offline)")
     raise VitError(
         f"cannot load ViT {name_or_path!r} ({reason}); pass 'tiny', a local folder or a config.json"
     )
@@ -185,16 +201,25 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {
-            "size": self.size, "mean": list(self.mean), "std": list(self.std), "margin": self.margin,
-            "grey": self.grey, "standardize": self.standardize, "region": self.region,
+            "size": self.size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "margin": self.margin,
+            "grey": self.grey,
+            "standardize": self.standardize,
+            "region": self.region,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], default_region: str = "box") -> Preprocess:
         """Inverse of :meth:`to_dict` (``default_region`` for files written before ``region``)."""
         return cls(
-            int(d["size"]), tuple(d["mean"]), tuple(d["std"]), float(d.get("margin", 0.1)),
-            bool(d.get("grey", False)), bool(d.get("standardize", False)),
+            int(d["size"]),
+            tuple(d["mean"]),
+            tuple(d["std"]),
+            float(d.get("margin", 0.1)),
+            bool(d.get("grey", False)),
+            bool(d.get("standardize", False)),
             str(d.get("region", default_region)),
         )
 
@@ -303,21 +328,43 @@ def augment(
     return out.clip(0, 255).astype(np.uint8)
 
 
+def _model_device(model: Any) -> Any:
+    """The device a torch module's parameters live on."""
+    return next(model.parameters()).device
+
+
+def _autocast(device: Any) -> Any:
+    """fp16 autocast on CUDA (AMP), a no-op context elsewhere."""
+    import contextlib
+
+    import torch
+
+    from train.device import amp_enabled
+
+    return torch.autocast("cuda", dtype=torch.float16) if amp_enabled(device) else contextlib.nullcontext()
+
+
 def _validate(model: Any, x: Any, y: Any, weight: Any, batch: int) -> tuple[float, float]:
-    """Weighted validation cross-entropy and weighted accuracy (seed's equation 3) of ``(M, 3, S, S)``."""
+    """Weighted validation cross-entropy and weighted accuracy (seed's equation 3) of ``(M, 3, S, S)``
+    (``x``, ``y`` on the CPU; batches are moved to the model's device)."""
     import torch
 
     from train.metrics import weighted_accuracy
 
     model.eval()
+    dev = _model_device(model)
+    weight = weight.to(dev)
     total, n, preds = 0.0, 0, []
     with torch.inference_mode():
         for i in range(0, len(y), batch):
-            logits = model(pixel_values=x[i : i + batch]).logits
-            loss = torch.nn.functional.cross_entropy(logits, y[i : i + batch], weight=weight, reduction="sum")
+            yb = y[i : i + batch].to(dev)
+            with _autocast(dev):
+                logits = model(pixel_values=x[i : i + batch].to(dev)).logits
+            logits = logits.float()
+            loss = torch.nn.functional.cross_entropy(logits, yb, weight=weight, reduction="sum")
             total += float(loss)
-            n += len(y[i : i + batch])
-            preds.append(logits.argmax(1))
+            n += len(yb)
+            preds.append(logits.argmax(1).cpu())
     labels = list(range(int(model.config.num_labels)))
     wacc = weighted_accuracy(y.numpy(), torch.cat(preds).numpy(), labels) if n else float("nan")
     return total / max(n, 1), wacc
@@ -362,6 +409,7 @@ def train_classifier(
     select: str = "val_loss",
     seed: int = 0,
     desc: str = "vit",
+    device: str | Any = "cpu",
 ) -> dict[str, Any]:
     """Fine-tune a classifier; the model ends with the weights of its lowest-validation-loss epoch.
 
@@ -398,12 +446,16 @@ def train_classifier(
             lower validation loss).
         seed: Random seed.
         desc: Progress-bar label.
+        device: Torch device (a ``--device`` spec or ``torch.device``); the model is moved there and
+            stays there. On CUDA the forward passes run under fp16 autocast with a gradient scaler (AMP).
 
     Returns:
         ``{"best_epoch", "best_val_loss", "best_val_wacc", "select", "history":
-        [(epoch, train_loss, val_loss, val_wacc)], "class_weights"}``.
+        [(epoch, train_loss, val_loss, val_wacc)], "class_weights", "device", "amp"}``.
     """
     import torch
+
+    from train.device import amp_enabled, resolve_device
 
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -417,7 +469,12 @@ def train_classifier(
     if len(y_val) == 0:
         x_val, y_val = x_train, y_train
     y_train = np.asarray(y_train, dtype=np.int64)
+    dev = resolve_device(device)
+    amp = amp_enabled(dev)
+    model.to(dev)
     w = torch.from_numpy(class_weights(y_train, n_classes, class_weighting))
+    w_dev = w.to(dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     wv = torch.from_numpy(class_weights(np.asarray(y_val), n_classes, class_weighting))
     xv = prep.to_tensor(x_val)
     yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
@@ -454,15 +511,19 @@ def train_classifier(
                 f = rng.random(len(idx)) < 0.5
                 imgs = imgs.copy()
                 imgs[f] = imgs[f, :, ::-1]
-            xb = prep.to_tensor(imgs)
-            yb = torch.from_numpy(y_train[idx])
+            xb = prep.to_tensor(imgs).to(dev, non_blocking=True)
+            yb = torch.from_numpy(y_train[idx]).to(dev, non_blocking=True)
+            with _autocast(dev):
+                logits = model(pixel_values=xb).logits
             loss = torch.nn.functional.cross_entropy(
-                model(pixel_values=xb).logits, yb, weight=w, label_smoothing=label_smoothing
+                logits.float(), yb, weight=w_dev, label_smoothing=label_smoothing
             )
             opt.zero_grad()
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             run += loss.item() * len(idx)
             seen += len(idx)
@@ -484,6 +545,8 @@ def train_classifier(
         "select": select,
         "history": history,
         "class_weights": w.tolist(),
+        "device": str(dev),
+        "amp": amp,
     }
 
 
@@ -493,6 +556,7 @@ def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+
 
 class ImageClassifier:
     """A trained ViT classifier with its preprocessing; batched probabilities.
@@ -524,11 +588,26 @@ class ImageClassifier:
         import torch
 
         out = np.zeros((len(rgb), self.num_labels), np.float32)
+        dev = _model_device(self.model)
         with torch.inference_mode():
             for i in range(0, len(rgb), batch):
-                logits = self.model(pixel_values=self.prep.to_tensor(rgb[i : i + batch])).logits
-                out[i : i + batch] = torch.softmax(logits.float(), dim=-1).numpy()
+                x = self.prep.to_tensor(rgb[i : i + batch]).to(dev)
+                with _autocast(dev):
+                    logits = self.model(pixel_values=x).logits
+                out[i : i + batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return out
+
+    @property
+    def device(self) -> Any:
+        """The torch device the model runs on."""
+        return _model_device(self.model)
+
+    def to(self, device: str | Any) -> ImageClassifier:
+        """Move the model to a device (a ``--device`` spec or ``torch.device``); returns ``self``."""
+        from train.device import resolve_device
+
+        self.model.to(resolve_device(device))
+        return self
 
     def probs(self, bgr_images: list[np.ndarray], batch: int = 64) -> np.ndarray:
         """Softmax probabilities of BGR images of any size, ``(N, num_labels)``."""
@@ -544,9 +623,11 @@ class ImageClassifier:
         (folder / PREPROCESS_FILE).write_text(json.dumps({**self.prep.to_dict(), **(extra or {})}, indent=1))
 
     @classmethod
-    def load(cls, folder: str | Path, default_region: str = "box") -> ImageClassifier:
+    def load(
+        cls, folder: str | Path, default_region: str = "box", device: str | Any = "cpu"
+    ) -> ImageClassifier:
         """Load a folder written by :meth:`save` (``default_region`` for folders saved before
-        :attr:`Preprocess.region` existed)."""
+        :attr:`Preprocess.region` existed) onto ``device``."""
         from transformers import ViTForImageClassification
 
         _quiet_transformers()
@@ -559,4 +640,4 @@ class ImageClassifier:
             prep = Preprocess.from_dict(json.loads(pp.read_text()), default_region)
         else:
             prep = Preprocess(int(model.config.image_size), region=default_region)
-        return cls(model, prep)
+        return cls(model, prep).to(device)
