@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge.backends import Predictor, load_model
 from edge.cli import app
+from edge.predictor import Predictor, load_model
 from edge.results import Detections
 from edge.scales import RGS
 from tests.tiny_onnx import build_tiny_onnx, face_image

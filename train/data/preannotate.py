@@ -268,7 +268,7 @@ def export_preannotations(
 
 def detector_from_model(path: str | Path, conf: float = 0.25, iou: float = 0.45) -> tuple[Detect, ScaleSpec]:
     """An edge artifact (ONNX or TensorRT engine with its metadata) as a :data:`Detect`."""
-    from edge.backends import Predictor, load_model
+    from edge.predictor import Predictor, load_model
 
     model = load_model(path)
     pred = Predictor(model, conf=conf, iou=iou)
