@@ -30,7 +30,7 @@ DEMO_VIDEO = ASSETS / "demo_session.mp4"
 RECIPE = """\
 The demo model is made by the project's own pipeline (synthetic data, CPU, about 20 minutes):
   grimace synth --out data/demo --scale rgs --n 800 --imgsz 320 --seed 0
-  grimace train student --data data/demo --model yolov5n --weights none --imgsz 320 \\
+  grimace train student --data data/demo --arch yolov5n --weights none --imgsz 320 \\
       --epochs 30 --out runs/demo
   grimace convert onnx runs/demo/best --out edge/assets/demo_model.onnx --imgsz 320
 See docs/edge-runtime.md ("Demo")."""
