@@ -342,6 +342,14 @@ def train_teacher(
     from train.device import describe_device, resolve_device
 
     dev = resolve_device(device)
+    if graders_from is not None:
+        from train.teacher.teacher import MANIFEST, TeacherError
+
+        if not (Path(graders_from) / MANIFEST).is_file():  # refused before any training starts
+            raise TeacherError(
+                f"{Path(graders_from) / MANIFEST}: missing - --graders-from needs a teacher run folder "
+                "(e.g. import-seed)"
+            )
     t0 = time.perf_counter()
     rs = resolve_recipe(
         recipe,
