@@ -99,7 +99,6 @@ def compare_detections(ref: Detections, test: Detections, iou_min: float = IOU_M
     if len(ref) == 0 or len(test) == 0:
         return ag
     match, miou = greedy_match(ref.xyxy, ref.confidence, test.xyxy, iou_thr=iou_min)
-    ious = box_iou(ref.xyxy, test.xyxy)
     used = np.zeros(len(test), bool)
     used[match[match >= 0]] = True
     matched_ref = match >= 0
@@ -110,7 +109,9 @@ def compare_detections(ref: Detections, test: Detections, iou_min: float = IOU_M
         ag.min_iou = min(ag.min_iou, float(miou[i]))
         ag.unit_same += int(ref.unit[i] == test.unit[j])
         ag.grade_same += int(ref_grade[i] == test_grade[j])
-    for i in np.nonzero(~matched_ref)[0]:
+    unmatched = np.nonzero(~matched_ref)[0]
+    ious = box_iou(ref.xyxy, test.xyxy) if unmatched.size else None
+    for i in unmatched:
         cand = np.nonzero(~used & (test.unit == ref.unit[i])
                           & (np.abs(test.confidence - ref.confidence[i]) <= TIE_CONF))[0]
         if cand.size == 0:

@@ -113,6 +113,14 @@ class FrameRecord:
         return asdict(self)
 
 
+def _pain(spec: ScaleSpec, score: float | None, threshold: float | None = None) -> bool | None:
+    """Binary scales: whether the frame score reaches the threshold (default: the scale's)."""
+    thr = spec.pain_threshold if threshold is None else threshold
+    if spec.aggregation != "binary" or score is None or thr is None:
+        return None
+    return bool(score >= thr)
+
+
 def frame_record(
     result: FrameResult,
     spec: ScaleSpec,
@@ -144,10 +152,6 @@ def frame_record(
         threshold: Pain threshold of binary scales (default: the scale's ``pain_threshold``).
         extra: Command-specific columns.
     """
-    thr = spec.pain_threshold if threshold is None else threshold
-    pain = None
-    if spec.aggregation == "binary" and result.score is not None and thr is not None:
-        pain = bool(result.score >= thr)
     return FrameRecord(
         name=name,
         source=source,
@@ -163,7 +167,7 @@ def frame_record(
         unit_argmax=dict(result.unit_argmax),
         unit_counts=dict(result.unit_counts),
         n_boxes=len(result.detections),
-        pain=pain,
+        pain=_pain(spec, result.score, threshold),
         group=group,
         timepoint=timepoint,
         extra=dict(extra or {}),
@@ -349,11 +353,7 @@ def record_from_sql(
         text = row.get(key)
         return json.loads(text) if text else {}
 
-    thr = spec.pain_threshold
     score = row.get("score")
-    pain = None
-    if spec.aggregation == "binary" and score is not None and thr is not None:
-        pain = bool(score >= thr)
     return FrameRecord(
         name=name,
         source=source,
@@ -369,7 +369,7 @@ def record_from_sql(
         unit_argmax=_json("unit_argmax"),
         unit_counts=_json("unit_counts"),
         n_boxes=int(row.get("n_boxes", 0)),
-        pain=pain,
+        pain=_pain(spec, score),
         group=group,
         timepoint=timepoint,
     )

@@ -14,9 +14,10 @@ manifest records, and ``amp_enabled`` says whether mixed precision applies (CUDA
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_HELP = "Torch device: auto (CUDA if available, else MPS, else CPU), cpu, cuda, cuda:N or mps."
 _SPEC = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+|\d+)$")
@@ -27,12 +28,15 @@ class DeviceError(ValueError):
 
 
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """Turn a ``--device`` value into a usable :class:`torch.device`.
+    """Turn a ``--device`` value into a usable :class:`torch.device` (torch is imported here, so the
+    CLI modules can take :data:`DEVICE_HELP` from this module without loading torch).
 
     Args:
         spec: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``N`` or ``mps`` (case-insensitive); a
@@ -45,6 +49,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         DeviceError: Malformed spec, CUDA asked for but not available, GPU index out of range, or MPS
             asked for but not available. The message says what torch sees.
     """
+    import torch
+
     if isinstance(spec, torch.device):
         spec = str(spec)
     s = (spec or "auto").strip().lower()
@@ -97,6 +103,8 @@ def describe_device(device: torch.device | str | None = None) -> dict[str, Any]:
         ``{"device": "cuda:0", "type": "cuda", "name": "NVIDIA H200", "torch": "2.x", "cuda": "13.0",
         "amp": True}``; ``name`` is the GPU's name on CUDA, the processor kind otherwise.
     """
+    import torch
+
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     info: dict[str, Any] = {
         "device": str(dev),

@@ -21,6 +21,8 @@ from typing import Any
 
 import typer
 
+from train.device import DEVICE_HELP
+
 train_app = typer.Typer(
     no_args_is_help=True, help="Train the fused student: student, distill, evaluate, flops."
 )
@@ -28,7 +30,6 @@ distill_app = typer.Typer(no_args_is_help=True, hidden=True, help="Deprecated: u
 predict_app = typer.Typer(no_args_is_help=True)
 
 ARCHS = ("yolov5n", "yolov5s", "yolov5m")
-DEVICE_OPTION_HELP = "Torch device: auto (CUDA if available, else MPS, else CPU), cpu, cuda, cuda:N or mps."
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
@@ -116,7 +117,7 @@ def student(
     temperature: float = typer.Option(2.0, "--temperature", help="Distillation temperature T (KL × T²)."),
     grade_cls_pw: float = typer.Option(0.5, "--grade-cls-pw", help="Grade class-imbalance power (0 = off)."),
     workers: int = typer.Option(2, "--workers", min=0),
-    device: str = typer.Option("auto", "--device", help=DEVICE_OPTION_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     patience: int = typer.Option(100, "--patience"),
     seed: int = typer.Option(0, "--seed"),
     mosaic: float = typer.Option(1.0, "--mosaic"),
@@ -277,7 +278,7 @@ def evaluate(
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the summary as JSON to this file."),
     json_out: Path | None = typer.Option(None, "--json", hidden=True, help="Deprecated spelling of --out."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_OPTION_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Grade accuracy of a student on held-out images, and agreement with the teacher."""
     from edge.deps import require
@@ -370,7 +371,7 @@ UNLABELLED_OPTION = typer.Option(
 )
 CONF_OPTION = typer.Option(0.5, "--conf", help="Teacher confidence threshold for pseudo-labels.")
 FPS_OPTION = typer.Option(1.0, "--fps", help="Frames per second of video time sampled (as grimace score).")
-DEVICE_OPTION = typer.Option("auto", "--device", help=DEVICE_OPTION_HELP)
+DEVICE_OPTION = typer.Option("auto", "--device", help=DEVICE_HELP)
 
 
 @train_app.command("distill")
@@ -416,7 +417,7 @@ def predict(
     imgsz: int | None = typer.Option(None, "--imgsz", help="Letterbox size (default: the checkpoint's)."),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Unit-score threshold."),
     iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
-    device: str = typer.Option("auto", "--device", help="Torch device: auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     batch: int = typer.Option(8, "--batch", min=1, max=256, help="Frames per forward pass."),
 ) -> None:
     """Detect, grade and score images and videos with a fused PyTorch checkpoint (same records as

@@ -12,10 +12,10 @@ from pathlib import Path
 import typer
 
 from edge.deps import require
+from train.device import DEVICE_HELP
 
 app = typer.Typer(no_args_is_help=True, help="Two-stage teacher: YOLO unit detector + ViT graders.")
 
-DEVICE_HELP = "Torch device: auto (CUDA if available, else MPS, else CPU), cpu, cuda, cuda:N or mps."
 
 
 def _device_option() -> object:
