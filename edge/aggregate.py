@@ -3,8 +3,8 @@
 :func:`aggregate` groups frame records (:class:`edge.records.FrameRecord`) by animal, session or
 source into :class:`GroupSummary` rows: number of frames, scored and abstained, mean and standard
 error of the mean (SEM) of the frame scores (expected and argmax), mean per unit; for binary scales
-(goats) also the mean pain probability, the share of painful frames and a verdict at the scale's
-threshold.
+(goats) also the mean pain probability, the share of painful frames and a verdict by the one rule
+of :class:`edge.verdict.VerdictRule` (painful / not painful / insufficient frames).
 
 :func:`load_subject_map` reads ``--subject-map`` CSVs that map files/videos to animal ids.
 """
@@ -22,6 +22,7 @@ import numpy as np
 
 from edge.records import GROUP_KEY_COLUMN, FrameRecord
 from edge.scales import ScaleSpec
+from edge.verdict import DEFAULT_MIN_FRAMES, VerdictRule
 
 KEY_COLUMNS = ("file", "filename", "image", "video", "path", "source")
 SUBJECT_COLUMNS = ("subject", "animal", "animal_id", "id")
@@ -58,8 +59,10 @@ class GroupSummary:
         abstain_reasons: Count per abstention reason.
         mean_pain_prob: Binary scales: mean pain probability of scored frames.
         share_painful: Binary scales: share of scored frames at or above the threshold.
-        verdict: Binary scales: ``"pain"`` / ``"no pain"`` (mean pain probability vs threshold).
+        verdict: Binary scales: ``"painful"`` / ``"not painful"`` (mean pain probability vs threshold) or
+            ``"insufficient frames"`` (fewer than ``min_frames`` scored frames).
         threshold: The threshold used.
+        min_frames: The fewest scored frames for a verdict.
     """
 
     group: str
@@ -76,6 +79,7 @@ class GroupSummary:
     share_painful: float | None = None
     verdict: str | None = None
     threshold: float | None = None
+    min_frames: int | None = None
 
     def row(self, spec: ScaleSpec, by: str = "subject") -> dict[str, Any]:
         """Flat row for a summary table: the key under ``animal``/``session``/``source`` (what was
@@ -100,13 +104,18 @@ class GroupSummary:
                 share_painful=self.share_painful,
                 verdict=self.verdict,
                 threshold=self.threshold,
+                min_frames=self.min_frames,
             )
         r["abstain_reasons"] = "; ".join(f"{k} ({v})" for k, v in sorted(self.abstain_reasons.items()))
         return r
 
 
 def aggregate(
-    records: Iterable[FrameRecord], spec: ScaleSpec, by: str = "subject", threshold: float | None = None
+    records: Iterable[FrameRecord],
+    spec: ScaleSpec,
+    by: str = "subject",
+    threshold: float | None = None,
+    min_frames: int = DEFAULT_MIN_FRAMES,
 ) -> list[GroupSummary]:
     """Group frame records and summarise each group.
 
@@ -115,11 +124,15 @@ def aggregate(
         spec: The scale.
         by: Record attribute to group by (``"subject"``, ``"session"`` or ``"source"``).
         threshold: Pain threshold for binary scales (default: the scale's).
+        min_frames: Binary scales: fewest scored frames for a verdict; fewer give
+            ``"insufficient frames"``.
 
     Returns:
         One :class:`GroupSummary` per group, sorted by group key.
     """
     thr = spec.pain_threshold if threshold is None else threshold
+    binary = spec.aggregation == "binary" and thr is not None
+    rule = VerdictRule(min_frames=min_frames, threshold=thr) if binary else None
     groups: dict[str, list[FrameRecord]] = {}
     for r in records:
         groups.setdefault(str(getattr(r, by)) or "(none)", []).append(r)
@@ -147,10 +160,12 @@ def aggregate(
             abstain_reasons=reasons,
             threshold=thr,
         )
-        if spec.aggregation == "binary" and scored and thr is not None:
+        if rule is not None:
+            s.min_frames = rule.min_frames
             s.mean_pain_prob = mean
-            s.share_painful = float(np.mean([r.score >= thr for r in scored]))  # type: ignore[operator]
-            s.verdict = "pain" if mean is not None and mean >= thr else "no pain"
+            if scored:
+                s.share_painful = float(np.mean([r.score >= thr for r in scored]))  # type: ignore[operator]
+            s.verdict = rule.verdict(len(scored), mean)
         out.append(s)
     return out
 

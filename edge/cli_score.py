@@ -53,6 +53,13 @@ def score_cmd(
     min_quality: float | None = typer.Option(
         None, "--min-quality", min=0.0, max=1.0, help="Frames below this quality (0-1) are not scored."
     ),
+    min_frames: int = typer.Option(
+        10,
+        "--min-frames",
+        min=1,
+        help="Binary scales (goat): fewest scored frames for a per-animal verdict "
+        "(painful / not painful); fewer give 'insufficient frames'.",
+    ),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Detection confidence threshold."),
     iou: float = typer.Option(0.45, "--iou", min=0.0, max=1.0, help="NMS IoU threshold (per unit)."),
     annotate_images: bool = typer.Option(True, "--annotate/--no-annotate", help="Write annotated images."),
@@ -81,6 +88,7 @@ def score_cmd(
             fps=fps,
             subject_map=subject_map,
             min_quality=min_quality,
+            min_frames=min_frames,
             conf=conf,
             iou=iou,
             annotate_images=annotate_images,

@@ -24,6 +24,7 @@ from typing import Any
 
 from edge import __version__
 from edge.aggregate import SubjectMap, aggregate, load_subject_map, summary_rows
+from edge.verdict import DEFAULT_MIN_FRAMES, VerdictRule
 from edge.predictor import Predictor, StageTimes, load_model
 from edge.quality import frame_quality
 from edge.records import (
@@ -90,6 +91,7 @@ def score_inputs(
     fps: float | None = None,
     subject_map: str | Path | SubjectMap | None = None,
     min_quality: float | None = None,
+    min_frames: int = DEFAULT_MIN_FRAMES,
     conf: float = 0.25,
     iou: float = 0.45,
     annotate_images: bool = True,
@@ -108,6 +110,8 @@ def score_inputs(
         fps: Video sampling rate; ``None`` scores every frame.
         subject_map: CSV (or loaded map) mapping files/videos to animal ids.
         min_quality: Frames below this quality abstain.
+        min_frames: Binary scales (goats): fewest scored frames for a per-animal verdict
+            (:class:`edge.verdict.VerdictRule`).
         conf: Detection confidence threshold.
         iou: NMS IoU threshold.
         annotate_images: Write annotated copies of still images.
@@ -172,7 +176,7 @@ def score_inputs(
             for v in videos.values():
                 v.close()
         run.wall_s = time.perf_counter() - t_start
-        _write_outputs(run, spec, out, smap, m.path, fps, conf, iou, min_quality)
+        _write_outputs(run, spec, out, smap, m.path, fps, conf, iou, min_quality, min_frames)
     if smap is not None and smap.unmatched:
         run.notes.append(
             f"{len(smap.unmatched)} input(s) not in the subject map {smap.path}; grouped as 'unmapped'"
@@ -228,13 +232,14 @@ def _write_outputs(
     conf: float,
     iou: float,
     min_quality: float | None,
+    min_frames: int = DEFAULT_MIN_FRAMES,
 ) -> None:
     cols = frame_columns(spec)
     rows = [table_row(r, spec) for r in run.records]
     run.outputs["frames_csv"] = str(write_csv(out / "frames.csv", rows, cols))
     run.outputs["frames_jsonl"] = str(out / "frames.jsonl")
-    by_subject = summary_rows(aggregate(run.records, spec, by="subject"), spec, by="subject")
-    by_session = summary_rows(aggregate(run.records, spec, by="session"), spec, by="session")
+    by_subject = summary_rows(aggregate(run.records, spec, by="subject", min_frames=min_frames), spec, by="subject")
+    by_session = summary_rows(aggregate(run.records, spec, by="session", min_frames=min_frames), spec, by="session")
     run.outputs["summary_by_animal"] = str(write_csv(out / "summary_by_animal.csv", by_subject))
     run.outputs["summary_by_session"] = str(write_csv(out / "summary_by_session.csv", by_session))
     err_rows = [{"source": e.source, "error": e.message, "frames_read": e.frames_read} for e in run.errors]
@@ -262,6 +267,11 @@ def _write_outputs(
         "conf": conf,
         "iou": iou,
         "min_quality": min_quality,
+        "verdict_rule": (
+            VerdictRule(min_frames=min_frames, threshold=spec.pain_threshold).to_dict()
+            if spec.aggregation == "binary" and spec.pain_threshold is not None
+            else None
+        ),
         "frames_scored": len(run.records),
         "frames_abstained": sum(r.score is None for r in run.records),
         "inputs_failed": run.failed_sources,

@@ -80,7 +80,7 @@ class ScaleSpec:
         species: Animal the scale is for.
         units: Action units in detector class order.
         aggregation: One of :data:`AGGREGATIONS`.
-        pain_threshold: Frame/animal score at or above which the verdict is "pain" (binary scales),
+        pain_threshold: Frame/animal score at or above which the verdict is "painful" (binary scales),
             or the analgesia intervention threshold for graded scales (informational).
         description: Free text.
         version: Version of this spec; changes to units or grades must change it.

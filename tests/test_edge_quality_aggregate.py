@@ -124,11 +124,20 @@ def test_goat_verdict_and_share_of_painful_frames() -> None:
             recs.append(
                 frame_record(res, GOAT, name=f"{subject}{i}", source=f"{subject}.mp4", subject=subject)
             )
-    by = {g.group: g for g in aggregate(recs, GOAT)}
-    assert by["goatA"].mean_pain_prob == pytest.approx(2.0 / 3) and by["goatA"].verdict == "pain"
+    by = {g.group: g for g in aggregate(recs, GOAT, min_frames=3)}
+    assert by["goatA"].mean_pain_prob == pytest.approx(2.0 / 3) and by["goatA"].verdict == "painful"
     assert by["goatA"].share_painful == pytest.approx(2 / 3)
-    assert by["goatB"].verdict == "no pain" and by["goatB"].share_painful == pytest.approx(1 / 3)
-    assert aggregate(recs, GOAT, threshold=0.7)[0].share_painful == pytest.approx(2 / 3)
+    assert by["goatB"].verdict == "not painful" and by["goatB"].share_painful == pytest.approx(1 / 3)
+    assert aggregate(recs, GOAT, threshold=0.7, min_frames=3)[0].share_painful == pytest.approx(2 / 3)
+    # the same rule as the goat clinic's evaluation (edge.verdict): too few scored frames, no verdict
+    few = {g.group: g for g in aggregate(recs, GOAT, min_frames=4)}
+    assert few["goatA"].verdict == "insufficient frames" and few["goatA"].mean_pain_prob == pytest.approx(2 / 3)
+    row = few["goatA"].row(GOAT)
+    assert row["verdict"] == "insufficient frames" and row["min_frames"] == 4
+    from edge.verdict import VerdictRule, animal_verdicts
+
+    rows = animal_verdicts([r.subject for r in recs], [r.score for r in recs], VerdictRule(3, 0.5))
+    assert [r["verdict"] for r in rows] == [by["goatA"].verdict, by["goatB"].verdict]
 
 
 def test_subject_map(tmp_path: Path) -> None:

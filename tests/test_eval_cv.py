@@ -319,7 +319,7 @@ class _ThresholdTrainer:
 
     def per_animal(self, items: list[Item], recs: list[dict]) -> dict:
         from train.evaluation.cv import per_animal_classification
-        from train.evaluation.verdict import VerdictRule
+        from edge.verdict import VerdictRule
 
         return per_animal_classification(items, [r["pred"] for r in recs], "pain", VerdictRule(min_frames=2))
 

@@ -8,7 +8,7 @@ the size of VGG-16's fully connected layers, not of its pooled conv features), t
 (scikit-learn ``LinearSVC`` after ``StandardScaler``) separates pain from no pain. Every frame
 inherits its video's animal-level label. Evaluation uses the same schemes as ``grimace cv``, with
 metrics on the pooled out-of-fold predictions and a per-animal verdict
-(:mod:`train.evaluation.verdict`).
+(:mod:`edge.verdict`).
 
 The trained SVM is saved without pickle (:func:`save_svm`): ``svm_model.npz`` holds the scaler's mean
 and scale and the SVM's coefficients and intercept, ``svm_model.json`` the configuration (backbone and
@@ -37,7 +37,7 @@ import numpy as np
 
 from edge.sources import VIDEO_EXTS, ItemError, expand_inputs, iter_video, read_image
 from train.evaluation.cv import Item, classification_metrics, per_animal_classification, positive_class
-from train.evaluation.verdict import VerdictRule
+from edge.verdict import VerdictRule
 
 BACKBONES = ("vgg16", "tiny")
 SVM_FORMAT = 1
@@ -575,7 +575,7 @@ def score_videos(
         VideoLabelError: The features do not match the model (different weights or dimension).
     """
     from edge.sources import iter_inputs
-    from train.evaluation.verdict import animal_verdicts, verdict_summary
+    from edge.verdict import animal_verdicts, verdict_summary
 
     fx = saved.feature_extractor(device=device, batch_size=batch_size)
     rule = rule or saved.rule
@@ -623,7 +623,7 @@ def score_videos(
             f"the SVM was trained on features from {saved.config['weights']!r} but this run has "
             f"{fx.weights_used!r}; its scores would be meaningless"
         )
-    from train.evaluation.verdict import NOT_PAINFUL, PAINFUL
+    from edge.verdict import NOT_PAINFUL, PAINFUL
 
     verdict_truth = {a: PAINFUL if lab == pos else NOT_PAINFUL for a, lab in (truth or {}).items()} or None
     rows = animal_verdicts(

@@ -211,7 +211,7 @@ def _svm_trainer(
     require("torch", "the SVM baseline")
     require("sklearn", "the SVM baseline")
     from train.evaluation.baseline import BACKBONES, FeatureExtractor, SVMTrainer, resolve_device
-    from train.evaluation.verdict import VerdictRule
+    from edge.verdict import VerdictRule
 
     if backbone not in BACKBONES:
         _fail(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
@@ -431,7 +431,7 @@ def baseline_score(
     from train.evaluation.baseline import VideoLabelError, load_svm, read_video_labels, score_videos
     from train.evaluation.provenance import provenance
     from train.evaluation.report import write_json
-    from train.evaluation.verdict import VerdictRule
+    from edge.verdict import VerdictRule
 
     try:
         saved = load_svm(model)

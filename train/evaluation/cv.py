@@ -145,7 +145,7 @@ def per_animal_classification(
     """Per-animal verdicts from out-of-fold frame predictions (the goat clinic's question).
 
     The frame's pain value is 1 when it is predicted ``positive``, else 0; the animal's verdict follows
-    ``rule`` (:class:`~train.evaluation.verdict.VerdictRule`); its true class is the majority label of
+    ``rule`` (:class:`~edge.verdict.VerdictRule`); its true class is the majority label of
     its items.
 
     Returns:
@@ -153,7 +153,7 @@ def per_animal_classification(
     """
     from collections import Counter
 
-    from train.evaluation.verdict import NOT_PAINFUL, PAINFUL, animal_verdicts, verdict_summary
+    from edge.verdict import NOT_PAINFUL, PAINFUL, animal_verdicts, verdict_summary
 
     truth_label: dict[str, str] = {}
     per: dict[str, Counter[str]] = {}

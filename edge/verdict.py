@@ -7,7 +7,8 @@ value is the model's pain probability (the fused model's ``pain`` grade probabil
 SVM, which gives no probability, its vote (1 when it calls the frame painful, else 0) — the mean is
 then the share of frames called painful. Frames the model abstained on do not count as scored.
 
-Pure numpy, no torch, so the edge runtime can apply the same rule to ``grimace score`` output.
+Pure numpy, in the edge runtime: ``grimace score`` (per-animal summaries of binary scales, through
+:func:`edge.aggregate.aggregate`), ``grimace eval cv`` and ``grimace baseline score`` apply this one rule.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ PAINFUL = "painful"
 NOT_PAINFUL = "not painful"
 INSUFFICIENT = "insufficient frames"
 VERDICTS = (PAINFUL, NOT_PAINFUL, INSUFFICIENT)
+DEFAULT_MIN_FRAMES = 10
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class VerdictRule:
         threshold: Mean pain value at or above which the animal is painful.
     """
 
-    min_frames: int = 10
+    min_frames: int = DEFAULT_MIN_FRAMES
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
@@ -50,6 +52,12 @@ class VerdictRule:
             f"least {self.min_frames} scored frames is >= {self.threshold:g}; not painful when below; "
             f"fewer than {self.min_frames} scored frames: insufficient frames"
         )
+
+    def verdict(self, n_scored: int, mean_pain: float | None) -> str:
+        """The verdict for an animal with ``n_scored`` scored frames and mean pain value ``mean_pain``."""
+        if n_scored < self.min_frames or mean_pain is None or not math.isfinite(mean_pain):
+            return INSUFFICIENT
+        return PAINFUL if mean_pain >= self.threshold else NOT_PAINFUL
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (with the sentence)."""
@@ -84,10 +92,7 @@ def animal_verdicts(
         vals = v[sel]
         scored = vals[np.isfinite(vals)]
         mean = float(scored.mean()) if scored.size else math.nan
-        if scored.size < rule.min_frames:
-            verdict = INSUFFICIENT
-        else:
-            verdict = PAINFUL if mean >= rule.threshold else NOT_PAINFUL
+        verdict = rule.verdict(int(scored.size), mean)
         row: dict[str, Any] = {
             "animal": animal,
             "n_frames": int(sel.sum()),
