@@ -16,6 +16,30 @@ import typer
 
 from edge import __version__
 
+
+def _hide_flag_types() -> None:
+    """Boolean flags in help without a ``<bool>`` type column (typer 0.2x's rich help prints one).
+
+    ``--annotate/--no-annotate`` takes no value, so a type next to it reads as if it wanted one; the
+    plain-text help already omits it. One patch here covers every command of the app.
+    """
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_grimace_flags_hidden", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._grimace_flags_hidden = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
+
 app = typer.Typer(
     name="grimace",
     help="Automated grimace-scale pain scoring for the edge (rats, mice, goats).",
@@ -38,6 +62,8 @@ _GROUPS: list[tuple[str, str, str | None, str]] = [
     ("train.evaluation.cli", "cv_app", None, "Cross-validation."),
     ("train.evaluation.cli", "baseline_app", "baseline", "Baselines (goat VGG-16 + SVM)."),
     ("bench.cli", "app", None, "Benchmarks."),
+    ("edge.cli_tools", "app", None, "Demo."),
+    ("edge.cli_tools", "disk_app", "disk", "Disk guard: free space, rotation of old images."),
 ]
 
 

@@ -75,11 +75,9 @@ def _synth_video(folder: Path, seconds: float, fps: float, seed: int) -> Path:
     return videos[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the demo; returns the process exit status."""
-    ap = argparse.ArgumentParser(
-        prog="python -m edge.demo", description="grimace-edge demo (synthetic data)."
-    )
+def main(argv: list[str] | None = None, prog: str = "python -m edge.demo") -> int:
+    """Run the demo (also ``grimace demo``); returns the process exit status."""
+    ap = argparse.ArgumentParser(prog=prog, description="grimace-edge demo (synthetic data).")
     ap.add_argument("--model", type=Path, default=DEMO_MODEL, help="ONNX model (default: the demo model)")
     ap.add_argument(
         "--video", type=Path, default=None, help="session video (default: shipped or synthesised)"
@@ -88,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="length of a synthesised video")
     ap.add_argument("--fps", type=float, default=2.0, help="frames per second scored")
     ap.add_argument("--seed", type=int, default=7, help="seed of a synthesised video")
-    args = ap.parse_args(argv)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2): argparse has printed why
+        return int(e.code or 0)
 
     import os
 

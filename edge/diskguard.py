@@ -390,9 +390,9 @@ class DiskGuard:
 # ----------------------------------------------------------------------------------------------- CLI
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(prog: str = "python -m edge.diskguard") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m edge.diskguard",
+        prog=prog,
         description="Keep free space for the results database: rotate old selected-frame images, "
         "refuse to start below a floor. Never deletes database files.",
     )
@@ -413,9 +413,15 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None, usage_fn: UsageFn = _disk_usage) -> int:
-    """Command-line entry point; returns the exit status (0 ok, 1 below the floor, 2 bad usage)."""
-    args = _build_parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None, usage_fn: UsageFn = _disk_usage, prog: str = "python -m edge.diskguard"
+) -> int:
+    """Command-line entry point (also ``grimace disk``); returns the exit status (0 ok, 1 below the
+    floor, 2 bad usage)."""
+    try:
+        args = _build_parser(prog).parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2): argparse has printed why
+        return int(e.code or 0)
     tag = f"diskguard {args.command}:"
     try:
         cfg = GuardConfig.from_env(

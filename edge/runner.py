@@ -24,7 +24,6 @@ from typing import Any
 
 from edge import __version__
 from edge.aggregate import SubjectMap, aggregate, load_subject_map, summary_rows
-from edge.verdict import DEFAULT_MIN_FRAMES, VerdictRule
 from edge.predictor import Predictor, StageTimes, load_model
 from edge.quality import frame_quality
 from edge.records import (
@@ -40,6 +39,7 @@ from edge.records import (
 )
 from edge.report import AnnotatedVideo, annotate
 from edge.sources import Frame, ItemError, iter_inputs
+from edge.verdict import DEFAULT_MIN_FRAMES, VerdictRule
 
 
 @dataclass
@@ -238,8 +238,12 @@ def _write_outputs(
     rows = [table_row(r, spec) for r in run.records]
     run.outputs["frames_csv"] = str(write_csv(out / "frames.csv", rows, cols))
     run.outputs["frames_jsonl"] = str(out / "frames.jsonl")
-    by_subject = summary_rows(aggregate(run.records, spec, by="subject", min_frames=min_frames), spec, by="subject")
-    by_session = summary_rows(aggregate(run.records, spec, by="session", min_frames=min_frames), spec, by="session")
+    by_subject = summary_rows(
+        aggregate(run.records, spec, by="subject", min_frames=min_frames), spec, by="subject"
+    )
+    by_session = summary_rows(
+        aggregate(run.records, spec, by="session", min_frames=min_frames), spec, by="session"
+    )
     run.outputs["summary_by_animal"] = str(write_csv(out / "summary_by_animal.csv", by_subject))
     run.outputs["summary_by_session"] = str(write_csv(out / "summary_by_session.csv", by_session))
     err_rows = [{"source": e.source, "error": e.message, "frames_read": e.frames_read} for e in run.errors]

@@ -249,3 +249,20 @@ def test_cli_preflight_on_the_real_disk(tmp_path: Path, floor: str, code: int) -
     )
     assert r.returncode == code, r.stdout + r.stderr
     assert ("REFUSING" in r.stderr) == (code == 1)
+
+
+@pytest.mark.parametrize(("floor", "code"), [("1", 0), ("100%", 1)])
+def test_grimace_disk_command_forwards_to_the_same_parser(tmp_path: Path, floor: str, code: int) -> None:
+    """``grimace disk preflight`` is the same job as ``python -m edge.diskguard preflight``."""
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    args = ["--min-free-start", floor, "--min-free-images", floor, "--target-free", floor]
+    r = CliRunner().invoke(app, ["disk", "preflight", str(tmp_path / "new"), *args])
+    assert r.exit_code == code, r.output
+    assert "diskguard preflight:" in r.output and ("REFUSING" in r.output) == (code == 1)
+    r = CliRunner().invoke(app, ["disk", "rotate", "--help"])
+    assert r.exit_code == 0 and "usage: grimace disk rotate" in r.output and "--dry-run" in r.output
+    r = CliRunner().invoke(app, ["disk", "status"])  # PATH missing: argparse's usage error, status 2
+    assert r.exit_code == 2

@@ -39,10 +39,31 @@ def test_demo_runs_score_and_watch(tmp_path: Path) -> None:
     assert len(list((tmp_path / "out" / "watch" / "selected").rglob("interval_*_annotated.jpg"))) == 10
 
 
-def test_demo_without_model_prints_the_recipe(tmp_path: Path) -> None:
-    r = _demo("--model", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "out"))
+@pytest.mark.parametrize("entry", [["-m", "edge.demo"], ["-m", "edge.cli", "demo"]])
+def test_demo_without_model_prints_the_recipe(tmp_path: Path, entry: list[str]) -> None:
+    """``python -m edge.demo`` (make demo) and ``grimace demo`` are one job with one parser."""
+    r = subprocess.run(
+        [sys.executable, *entry, "--model", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2
     assert "demo model not found" in r.stderr and "grimace convert onnx" in r.stderr
+
+
+def test_help_shows_boolean_flags_without_a_type() -> None:
+    """``--annotate/--no-annotate`` takes no value, so no ``<bool>`` type is shown next to it."""
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    for cmd in (["score"], ["watch"], ["convert", "onnx"], ["train", "student"], ["data", "check"]):
+        r = CliRunner().invoke(app, [*cmd, "--help"], env={"COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        assert "<bool>" not in r.output, cmd
+    r = CliRunner().invoke(app, ["score", "--help"], env={"COLUMNS": "200"})
+    assert "--no-annotate" in r.output and "<float>" in r.output  # value options keep their type
 
 
 @pytest.mark.slow

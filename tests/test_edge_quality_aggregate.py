@@ -131,7 +131,8 @@ def test_goat_verdict_and_share_of_painful_frames() -> None:
     assert aggregate(recs, GOAT, threshold=0.7, min_frames=3)[0].share_painful == pytest.approx(2 / 3)
     # the same rule as the goat clinic's evaluation (edge.verdict): too few scored frames, no verdict
     few = {g.group: g for g in aggregate(recs, GOAT, min_frames=4)}
-    assert few["goatA"].verdict == "insufficient frames" and few["goatA"].mean_pain_prob == pytest.approx(2 / 3)
+    assert few["goatA"].verdict == "insufficient frames"
+    assert few["goatA"].mean_pain_prob == pytest.approx(2 / 3)
     row = few["goatA"].row(GOAT)
     assert row["verdict"] == "insufficient frames" and row["min_frames"] == 4
     from edge.verdict import VerdictRule, animal_verdicts

@@ -318,8 +318,8 @@ class _ThresholdTrainer:
         )
 
     def per_animal(self, items: list[Item], recs: list[dict]) -> dict:
-        from train.evaluation.cv import per_animal_classification
         from edge.verdict import VerdictRule
+        from train.evaluation.cv import per_animal_classification
 
         return per_animal_classification(items, [r["pred"] for r in recs], "pain", VerdictRule(min_frames=2))
 

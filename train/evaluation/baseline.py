@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from edge.sources import VIDEO_EXTS, ItemError, expand_inputs, iter_video, read_image
-from train.evaluation.cv import Item, classification_metrics, per_animal_classification, positive_class
 from edge.verdict import VerdictRule
+from train.evaluation.cv import Item, classification_metrics, per_animal_classification, positive_class
 
 BACKBONES = ("vgg16", "tiny")
 SVM_FORMAT = 1

@@ -210,8 +210,8 @@ def _svm_trainer(
 ) -> object:
     require("torch", "the SVM baseline")
     require("sklearn", "the SVM baseline")
-    from train.evaluation.baseline import BACKBONES, FeatureExtractor, SVMTrainer, resolve_device
     from edge.verdict import VerdictRule
+    from train.evaluation.baseline import BACKBONES, FeatureExtractor, SVMTrainer, resolve_device
 
     if backbone not in BACKBONES:
         _fail(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
@@ -428,10 +428,10 @@ def baseline_score(
     require("torch", "the SVM baseline")
     import csv as _csv
 
+    from edge.verdict import VerdictRule
     from train.evaluation.baseline import VideoLabelError, load_svm, read_video_labels, score_videos
     from train.evaluation.provenance import provenance
     from train.evaluation.report import write_json
-    from edge.verdict import VerdictRule
 
     try:
         saved = load_svm(model)
