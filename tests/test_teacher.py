@@ -697,3 +697,68 @@ def test_tiny_teacher_trains_and_scores_on_cuda(tmp_path: Path) -> None:
     boxes = np.array([[10, 10, 40, 40], [40, 20, 90, 70]], np.float32)
     np.testing.assert_allclose(gpu.grade_boxes(img, boxes, [0, 2]), cpu.grade_boxes(img, boxes, [0, 2]),
                                atol=2e-2)  # fp16 autocast on the GPU  # fmt: skip
+
+
+def test_score_and_teacher_score_columns_mean_the_same(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """`grimace score` (fused ONNX) and `grimace teacher score` on the same images write one vocabulary:
+    the same seed columns in the same order, ``S`` = expected-grade frame score and ``S argmax`` =
+    argmax-grade frame score in both (each recomputed here from that file's own unit columns), and
+    `eval grades`' reader takes both files as they are (no legacy mapping)."""
+    import csv
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+    from edge.records import frame_columns
+    from tests.tiny_onnx import build_tiny_onnx, face_image
+    from train.evaluation.io import read_grade_csv, total_from_units
+    from train.teacher import load_teacher
+
+    data, run = tiny_run
+    spec = load_teacher(run).spec
+    images = tmp_path / "images"  # faces both models find: the blob model's colours, any box for the
+    images.mkdir()  # barely trained teacher at a low --conf
+    for i in range(4):
+        cv2.imwrite(str(images / f"face_{i}.png"), face_image(spec, 96, 96, size=12, seed=i))
+    for p in sorted((data / "images" / "test").glob("test_*.png")):
+        shutil.copy(p, images / p.name)
+    model = build_tiny_onnx(tmp_path / "student.onnx", spec, imgsz=96, cell=4, box=12)
+    r1 = CliRunner().invoke(app, ["score", str(images), "--model", str(model), "--out", str(tmp_path / "s"),
+                                  "--no-annotate", "--no-progress"])
+    assert r1.exit_code == 0, r1.output
+    r2 = CliRunner().invoke(app, ["teacher", "score", str(images), "--teacher", str(run),
+                                  "--out", str(tmp_path / "t.csv"), "--conf", "0.0001", "--min-units", "1"])
+    assert r2.exit_code == 0, r2.output
+    files = {"score": tmp_path / "s" / "frames.csv", "teacher": tmp_path / "t.csv"}
+    s = spec.score_name
+    seed = [c for c in frame_columns(spec)][: 2 + len(spec.units)]
+    assert seed == ["Filename", s, *[u.label for u in spec.units]]
+    n_scored, n_units = {}, {}
+    for who, path in files.items():
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        header = list(rows[0])
+        assert header[: len(seed)] == seed, who
+        assert f"{s} argmax" in header and all(f"{u.label} argmax" in header for u in spec.units), who
+        assert sorted(r["Filename"] for r in rows) == sorted(p.name for p in images.iterdir()), who
+
+        def col(name: str, rows: list[dict] = rows) -> np.ndarray:
+            return np.array([float(r[name]) if r[name] != "" else np.nan for r in rows])
+
+        for suffix in ("", " argmax"):
+            units = {u.name: col(f"{u.label}{suffix}") for u in spec.units}
+            total = col(f"{s}{suffix}")
+            scored = np.isfinite(total)
+            np.testing.assert_allclose(total[scored], total_from_units(spec, units, len(rows))[scored],
+                                       atol=1e-3, err_msg=f"{who}: {s}{suffix}")
+        n_scored[who] = int(np.isfinite(col(s)).sum())
+        n_units[who] = int(sum(np.isfinite(col(u.label)).sum() for u in spec.units))
+        abstained = np.array([bool(r["abstained"]) for r in rows])
+        assert (abstained == ~np.isfinite(col(s))).all(), who  # a score exactly where not abstained
+        table = read_grade_csv(path, spec)
+        assert table.note is None and table.total_from_file, who  # the schema itself, no legacy mapping
+        assert sorted(table.unit_columns.values()) == sorted(u.label for u in spec.units), who
+    # the fused model scores every face; the barely trained teacher finds some units but never an ear
+    # (a required unit), so its frames abstain with that reason and keep their unit columns
+    assert n_scored["score"] == 4 and n_units["teacher"] > 0
