@@ -302,6 +302,10 @@ def test_score_cli_writes_spreadsheet_and_flags_no_face(tiny_run: tuple[Path, Pa
     res = CliRunner().invoke(app, ["teacher", "score", str(data / "images" / "test"), str(bad),
                                    "--teacher", str(run), "--out", str(out), "--heatmaps", str(heat)])
     assert res.exit_code == 1, res.output  # one input failed: named, the rest written
+    only_bad = CliRunner().invoke(app, ["teacher", "score", str(bad), "--teacher", str(run),
+                                        "--out", str(tmp_path / "none.csv")])
+    assert only_bad.exit_code == 2 and "no frame could be read" in only_bad.output  # as `grimace score`
+    assert not (tmp_path / "none.csv").exists()
     assert "s/frame" in res.output and "broken.png" in res.output
     wb = load_workbook(out)
     rows = list(wb["RGS"].iter_rows(values_only=True))

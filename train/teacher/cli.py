@@ -204,7 +204,7 @@ def score_cmd(
         for e in run.errors:
             typer.echo(f"error: {e}", err=True)
         typer.echo("error: no frame could be read", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(2)  # nothing to write: the run failed as a whole (as `grimace score`)
     files = write_outputs(run, t.spec, out)
     abstained = sum(r.score is None for r in run.records)
     typer.echo(
