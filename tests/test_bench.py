@@ -35,9 +35,9 @@ def test_bench_tiny_cli_table_and_json(tmp_path: Path) -> None:
         # 2 images x 1 repeat, each a full decode -> score run
         assert p["n"] == 2, name
         assert set(p["stage_ms"]) == {"decode", "pre", "infer", "post"}
-        assert all(v >= 0 for v in p["stage_ms"].values())
-        assert p["total_ms"] > 0 and p["total_ms"] >= p["stage_ms"]["infer"]
-        assert p["peak_rss_added_mb"] >= 0
+        assert all(v > 0 for v in p["stage_ms"].values()), (name, p["stage_ms"])  # every stage timed
+        assert p["total_ms"] == pytest.approx(sum(p["stage_ms"].values()), rel=0.05, abs=0.05), name
+        assert p["peak_rss_added_mb"] > 0, name  # building a model adds weights and buffers
     teacher = r["pipelines"]["teacher/onnx"]["part_ms"]
     assert {"det_pre", "det_infer", "det_post", "crop_pre", "grade_infer", "score"} <= set(teacher)
     for be in ("onnx", "torch"):
