@@ -67,7 +67,9 @@ def _images(n: int) -> list[np.ndarray]:
 
 
 # ------------------------------------------------------------------------- version rules (pure)
-@pytest.mark.parametrize(("text", "parsed"), [("10.3.0.30", (10, 3, 0)), ("8.6.2", (8, 6, 2)), ("10.7", (10, 7, 0))])
+@pytest.mark.parametrize(
+    ("text", "parsed"), [("10.3.0.30", (10, 3, 0)), ("8.6.2", (8, 6, 2)), ("10.7", (10, 7, 0))]
+)
 def test_parse_trt_version(text: str, parsed: tuple[int, int, int]) -> None:
     assert parse_trt_version(text) == parsed
 
@@ -83,7 +85,9 @@ def test_trt_api_per_version() -> None:
 
 
 # ------------------------------------------------------------- defect 3: explicit batch on 8.6
-@pytest.mark.parametrize(("version", "flags"), [("8.6.2", "create_network(1)"), ("10.3.0", "create_network(0)")])
+@pytest.mark.parametrize(
+    ("version", "flags"), [("8.6.2", "create_network(1)"), ("10.3.0", "create_network(0)")]
+)
 def test_network_is_explicit_batch_on_86_and_10(tmp_path, monkeypatch, version, flags) -> None:
     st = StandInTensorRT(version)
     st.install(monkeypatch)
@@ -98,7 +102,8 @@ def test_network_is_explicit_batch_on_86_and_10(tmp_path, monkeypatch, version, 
 def test_no_deprecated_calls_on_10(tmp_path, monkeypatch) -> None:
     st = StandInTensorRT("10.3.0")
     st.install(monkeypatch)
-    build_engine(_model(tmp_path / "q.onnx", qdq=True), tmp_path / "q.engine", BuildOptions(fp16=True, int8=True))
+    opts = BuildOptions(fp16=True, int8=True)
+    build_engine(_model(tmp_path / "q.onnx", qdq=True), tmp_path / "q.engine", opts)
     assert st.deprecated_calls == []
 
 
@@ -192,7 +197,8 @@ def test_qdq_model_builds_int8_without_calibrator(tmp_path, monkeypatch, version
 
 def test_int8_without_qdq_on_10_says_how_to_quantize(tmp_path, monkeypatch) -> None:
     StandInTensorRT("10.3.0").install(monkeypatch)
-    with pytest.raises(EngineBuildError, match=r"no Q/DQ nodes.*grimace convert onnx CHECKPOINT --int8 --calib"):
+    pattern = r"no Q/DQ nodes.*grimace convert onnx CHECKPOINT --int8 --calib"
+    with pytest.raises(EngineBuildError, match=pattern):
         build_engine(_model(tmp_path / "m.onnx"), tmp_path / "m.engine",
                      BuildOptions(int8=True, calib_images=_images(8)))
 
@@ -250,4 +256,5 @@ def test_engine_is_never_left_without_its_sidecar(tmp_path, monkeypatch) -> None
     monkeypatch.undo()
     StandInTensorRT("10.3.0").install(monkeypatch)
     build_engine(_model(tmp_path / "m.onnx"), tmp_path / "m.engine", BuildOptions())
-    assert (tmp_path / "m.engine").read_bytes() == b"STANDIN-ENGINE" and sidecar_path(tmp_path / "m.engine").is_file()
+    assert (tmp_path / "m.engine").read_bytes() == b"STANDIN-ENGINE"
+    assert sidecar_path(tmp_path / "m.engine").is_file()

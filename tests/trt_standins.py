@@ -97,7 +97,10 @@ class StandInTensorRT:
     """
 
     def __init__(
-        self, version: str = "10.3.0", engine_onnx: Path | None = None, profile: tuple[int, int, int] = (1, 1, 8)
+        self,
+        version: str = "10.3.0",
+        engine_onnx: Path | None = None,
+        profile: tuple[int, int, int] = (1, 1, 8),
     ) -> None:
         self.version = version
         self.major = int(version.split(".")[0])
@@ -115,7 +118,7 @@ class StandInTensorRT:
         self.module = self._make_module()
 
     # ------------------------------------------------------------------------------- the module
-    def _make_module(self) -> types.ModuleType:  # noqa: C901 - one stand-in API surface
+    def _make_module(self) -> types.ModuleType:
         st = self
         trt = types.ModuleType("tensorrt")
         trt.__version__ = self.version
@@ -203,7 +206,7 @@ class StandInTensorRT:
                 proto = onnx.load(path, load_external_data=False)
                 for node in proto.graph.node:
                     if node.op_type.endswith(PLUGIN_SUFFIX) and not st.plugins_initialised:
-                        self.errors.append(f"node {node.name}: plugin {node.op_type} not found in the registry")
+                        self.errors.append(f"node {node.name}: plugin {node.op_type} not in the registry")
                         return False
                     kind = {"QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE"}.get(node.op_type)
                     self.network.layers.append(_Layer(kind or "OTHER"))
@@ -374,7 +377,8 @@ class StandInTensorRT:
                 self.in_shape = tuple(d if isinstance(d, int) else -1 for d in i.shape)
                 self.out_names = [o.name for o in self.sess.get_outputs()]
                 self.out_shapes = {
-                    o.name: tuple(d if isinstance(d, int) else -1 for d in o.shape) for o in self.sess.get_outputs()
+                    o.name: tuple(d if isinstance(d, int) else -1 for d in o.shape)
+                    for o in self.sess.get_outputs()
                 }
 
             @property
@@ -405,11 +409,11 @@ class StandInTensorRT:
                 self._dla = -1
 
             @property
-            def DLA_core(self) -> int:  # noqa: N802 - TensorRT's name
+            def DLA_core(self) -> int:
                 return self._dla
 
             @DLA_core.setter
-            def DLA_core(self, core: int) -> None:  # noqa: N802
+            def DLA_core(self, core: int) -> None:
                 st.runtime_dla_core = core
                 self._dla = core
 
