@@ -5,7 +5,8 @@
 #   jetson/install.sh --dry-run            # print every numbered step, change nothing
 #   sudo jetson/install.sh --prefix /opt/grimace --user grimace --storage /var/lib/grimace
 #
-# What it does (each step is idempotent; running the script again updates in place):
+# What it does (each step is idempotent: running the script again, with or without --ort-gpu-wheel,
+# gives the same installation; an onnxruntime-gpu once installed is never replaced by the CPU one):
 #   a dedicated system user, a virtual environment that sees JetPack's system packages (TensorRT
 #   Python bindings, OpenCV built with GStreamer), the grimace-edge package without torch, the
 #   storage directory, /etc/grimace/watch.env (kept if present), the systemd units
@@ -20,8 +21,9 @@ REPO_DIR="$(cd "${SCRIPT_DIR}/.." && pwd)"
 PREFIX=/opt/grimace
 SVC_USER=grimace
 STORAGE=/var/lib/grimace
-CONF_DIR=/etc/grimace
-UNIT_DIR=/etc/systemd/system
+# GRIMACE_CONF_DIR / GRIMACE_UNIT_DIR move the two system folders (an image root, the kit's tests).
+CONF_DIR="${GRIMACE_CONF_DIR:-/etc/grimace}"
+UNIT_DIR="${GRIMACE_UNIT_DIR:-/etc/systemd/system}"
 PYTHON=/usr/bin/python3
 SOURCE="${REPO_DIR}"
 EXTRAS=runtime
@@ -49,8 +51,9 @@ Options:
   --source SPEC           what pip installs: a checkout, a wheel or a requirement
                           (default: this checkout, ${REPO_DIR})
   --extras LIST           package extras, comma-separated (default ${EXTRAS}; never 'train')
-  --ort-gpu-wheel PATH    onnxruntime-gpu wheel for this JetPack (file or URL, e.g. from NVIDIA's
-                          Jetson Zoo); replaces the CPU onnxruntime in the environment
+  --ort-gpu-wheel PATH    onnxruntime-gpu wheel for this JetPack (file or URL; see jetson/README.md
+                          for NVIDIA's Jetson index); replaces the CPU onnxruntime in the environment
+                          and is kept by later runs without this option
   --pip-opencv            keep the PyPI opencv-python wheel (no GStreamer: no CSI cameras)
   --no-enable             install the units but do not enable them
   --start                 start grimace-watch now (needs a model at GRIMACE_MODEL)
@@ -125,6 +128,29 @@ run_systemctl() {
         return 0
     fi
     run systemctl "$@"
+}
+
+# Installed version of a distribution in the virtual environment ("" when absent or no venv yet).
+dist_version() {
+    [[ -x "${VENV}/bin/python" ]] || return 0
+    "${VENV}/bin/python" -c 'import importlib.metadata as m, sys
+try:
+    print(m.version(sys.argv[1]))
+except m.PackageNotFoundError:
+    pass' "$1" 2>/dev/null || true
+}
+
+# Requirements of grimace-edge[EXTRAS] as installed, without onnxruntime (one per line).
+requirements_without_ort() {
+    "${VENV}/bin/python" -c 'import importlib.metadata as m, re, sys
+extras = set(sys.argv[1].split(","))
+for req in m.requires("grimace-edge") or []:
+    spec, _, marker = req.partition(";")
+    name = re.split(r"[<>=!~\[ (]", spec.strip())[0].lower().replace("_", "-")
+    wanted = re.search(r"extra\s*==\s*.([A-Za-z0-9_.-]+).", marker)
+    if name == "onnxruntime" or (marker.strip() and (wanted is None or wanted.group(1) not in extras)):
+        continue
+    print(spec.strip())' "${EXTRAS}"
 }
 
 if [[ ${DRY_RUN} -eq 1 ]]; then
@@ -229,7 +255,24 @@ fi
 run "${VENV}/bin/python" -m pip install --upgrade pip
 
 step "Install grimace-edge[${EXTRAS}] from ${SOURCE} (no torch)"
-run "${VENV}/bin/python" -m pip install --upgrade "${SOURCE}[${EXTRAS}]"
+ORT_GPU_VERSION="$(dist_version onnxruntime-gpu)"
+if [[ -n "${ORT_GPU_WHEEL}" || -n "${ORT_GPU_VERSION}" ]]; then
+    # onnxruntime and onnxruntime-gpu share the package folder 'onnxruntime/': letting pip resolve the
+    # extras would install the CPU wheel over the GPU one. Install the package without dependencies,
+    # then its requirements except onnxruntime (step 9 puts onnxruntime-gpu in place).
+    note "onnxruntime-gpu ${ORT_GPU_VERSION:-(from --ort-gpu-wheel)}: the CPU onnxruntime is left out"
+    run "${VENV}/bin/python" -m pip install --upgrade --no-deps "${SOURCE}[${EXTRAS}]"
+    if [[ ${DRY_RUN} -eq 1 && ! -x "${VENV}/bin/python" ]]; then
+        echo "    would run: ${VENV}/bin/python -m pip install --upgrade <requirements of grimace-edge[${EXTRAS}] except onnxruntime>"
+    else
+        mapfile -t reqs < <(requirements_without_ort)
+        if [[ ${#reqs[@]} -gt 0 ]]; then
+            run "${VENV}/bin/python" -m pip install --upgrade "${reqs[@]}"
+        fi
+    fi
+else
+    run "${VENV}/bin/python" -m pip install --upgrade "${SOURCE}[${EXTRAS}]"
+fi
 
 step "Choose OpenCV: JetPack's build with GStreamer, or the PyPI wheel"
 if [[ ${SYSTEM_CV2_GST} -eq 1 ]]; then
@@ -242,12 +285,30 @@ else
 fi
 
 step "ONNX Runtime with CUDA for Jetson (optional --ort-gpu-wheel)"
+ORT_CPU_VERSION="$(dist_version onnxruntime)"
+ORT_GPU_VERSION="$(dist_version onnxruntime-gpu)"
 if [[ -n "${ORT_GPU_WHEEL}" ]]; then
-    run "${VENV}/bin/python" -m pip uninstall -y onnxruntime
-    run "${VENV}/bin/python" -m pip install "${ORT_GPU_WHEEL}"
+    # e.g. onnxruntime_gpu-1.20.0-cp310-cp310-linux_aarch64.whl -> 1.20.0
+    wheel_version="$(basename "${ORT_GPU_WHEEL%%[?#]*}" | sed -n 's/^onnxruntime_gpu-\([^-]*\)-.*/\1/p')"
+    [[ -n "${wheel_version}" ]] || die "--ort-gpu-wheel: ${ORT_GPU_WHEEL} is not an onnxruntime_gpu-VERSION-*.whl"
+    if [[ -n "${ORT_CPU_VERSION}" ]]; then
+        # removing the CPU wheel also deletes files of onnxruntime-gpu (same folder): reinstall it below
+        run "${VENV}/bin/python" -m pip uninstall -y onnxruntime
+    fi
+    if [[ -z "${ORT_CPU_VERSION}" && "${ORT_GPU_VERSION}" == "${wheel_version}" ]]; then
+        note "onnxruntime-gpu ${ORT_GPU_VERSION} from this wheel is installed: kept"
+    else
+        # --force-reinstall: put back every file, even when pip thinks this version is installed
+        run "${VENV}/bin/python" -m pip install --force-reinstall --no-deps "${ORT_GPU_WHEEL}"
+        run "${VENV}/bin/python" -m pip install "${ORT_GPU_WHEEL}"  # its dependencies, if missing
+    fi
     if [[ ${SYSTEM_CV2_GST} -eq 1 ]]; then
         run "${VENV}/bin/python" -m pip install "numpy<2"
     fi
+elif [[ -n "${ORT_GPU_VERSION}" && -n "${ORT_CPU_VERSION}" ]]; then
+    warn "onnxruntime ${ORT_CPU_VERSION} (CPU) and onnxruntime-gpu ${ORT_GPU_VERSION} are both installed and share files: run again with --ort-gpu-wheel to repair"
+elif [[ -n "${ORT_GPU_VERSION}" ]]; then
+    note "onnxruntime-gpu ${ORT_GPU_VERSION} is installed: kept"
 else
     note "skipped: CPU onnxruntime from PyPI stays (TensorRT engines do not need it)"
 fi
