@@ -180,8 +180,10 @@ def check_cmd(
     min_agree: float = typer.Option(0.95, help="Fail below this fraction of matched boxes/units/grades."),
 ) -> None:
     """Report box IoU and unit/grade agreement of an engine against its ONNX model."""
+    from edge.backends import require_tensorrt
+
     try:
-        require("tensorrt", "grimace convert check")
+        require_tensorrt("grimace convert check")
     except MissingDependencyError as e:
         _fail(str(e))
     from convert.trt_engine import check_engine_against_onnx
@@ -190,7 +192,7 @@ def check_cmd(
     imgs = _images(images, n_images, "the engine check")
     try:
         rep = check_engine_against_onnx(engine, onnx_model, imgs, conf=conf, iou=iou)
-    except ArtifactError as e:
+    except (ArtifactError, MissingDependencyError) as e:
         _fail(str(e))
     for line in rep.lines():
         typer.echo(line)

@@ -683,3 +683,88 @@ def test_install_without_gpu_wheel_twice_is_stable(standin_root: dict[str, objec
         states.append(_venv_state(root))
     assert states[0] == states[1] and "onnxruntime==1.20.0" in states[0][0]
     assert states[0][1].startswith("onnxruntime ['CPUExecutionProvider']")
+
+
+# ---------------------------------------------------------------------------- acceptance script
+
+ACCEPTANCE_STEPS = [
+    "Platform",
+    "TensorRT readiness",
+    "Build the engine with the TensorRT Python API",
+    "Build the engine with trtexec",
+    "Parity of the api engine",
+    "Parity of the trtexec engine",
+    "Time the engines",
+    "End to end",
+]
+
+
+def test_acceptance_dry_run_shows_every_step(tmp_path: Path) -> None:
+    r = _run(["bash", str(KIT / "acceptance.sh"), "model.onnx", "--frames", "frames", "--dry-run",
+              "--work", str(tmp_path / "w"), "--grimace", "/opt/grimace/venv/bin/grimace",
+              "--trtexec", "trtexec"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    steps = _steps(r.stdout)
+    assert [n for n, _, _ in steps] == list(range(1, len(ACCEPTANCE_STEPS) + 1))
+    for (_, _, title), expected in zip(steps, ACCEPTANCE_STEPS, strict=True):
+        assert title.startswith(expected), (title, expected)
+    out = r.stdout
+    for cmd in (
+        "would run: /opt/grimace/venv/bin/grimace convert check-trt model.onnx",
+        f"/opt/grimace/venv/bin/grimace convert trt model.onnx --out {tmp_path}/w/api.engine --fp16",
+        f"/build_engine.sh model.onnx --out {tmp_path}/w/trtexec.engine --trtexec trtexec",
+        f"convert check {tmp_path}/w/api.engine --onnx model.onnx --images frames --n-images 32",
+        f"convert check {tmp_path}/w/trtexec.engine --onnx model.onnx",
+        f"would run: trtexec --loadEngine={tmp_path}/w/api.engine",
+        f"-c <inline Python, 22 lines> {tmp_path}/w/trtexec.engine frames 32",
+        f"grimace score frames --model {tmp_path}/w/api.engine --out {tmp_path}/w/score-api",
+    ):
+        assert cmd in out, cmd
+    assert "dry run finished: 8 steps listed, nothing run" in out and "-> " not in out
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_acceptance_report_on_a_machine_without_tensorrt(tmp_path: Path) -> None:
+    """A real run here (no TensorRT, no GPU; trtexec is a stand-in that writes a dummy engine and
+    prints trtexec's version and device lines): every step runs, failures are reported with their
+    message, the ONNX end-to-end figure is there, and the report is written; the exit status says FAIL."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    cv2 = pytest.importorskip("cv2")
+    from edge.scales import load_scale
+    from tests.tiny_onnx import build_tiny_onnx, face_image
+
+    spec = load_scale("rgs")
+    model = build_tiny_onnx(tmp_path / "m.onnx", spec, imgsz=160, cell=8, box=24, batch=None)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"f{i}.jpg"), face_image(spec, 240, 320, size=24, seed=i))
+    for name, body in (
+        ("grimace", f'cd {REPO} && exec {sys.executable} -m edge.cli "$@"'),
+        ("python", f'cd {REPO} && exec {sys.executable} "$@"'),
+        ("trtexec", "echo '&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # (stand-in)'\n"
+                    "echo '[I] Selected Device: Orin'; echo '[I] Compute Capability: 8.7'\n"
+                    "echo '[I] SMs: 16'\n"
+                    'for a in "$@"; do case $a in --saveEngine=*) echo x > "${a#*=}";; esac; done'),
+    ):
+        (tmp_path / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    work = tmp_path / "work"
+    r = _run(["bash", str(KIT / "acceptance.sh"), str(model), "--frames", str(frames), "--n-frames", "3",
+              "--work", str(work), "--grimace", str(tmp_path / "grimace"),
+              "--python", str(tmp_path / "python"), "--trtexec", str(tmp_path / "trtexec")],
+             env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = (work / "acceptance-report.txt").read_text()
+    assert report in r.stdout and report.startswith("==== grimace-edge acceptance report")
+    lines = report.splitlines()
+    assert "readiness: PASS" in lines
+    (api,) = [ln for ln in lines if ln.startswith("build (Python API): FAIL")]
+    assert "python3-libnvinfer" in api  # what to install, in the report itself
+    assert any(ln.startswith("build (trtexec): PASS") and "TensorRT 10.3.0" in ln for ln in lines)
+    assert any(ln.startswith("parity (trtexec): FAIL") and "python3-libnvinfer" in ln for ln in lines)
+    assert "parity (api): SKIP (no engine)" in lines
+    assert any(ln.startswith("end to end (m.onnx): 3 frames in") for ln in lines)
+    assert any(ln.startswith("trtexec: TensorRT v100300") for ln in lines)
