@@ -34,6 +34,7 @@ START=0
 DRY_RUN=0
 SKIP_PLATFORM_CHECK=0
 TEGRA_RELEASE="${GRIMACE_TEGRA_RELEASE:-/etc/nv_tegra_release}"
+CUDA_VERSION_JSON="${GRIMACE_CUDA_VERSION_JSON:-/usr/local/cuda/version.json}"
 MIN_PY_MINOR=10      # grimace-edge needs Python >= 3.10
 
 usage() {
@@ -204,9 +205,25 @@ fi
 
 step "Check JetPack's Python packages visible to ${PYTHON} (TensorRT bindings, OpenCV with GStreamer)"
 SYSTEM_CV2_GST=0
+CUDA_PYTHON_REQ=""
 if [[ ${py_ok} -eq 1 ]]; then
     if trt_ver="$("${PYTHON}" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null)"; then
         note "tensorrt ${trt_ver} (TensorRT engines can run in-process)"
+        # Engines need cuda-python for device memory, built for this CUDA (12.2 on JetPack 6.0, 12.6 on
+        # 6.1/6.2): the version from the CUDA toolkit, else from the L4T revision.
+        cuda_mm=""
+        if [[ -r "${CUDA_VERSION_JSON}" ]]; then
+            cuda_mm="$(sed -n '/"cuda"/,/}/s/.*"version" *: *"\([0-9]*\.[0-9]*\).*/\1/p' "${CUDA_VERSION_JSON}" | head -n 1)"
+        fi
+        if [[ -z "${cuda_mm}" && "${l4t_major:-}" == 36 ]]; then
+            case "${l4t_rev:-}" in 2.*|3.*) cuda_mm=12.2 ;; *) cuda_mm=12.6 ;; esac
+        fi
+        if [[ "${cuda_mm}" =~ ^12\.([0-9]+)$ ]]; then
+            CUDA_PYTHON_REQ="cuda-python>=${cuda_mm},<12.$((BASH_REMATCH[1] + 1))"
+        else
+            CUDA_PYTHON_REQ="cuda-python>=12.2,<13"
+        fi
+        note "CUDA ${cuda_mm:-unknown}: engines need ${CUDA_PYTHON_REQ} (installed in step 7)"
     else
         note "tensorrt Python bindings not found (apt-get install python3-libnvinfer for TensorRT engines; ONNX works without)"
     fi
@@ -272,6 +289,11 @@ if [[ -n "${ORT_GPU_WHEEL}" || -n "${ORT_GPU_VERSION}" ]]; then
     fi
 else
     run "${VENV}/bin/python" -m pip install --upgrade "${SOURCE}[${EXTRAS}]"
+fi
+if [[ -n "${CUDA_PYTHON_REQ}" ]]; then
+    run "${VENV}/bin/python" -m pip install "${CUDA_PYTHON_REQ}"
+else
+    note "no TensorRT bindings: cuda-python not needed (install it with python3-libnvinfer for engines)"
 fi
 
 step "Choose OpenCV: JetPack's build with GStreamer, or the PyPI wheel"

@@ -319,6 +319,37 @@ def test_install_dry_run_keeps_an_installed_onnxruntime_gpu(tmp_path: Path) -> N
         assert "pip uninstall" not in out and "--force-reinstall" not in out
 
 
+@pytest.mark.parametrize(
+    ("release", "version_json", "requirement"),
+    [
+        (R36, '{"cuda": {"name": "CUDA SDK", "version": "12.6.68"}}', "cuda-python\\>=12.6\\,\\<12.7"),
+        (R36.replace("REVISION: 4.0", "REVISION: 3.0"), None, "cuda-python\\>=12.2\\,\\<12.3"),
+    ],
+)
+def test_install_adds_cuda_python_for_the_device_cuda(
+    tmp_path: Path, release: str, version_json: str | None, requirement: str
+) -> None:
+    """Defect 4: with JetPack's TensorRT bindings present, the installer installs cuda-python for the
+    device's CUDA (from the toolkit's version.json, else from the L4T revision: R36.3 = JetPack 6.0)."""
+    fake = tmp_path / "python3"  # stand-in system Python that has JetPack's tensorrt, no GStreamer cv2
+    fake.write_text('#!/usr/bin/env bash\ncase "$2" in\n  *tensorrt*) echo 10.3.0.30 ;;\n'
+                    '  *"version_info[:2]"*) echo 3.10 ;;\n  *cv2*) exit 1 ;;\n  *) exit 0 ;;\nesac\n')
+    fake.chmod(0o755)
+    rel = tmp_path / "nv_tegra_release"
+    rel.write_text(release)
+    vj = tmp_path / "version.json"
+    if version_json:
+        vj.write_text(version_json)
+    env = {**os.environ, "GRIMACE_TEGRA_RELEASE": str(rel), "GRIMACE_CUDA_VERSION_JSON": str(vj)}
+    cmd = ["bash", str(KIT / "install.sh"), "--dry-run", "--python", str(fake),
+           "--prefix", str(tmp_path / "p")]
+    r = _run(cmd, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "tensorrt 10.3.0.30" in r.stdout
+    want = f"would run: {tmp_path}/p/venv/bin/python -m pip install {requirement}\n"
+    assert want in r.stdout, r.stdout
+
+
 def test_install_dry_run_on_jetpack5_with_python38_warns(tmp_path: Path) -> None:
     fake = tmp_path / "python3.8"
     fake.write_text('#!/usr/bin/env bash\ncase "$2" in *"print("*) echo 3.8 ;; *) exit 1 ;; esac\n')
