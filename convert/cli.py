@@ -230,7 +230,9 @@ def sidecar_cmd(
         _fail(str(e))
     if tensorrt_version is None:
         try:
-            tensorrt_version = require("tensorrt", "detecting the TensorRT version").__version__
+            from edge.backends import require_tensorrt
+
+            tensorrt_version = require_tensorrt("detecting the TensorRT version").__version__
         except MissingDependencyError as e:
             _fail(f"{e} Or pass --tensorrt-version.")
     if gpu_name is None or compute_capability is None or sm_count is None:
