@@ -131,22 +131,25 @@ def trt_cmd(
     model: Path = typer.Argument(..., help="ONNX file exported by `grimace convert onnx`."),
     out: Path = typer.Option(..., "--out", "-o", help="Engine file to write (sidecar ENGINE.json beside)."),
     fp16: bool = typer.Option(False, "--fp16", help="Allow FP16 kernels."),
-    int8: bool = typer.Option(False, "--int8", help="INT8 with entropy calibration."),
-    calib: Path | None = typer.Option(None, help="Folder of calibration images (INT8)."),
+    int8: bool = typer.Option(False, "--int8", help="INT8: a QDQ model (`convert onnx --int8`) as it is; "
+                              "otherwise entropy calibration (TensorRT 8.6 only)."),
+    calib: Path | None = typer.Option(None, help="Folder of calibration images (INT8, TensorRT 8.6)."),
     calib_n: int = typer.Option(256, help="Calibration images used at most."),
     calib_batch: int = typer.Option(8, help="Calibration batch (dynamic-batch models)."),
     workspace: float = typer.Option(2.0, help="Workspace memory limit in GiB."),
     dla: int | None = typer.Option(None, help="DLA core (Jetson), with GPU fallback."),
     max_batch: int = typer.Option(8, help="Max batch of the profile (dynamic-batch models)."),
 ) -> None:
-    """Build a TensorRT engine (TensorRT Python API) with timing cache and INT8 calibration."""
+    """Build a TensorRT engine (TensorRT 8.6 / 10.x Python API) with timing cache and INT8."""
+    from edge.backends import require_tensorrt
+
     try:
-        require("tensorrt", "grimace convert trt")
+        require_tensorrt("grimace convert trt")
     except MissingDependencyError as e:
-        _fail(f"{e} TensorRT comes with JetPack on a Jetson; elsewhere install it from NVIDIA. "
-              "Without Python TensorRT use jetson/build_engine.sh (trtexec).")
+        _fail(str(e))
     from convert.parity import load_images
     from convert.trt_engine import BuildOptions, EngineBuildError, build_engine
+    from edge.artifact import ArtifactError
 
     imgs = []
     if int8 and calib is not None:
@@ -158,11 +161,11 @@ def trt_cmd(
                         calib_cache=out.with_suffix(".calib"))
     try:
         md = build_engine(model, out, opts)
-    except EngineBuildError as e:
+    except (EngineBuildError, MissingDependencyError, ArtifactError) as e:
         _fail(str(e))
     e = md.engine
     typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): TensorRT {e.tensorrt_version}, "
-               f"{e.precision}, {e.gpu_name} (compute {e.compute_capability}), "
+               f"{e.precision}, {e.gpu_name} (compute {e.compute_capability}, {e.sm_count} SMs), "
                f"built in {e.build_time_s:.1f} s")
 
 
@@ -177,8 +180,10 @@ def check_cmd(
     min_agree: float = typer.Option(0.95, help="Fail below this fraction of matched boxes/units/grades."),
 ) -> None:
     """Report box IoU and unit/grade agreement of an engine against its ONNX model."""
+    from edge.backends import require_tensorrt
+
     try:
-        require("tensorrt", "grimace convert check")
+        require_tensorrt("grimace convert check")
     except MissingDependencyError as e:
         _fail(str(e))
     from convert.trt_engine import check_engine_against_onnx
@@ -187,7 +192,7 @@ def check_cmd(
     imgs = _images(images, n_images, "the engine check")
     try:
         rep = check_engine_against_onnx(engine, onnx_model, imgs, conf=conf, iou=iou)
-    except ArtifactError as e:
+    except (ArtifactError, MissingDependencyError) as e:
         _fail(str(e))
     for line in rep.lines():
         typer.echo(line)
@@ -206,6 +211,7 @@ def sidecar_cmd(
     tensorrt_version: str | None = typer.Option(None, help="Default: the installed tensorrt module's."),
     gpu_name: str | None = typer.Option(None, help="Default: detected with cuda-python."),
     compute_capability: str | None = typer.Option(None, help="e.g. 8.7 (default: detected)."),
+    sm_count: int | None = typer.Option(None, help="Streaming multiprocessors, e.g. 16 (default: detected)."),
     build_time: float = typer.Option(0.0, help="Build time in seconds."),
     dla: int | None = typer.Option(None, help="DLA core used."),
 ) -> None:
@@ -224,17 +230,22 @@ def sidecar_cmd(
         _fail(str(e))
     if tensorrt_version is None:
         try:
-            tensorrt_version = require("tensorrt", "detecting the TensorRT version").__version__
+            from edge.backends import require_tensorrt
+
+            tensorrt_version = require_tensorrt("detecting the TensorRT version").__version__
         except MissingDependencyError as e:
             _fail(f"{e} Or pass --tensorrt-version.")
-    if gpu_name is None or compute_capability is None:
+    if gpu_name is None or compute_capability is None or sm_count is None:
         try:
-            name, cc = detect_gpu()
+            name, cc, sm = detect_gpu()
         except (MissingDependencyError, RuntimeError) as e:
-            _fail(f"cannot detect the GPU ({e}); pass --gpu-name and --compute-capability")
+            if gpu_name is None or compute_capability is None:
+                _fail(f"cannot detect the GPU ({e}); pass --gpu-name, --compute-capability and --sm-count")
+            name, cc, sm = gpu_name, compute_capability, None
         gpu_name, compute_capability = gpu_name or name, compute_capability or cc
+        sm_count = sm_count or sm
     info = EngineInfo(tensorrt_version=tensorrt_version, gpu_name=gpu_name,
                       compute_capability=compute_capability, precision=precision,
-                      build_time_s=build_time, built_at=now_iso(), dla_core=dla)
+                      build_time_s=build_time, built_at=now_iso(), dla_core=dla, sm_count=sm_count)
     side = write_sidecar(engine, meta, info)
     typer.echo(f"wrote {side}")

@@ -11,6 +11,7 @@ the sidecar, so it needs neither ``onnx`` nor ``torch``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,21 @@ class ArtifactError(ValueError):
 class EngineInfo:
     """What a TensorRT engine was built with; an engine only runs where these match.
 
+    The device is identified by compute capability plus streaming-multiprocessor count (an AGX Orin
+    has 16 SMs, an Orin Nano 8 or 4: same compute capability 8.7, same CUDA name ``"Orin"``); the
+    name is kept for people and compared (normalised, :func:`normalize_gpu_name`) only when the SM
+    count is unknown (sidecars written before it was recorded).
+
     Attributes:
         tensorrt_version: e.g. ``"10.3.0"``.
-        gpu_name: e.g. ``"Orin"``.
+        gpu_name: CUDA device name, e.g. ``"Orin"``.
         compute_capability: e.g. ``"8.7"``.
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
         build_time_s: Seconds the build took.
         built_at: ISO timestamp.
         dla_core: DLA core used, or ``None`` for the GPU.
+        sm_count: Streaming multiprocessors of the GPU (CUDA ``multiProcessorCount``); ``None`` when
+            unknown.
     """
 
     tensorrt_version: str
@@ -46,6 +54,18 @@ class EngineInfo:
     build_time_s: float = 0.0
     built_at: str = ""
     dla_core: int | None = None
+    sm_count: int | None = None
+
+
+def normalize_gpu_name(name: str) -> str:
+    """One spelling per GPU for comparisons: what ``nvidia-smi``, trtexec and CUDA print differ.
+
+    ``"Orin (nvgpu)"`` (nvidia-smi on JetPack 6) and ``"Orin"`` (CUDA) → ``"orin"``;
+    ``"NVIDIA GeForce RTX 3090"`` and ``"GeForce RTX 3090"`` → ``"geforce rtx 3090"``.
+    """
+    s = re.sub(r"\s*\([^)]*\)\s*$", "", str(name).strip("\x00 \t\n"))
+    s = re.sub(r"^nvidia\s+", "", s, flags=re.IGNORECASE)
+    return re.sub(r"\s+", " ", s).strip().lower()
 
 
 @dataclass

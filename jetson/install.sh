@@ -5,7 +5,8 @@
 #   jetson/install.sh --dry-run            # print every numbered step, change nothing
 #   sudo jetson/install.sh --prefix /opt/grimace --user grimace --storage /var/lib/grimace
 #
-# What it does (each step is idempotent; running the script again updates in place):
+# What it does (each step is idempotent: running the script again, with or without --ort-gpu-wheel,
+# gives the same installation; an onnxruntime-gpu once installed is never replaced by the CPU one):
 #   a dedicated system user, a virtual environment that sees JetPack's system packages (TensorRT
 #   Python bindings, OpenCV built with GStreamer), the grimace-edge package without torch, the
 #   storage directory, /etc/grimace/watch.env (kept if present), the systemd units
@@ -20,8 +21,9 @@ REPO_DIR="$(cd "${SCRIPT_DIR}/.." && pwd)"
 PREFIX=/opt/grimace
 SVC_USER=grimace
 STORAGE=/var/lib/grimace
-CONF_DIR=/etc/grimace
-UNIT_DIR=/etc/systemd/system
+# GRIMACE_CONF_DIR / GRIMACE_UNIT_DIR move the two system folders (an image root, the kit's tests).
+CONF_DIR="${GRIMACE_CONF_DIR:-/etc/grimace}"
+UNIT_DIR="${GRIMACE_UNIT_DIR:-/etc/systemd/system}"
 PYTHON=/usr/bin/python3
 SOURCE="${REPO_DIR}"
 EXTRAS=runtime
@@ -32,6 +34,7 @@ START=0
 DRY_RUN=0
 SKIP_PLATFORM_CHECK=0
 TEGRA_RELEASE="${GRIMACE_TEGRA_RELEASE:-/etc/nv_tegra_release}"
+CUDA_VERSION_JSON="${GRIMACE_CUDA_VERSION_JSON:-/usr/local/cuda/version.json}"
 MIN_PY_MINOR=10      # grimace-edge needs Python >= 3.10
 
 usage() {
@@ -49,8 +52,9 @@ Options:
   --source SPEC           what pip installs: a checkout, a wheel or a requirement
                           (default: this checkout, ${REPO_DIR})
   --extras LIST           package extras, comma-separated (default ${EXTRAS}; never 'train')
-  --ort-gpu-wheel PATH    onnxruntime-gpu wheel for this JetPack (file or URL, e.g. from NVIDIA's
-                          Jetson Zoo); replaces the CPU onnxruntime in the environment
+  --ort-gpu-wheel PATH    onnxruntime-gpu wheel for this JetPack (file or URL; see jetson/README.md
+                          for NVIDIA's Jetson index); replaces the CPU onnxruntime in the environment
+                          and is kept by later runs without this option
   --pip-opencv            keep the PyPI opencv-python wheel (no GStreamer: no CSI cameras)
   --no-enable             install the units but do not enable them
   --start                 start grimace-watch now (needs a model at GRIMACE_MODEL)
@@ -127,6 +131,29 @@ run_systemctl() {
     run systemctl "$@"
 }
 
+# Installed version of a distribution in the virtual environment ("" when absent or no venv yet).
+dist_version() {
+    [[ -x "${VENV}/bin/python" ]] || return 0
+    "${VENV}/bin/python" -c 'import importlib.metadata as m, sys
+try:
+    print(m.version(sys.argv[1]))
+except m.PackageNotFoundError:
+    pass' "$1" 2>/dev/null || true
+}
+
+# Requirements of grimace-edge[EXTRAS] as installed, without onnxruntime (one per line).
+requirements_without_ort() {
+    "${VENV}/bin/python" -c 'import importlib.metadata as m, re, sys
+extras = set(sys.argv[1].split(","))
+for req in m.requires("grimace-edge") or []:
+    spec, _, marker = req.partition(";")
+    name = re.split(r"[<>=!~\[ (]", spec.strip())[0].lower().replace("_", "-")
+    wanted = re.search(r"extra\s*==\s*.([A-Za-z0-9_.-]+).", marker)
+    if name == "onnxruntime" or (marker.strip() and (wanted is None or wanted.group(1) not in extras)):
+        continue
+    print(spec.strip())' "${EXTRAS}"
+}
+
 if [[ ${DRY_RUN} -eq 1 ]]; then
     echo "install.sh: DRY RUN: nothing will be changed"
 elif [[ ${EUID} -ne 0 ]]; then
@@ -178,9 +205,25 @@ fi
 
 step "Check JetPack's Python packages visible to ${PYTHON} (TensorRT bindings, OpenCV with GStreamer)"
 SYSTEM_CV2_GST=0
+CUDA_PYTHON_REQ=""
 if [[ ${py_ok} -eq 1 ]]; then
     if trt_ver="$("${PYTHON}" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null)"; then
         note "tensorrt ${trt_ver} (TensorRT engines can run in-process)"
+        # Engines need cuda-python for device memory, built for this CUDA (12.2 on JetPack 6.0, 12.6 on
+        # 6.1/6.2): the version from the CUDA toolkit, else from the L4T revision.
+        cuda_mm=""
+        if [[ -r "${CUDA_VERSION_JSON}" ]]; then
+            cuda_mm="$(sed -n '/"cuda"/,/}/s/.*"version" *: *"\([0-9]*\.[0-9]*\).*/\1/p' "${CUDA_VERSION_JSON}" | head -n 1)"
+        fi
+        if [[ -z "${cuda_mm}" && "${l4t_major:-}" == 36 ]]; then
+            case "${l4t_rev:-}" in 2.*|3.*) cuda_mm=12.2 ;; *) cuda_mm=12.6 ;; esac
+        fi
+        if [[ "${cuda_mm}" =~ ^12\.([0-9]+)$ ]]; then
+            CUDA_PYTHON_REQ="cuda-python>=${cuda_mm},<12.$((BASH_REMATCH[1] + 1))"
+        else
+            CUDA_PYTHON_REQ="cuda-python>=12.2,<13"
+        fi
+        note "CUDA ${cuda_mm:-unknown}: engines need ${CUDA_PYTHON_REQ} (installed in step 7)"
     else
         note "tensorrt Python bindings not found (apt-get install python3-libnvinfer for TensorRT engines; ONNX works without)"
     fi
@@ -229,7 +272,29 @@ fi
 run "${VENV}/bin/python" -m pip install --upgrade pip
 
 step "Install grimace-edge[${EXTRAS}] from ${SOURCE} (no torch)"
-run "${VENV}/bin/python" -m pip install --upgrade "${SOURCE}[${EXTRAS}]"
+ORT_GPU_VERSION="$(dist_version onnxruntime-gpu)"
+if [[ -n "${ORT_GPU_WHEEL}" || -n "${ORT_GPU_VERSION}" ]]; then
+    # onnxruntime and onnxruntime-gpu share the package folder 'onnxruntime/': letting pip resolve the
+    # extras would install the CPU wheel over the GPU one. Install the package without dependencies,
+    # then its requirements except onnxruntime (step 9 puts onnxruntime-gpu in place).
+    note "onnxruntime-gpu ${ORT_GPU_VERSION:-(from --ort-gpu-wheel)}: the CPU onnxruntime is left out"
+    run "${VENV}/bin/python" -m pip install --upgrade --no-deps "${SOURCE}[${EXTRAS}]"
+    if [[ ${DRY_RUN} -eq 1 && ! -x "${VENV}/bin/python" ]]; then
+        echo "    would run: ${VENV}/bin/python -m pip install --upgrade <requirements of grimace-edge[${EXTRAS}] except onnxruntime>"
+    else
+        mapfile -t reqs < <(requirements_without_ort)
+        if [[ ${#reqs[@]} -gt 0 ]]; then
+            run "${VENV}/bin/python" -m pip install --upgrade "${reqs[@]}"
+        fi
+    fi
+else
+    run "${VENV}/bin/python" -m pip install --upgrade "${SOURCE}[${EXTRAS}]"
+fi
+if [[ -n "${CUDA_PYTHON_REQ}" ]]; then
+    run "${VENV}/bin/python" -m pip install "${CUDA_PYTHON_REQ}"
+else
+    note "no TensorRT bindings: cuda-python not needed (install it with python3-libnvinfer for engines)"
+fi
 
 step "Choose OpenCV: JetPack's build with GStreamer, or the PyPI wheel"
 if [[ ${SYSTEM_CV2_GST} -eq 1 ]]; then
@@ -242,12 +307,30 @@ else
 fi
 
 step "ONNX Runtime with CUDA for Jetson (optional --ort-gpu-wheel)"
+ORT_CPU_VERSION="$(dist_version onnxruntime)"
+ORT_GPU_VERSION="$(dist_version onnxruntime-gpu)"
 if [[ -n "${ORT_GPU_WHEEL}" ]]; then
-    run "${VENV}/bin/python" -m pip uninstall -y onnxruntime
-    run "${VENV}/bin/python" -m pip install "${ORT_GPU_WHEEL}"
+    # e.g. onnxruntime_gpu-1.20.0-cp310-cp310-linux_aarch64.whl -> 1.20.0
+    wheel_version="$(basename "${ORT_GPU_WHEEL%%[?#]*}" | sed -n 's/^onnxruntime_gpu-\([^-]*\)-.*/\1/p')"
+    [[ -n "${wheel_version}" ]] || die "--ort-gpu-wheel: ${ORT_GPU_WHEEL} is not an onnxruntime_gpu-VERSION-*.whl"
+    if [[ -n "${ORT_CPU_VERSION}" ]]; then
+        # removing the CPU wheel also deletes files of onnxruntime-gpu (same folder): reinstall it below
+        run "${VENV}/bin/python" -m pip uninstall -y onnxruntime
+    fi
+    if [[ -z "${ORT_CPU_VERSION}" && "${ORT_GPU_VERSION}" == "${wheel_version}" ]]; then
+        note "onnxruntime-gpu ${ORT_GPU_VERSION} from this wheel is installed: kept"
+    else
+        # --force-reinstall: put back every file, even when pip thinks this version is installed
+        run "${VENV}/bin/python" -m pip install --force-reinstall --no-deps "${ORT_GPU_WHEEL}"
+        run "${VENV}/bin/python" -m pip install "${ORT_GPU_WHEEL}"  # its dependencies, if missing
+    fi
     if [[ ${SYSTEM_CV2_GST} -eq 1 ]]; then
         run "${VENV}/bin/python" -m pip install "numpy<2"
     fi
+elif [[ -n "${ORT_GPU_VERSION}" && -n "${ORT_CPU_VERSION}" ]]; then
+    warn "onnxruntime ${ORT_CPU_VERSION} (CPU) and onnxruntime-gpu ${ORT_GPU_VERSION} are both installed and share files: run again with --ort-gpu-wheel to repair"
+elif [[ -n "${ORT_GPU_VERSION}" ]]; then
+    note "onnxruntime-gpu ${ORT_GPU_VERSION} is installed: kept"
 else
     note "skipped: CPU onnxruntime from PyPI stays (TensorRT engines do not need it)"
 fi

@@ -1,174 +1,61 @@
-"""TensorRTBackend's glue code (tensor API calls, buffers, copies, version/GPU checks) run against a
-stand-in for the subset of the TensorRT 10 and cuda-python APIs it uses.
+"""TensorRTBackend's glue code (tensor API calls, buffers, copies, version/GPU checks, profile limits,
+output binding) run against STAND-INS for the TensorRT and cuda-python objects it uses
+(``tests/trt_standins.py``).
 
 TensorRT cannot be installed here, so this is NOT a TensorRT test: the stand-in "engine" executes the
 tiny ONNX graph with ONNX Runtime on whatever the backend copied into its "device" buffers, and the
 result must equal the ONNX Runtime backend's. It catches mistakes in our calling sequence (names,
-shapes, dtypes, pointer handling, copy directions); the real engine is exercised on a Jetson with
-`grimace convert check`.
+shapes, dtypes, pointer handling, copy directions, unchecked results); the real engine is exercised
+on a Jetson with ``jetson/acceptance.sh``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge.artifact import EngineInfo, ModelMetadata, sidecar_path
-from edge.backends import EngineMismatchError, TensorRTBackend
-from edge.predictor import load_model
+from edge.backends import EngineMismatchError, InputError, TensorRTBackend
+from edge.predictor import Predictor, load_model
 from edge.scales import RGS
 from tests.tiny_onnx import build_tiny_onnx, face_image
+from tests.trt_standins import StandInTensorRT
 
 ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 
 
-class _Memory:
-    """Host memory standing in for device allocations; pointers are real addresses."""
-
-    def __init__(self) -> None:
-        self.blocks: dict[int, np.ndarray] = {}
-
-    def malloc(self, n: int) -> int:
-        buf = np.zeros(n, np.uint8)
-        ptr = buf.ctypes.data
-        self.blocks[ptr] = buf
-        return ptr
-
-
-def _fake_modules(onnx_path: Path, version: str = "10.3.0", gpu: tuple[bytes, int, int] = (b"Orin", 8, 7)):
-    mem = _Memory()
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    in_shape = tuple(sess.get_inputs()[0].shape)
-    out_shape = tuple(sess.get_outputs()[0].shape)
-    calls: list[str] = []
-
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level: int) -> None:
-            self.level = level
-
-    class TensorIOMode:
-        INPUT = "input"
-        OUTPUT = "output"
-
-    class Context:
-        def __init__(self) -> None:
-            self.addr: dict[str, int] = {}
-            self.shape: tuple[int, ...] = in_shape
-
-        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-            assert name == "images"
-            self.shape = tuple(shape)
-            calls.append("set_input_shape")
-            return True
-
-        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return out_shape if name == "output0" else self.shape
-
-        def set_tensor_address(self, name: str, ptr: int) -> bool:
-            self.addr[name] = int(ptr)
-            return True
-
-        def execute_async_v3(self, stream: int) -> bool:
-            calls.append("execute")
-            n_in = int(np.prod(self.shape)) * 4
-            x = np.frombuffer((ctypes.c_uint8 * n_in).from_address(self.addr["images"]), np.float32)
-            y = sess.run(None, {"images": x.reshape(self.shape).copy()})[0]
-            ctypes.memmove(self.addr["output0"], y.ctypes.data, y.nbytes)
-            return True
-
-    class Engine:
-        num_io_tensors = 2
-
-        def get_tensor_name(self, i: int) -> str:
-            return ["images", "output0"][i]
-
-        def get_tensor_mode(self, name: str) -> str:
-            return TensorIOMode.INPUT if name == "images" else TensorIOMode.OUTPUT
-
-        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return in_shape if name == "images" else out_shape
-
-        def get_tensor_dtype(self, name: str) -> str:
-            return "float32"
-
-        def create_execution_context(self) -> Context:
-            return Context()
-
-    class Runtime:
-        def __init__(self, logger: Logger) -> None:
-            pass
-
-        def deserialize_cuda_engine(self, data: bytes) -> Engine | None:
-            return Engine() if data == b"engine" else None
-
-    trt.Logger, trt.TensorIOMode, trt.Runtime = Logger, TensorIOMode, Runtime
-    trt.nptype = lambda dt: {"float32": np.float32, "float16": np.float16}[dt]
-
-    rt = types.ModuleType("cuda.bindings.runtime")
-
-    class MemcpyKind:
-        cudaMemcpyHostToDevice = 1
-        cudaMemcpyDeviceToHost = 2
-
-    def memcpy(dst: int, src: int, n: int, kind: int, stream: int) -> tuple[int]:
-        calls.append("H2D" if kind == 1 else "D2H")
-        ctypes.memmove(dst, src, n)
-        return (0,)
-
-    props = types.SimpleNamespace(name=gpu[0], major=gpu[1], minor=gpu[2])
-    rt.cudaMemcpyKind = MemcpyKind
-    rt.cudaMemcpyAsync = memcpy
-    rt.cudaMalloc = lambda n: (0, mem.malloc(n))
-    rt.cudaFree = lambda p: (0,)
-    rt.cudaStreamCreate = lambda: (0, 7)
-    rt.cudaStreamSynchronize = lambda s: (0,)
-    rt.cudaStreamDestroy = lambda s: (0,)
-    rt.cudaGetDeviceProperties = lambda i: (0, props)
-    cuda = types.ModuleType("cuda")
-    bindings = types.ModuleType("cuda.bindings")
-    bindings.runtime = rt
-    cuda.bindings = bindings
-    mods = {"tensorrt": trt, "cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": rt}
-    return mods, calls
+def _engine(tmp_path: Path, onnx_path: Path, dla_core: int | None = None, sm: int | None = 16) -> Path:
+    eng = tmp_path / "m.engine"
+    eng.write_bytes(b"STANDIN-ENGINE")
+    meta = ModelMetadata(
+        scale=RGS.to_dict(), imgsz=(160, 160),
+        engine=EngineInfo(tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7",
+                          precision="fp16", dla_core=dla_core, sm_count=sm),
+    )
+    sidecar_path(eng).write_text(json.dumps(meta.to_dict()))
+    return eng
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> tuple[Path, Path]:
+def fixed(tmp_path: Path) -> tuple[Path, Path]:
     onnx_path = build_tiny_onnx(tmp_path / "m.onnx", RGS, imgsz=160, cell=8, box=24)
-    eng = tmp_path / "m.engine"
-    eng.write_bytes(b"engine")
-    meta = ModelMetadata(
-        scale=RGS.to_dict(),
-        imgsz=(160, 160),
-        engine=EngineInfo(
-            tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7", precision="fp16"
-        ),
-    )
-    sidecar_path(eng).write_text(json.dumps(meta.to_dict()))
-    return onnx_path, eng
+    return onnx_path, _engine(tmp_path, onnx_path)
 
 
-def test_tensorrt_glue_matches_onnxruntime(
-    engine: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    onnx_path, eng = engine
-    mods, calls = _fake_modules(onnx_path)
-    for name, mod in mods.items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    from edge.predictor import Predictor
+@pytest.fixture
+def dynamic(tmp_path: Path) -> tuple[Path, Path]:
+    onnx_path = build_tiny_onnx(tmp_path / "m.onnx", RGS, imgsz=160, cell=8, box=24, batch=None)
+    return onnx_path, _engine(tmp_path, onnx_path)
 
+
+def test_tensorrt_glue_matches_onnxruntime(fixed, monkeypatch: pytest.MonkeyPatch) -> None:
+    onnx_path, eng = fixed
+    st = StandInTensorRT("10.3.0", engine_onnx=onnx_path)
+    st.install(monkeypatch)
     img = face_image(RGS, 240, 320, size=24)
     with load_model(eng, scale="rgs") as trt_model, load_model(onnx_path) as ort_model:
         assert isinstance(trt_model.backend, TensorRTBackend) and trt_model.backend.device == "tensorrt:Orin"
@@ -176,21 +63,107 @@ def test_tensorrt_glue_matches_onnxruntime(
         b = Predictor(ort_model)([img])[0]
         x = np.random.default_rng(0).random((1, 3, 160, 160), dtype=np.float32)
         assert np.array_equal(trt_model.infer(x), ort_model.infer(x))
-    assert calls[:4] == ["set_input_shape", "H2D", "execute", "D2H"]
+    run = [c for c in st.calls if c in ("set_input_shape", "H2D", "execute", "D2H")]
+    assert run[:4] == ["set_input_shape", "H2D", "execute", "D2H"]
+    assert st.calls.index("init_libnvinfer_plugins") < st.calls.index("deserialize")
     assert a.score == b.score and np.array_equal(a.detections.xyxy, b.detections.xyxy)
 
 
-def test_tensorrt_refuses_engine_from_other_version_or_gpu(
-    engine: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    onnx_path, eng = engine
+def test_tensorrt_refuses_engine_from_other_version_or_gpu(fixed, monkeypatch: pytest.MonkeyPatch) -> None:
+    onnx_path, eng = fixed
     for version, gpu, pattern in (
-        ("10.7.0", (b"Orin", 8, 7), r"built with TensorRT 10\.3\.0 but this machine has TensorRT 10\.7\.0"),
-        ("10.3.0", (b"NVIDIA H100", 9, 0), r"compute capability 8\.7.*9\.0"),
+        ("10.7.0", (b"Orin", 8, 7, 16), r"built with TensorRT 10\.3\.0 but this machine has TensorRT 10\.7"),
+        ("10.3.0", (b"NVIDIA H100", 9, 0, 132), r"compute capability 8\.7.*9\.0"),
+        ("10.3.0", (b"Orin", 8, 7, 8), r"16 SMs.*8 SMs"),  # an AGX Orin engine on an Orin Nano
     ):
-        mods, _ = _fake_modules(onnx_path, version=version, gpu=gpu)
-        for name, mod in mods.items():
-            monkeypatch.setitem(sys.modules, name, mod)
+        StandInTensorRT(version, engine_onnx=onnx_path).install(monkeypatch, gpu=gpu)
         with pytest.raises(EngineMismatchError, match=pattern) as e:
             load_model(eng)
         assert "grimace convert trt" in str(e.value) and str(eng) in str(e.value)
+
+
+def test_profile_max_batch_caps_the_predictor(dynamic, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 6: the engine's profile allows at most 2 frames; the Predictor (default batch 8) must
+    send batches of 2, and a direct call outside the profile is refused with both limits."""
+    onnx_path, eng = dynamic
+    st = StandInTensorRT("10.3.0", engine_onnx=onnx_path, profile=(1, 2, 2))
+    st.install(monkeypatch)
+    imgs = [face_image(RGS, 240, 320, size=24, seed=i) for i in range(5)]
+    with load_model(eng) as trt_model, load_model(onnx_path) as ort_model:
+        assert trt_model.backend.max_batch == 2 and trt_model.backend.min_batch == 1
+        pred = Predictor(trt_model)
+        assert pred.batch_size == 2
+        got = pred(imgs)
+        want = Predictor(ort_model)(imgs)
+        assert [r.score for r in got] == [r.score for r in want]
+        assert st.calls.count("execute") == 3  # 2 + 2 + 1
+        with pytest.raises(InputError, match=r"batch of 3 is outside the optimization profile.*1\.\.2"):
+            trt_model.infer(np.zeros((3, 3, 160, 160), np.float32))
+
+
+def test_set_input_shape_result_is_checked(dynamic, monkeypatch: pytest.MonkeyPatch) -> None:
+    onnx_path, eng = dynamic
+    st = StandInTensorRT("10.3.0", engine_onnx=onnx_path, profile=(2, 2, 4))  # min batch 2
+    st.install(monkeypatch)
+    with load_model(eng) as model:
+        model.backend.min_batch = 1  # pretend the limits were not read: TensorRT's own answer still counts
+        with pytest.raises(InputError, match=r"refused shape \(1, 3, 160, 160\)"):
+            model.infer(np.zeros((1, 3, 160, 160), np.float32))
+    assert "execute" not in st.calls
+
+
+def test_every_output_gets_an_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 7: an engine with two outputs; execute_async_v3 needs an address for each."""
+    from onnx import TensorProto, helper
+
+    onnx_path = build_tiny_onnx(tmp_path / "m.onnx", RGS, imgsz=160, cell=8, box=24)
+    proto = onnx.load(str(onnx_path))
+    proto.graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 400, RGS.nc]))
+    onnx.save(proto, str(onnx_path))
+    eng = _engine(tmp_path, onnx_path)
+    StandInTensorRT("10.3.0", engine_onnx=onnx_path).install(monkeypatch)
+    x = np.random.default_rng(1).random((1, 3, 160, 160), dtype=np.float32)
+    with load_model(eng) as trt_model, load_model(onnx_path) as ort_model:
+        backend = trt_model.backend
+        assert backend.output_names == ["output0", "scores"]
+        out = trt_model.infer(x)
+        assert np.array_equal(out, ort_model.infer(x))
+        ref_scores = ort_model.backend.session.run(["scores"], {"images": x})[0]
+        assert np.array_equal(backend.last_outputs["scores"], ref_scores)
+
+
+def test_dla_engine_sets_runtime_dla_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    onnx_path = build_tiny_onnx(tmp_path / "m.onnx", RGS, imgsz=160, cell=8, box=24)
+    eng = _engine(tmp_path, onnx_path, dla_core=1)
+    st = StandInTensorRT("10.3.0", engine_onnx=onnx_path)
+    st.install(monkeypatch)
+    with load_model(eng):
+        pass
+    assert st.runtime_dla_core == 1
+
+
+def test_missing_cuda_python_is_a_clear_error(fixed, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from edge.deps import MissingDependencyError
+
+    onnx_path, eng = fixed
+    st = StandInTensorRT("10.3.0", engine_onnx=onnx_path)
+    monkeypatch.setitem(sys.modules, "tensorrt", st.module)
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(MissingDependencyError, match=r"cuda-python.*<13"):
+        load_model(eng)
+
+
+def test_engine_check_runs_both_sides_through_the_predictor(fixed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`grimace convert check`'s comparison (convert.trt_engine.check_engine_against_onnx) with the
+    stand-in engine: both sides are the same graph, so the agreement must be complete."""
+    from convert.trt_engine import check_engine_against_onnx
+
+    onnx_path, eng = fixed
+    StandInTensorRT("10.3.0", engine_onnx=onnx_path).install(monkeypatch)
+    imgs = [face_image(RGS, 240, 320, size=24, seed=i) for i in range(3)]
+    rep = check_engine_against_onnx(eng, onnx_path, imgs)
+    assert rep.n_images == 3 and rep.agreement.n_ref > 0 and rep.agreement.identical
+    assert rep.raw_max_abs == 0.0 and rep.postprocess == "edge.predictor.Predictor"

@@ -288,10 +288,66 @@ def test_install_dry_run_options_change_the_plan(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert "pip uninstall -y onnxruntime" in out and "onnxruntime_gpu-1.20.0" in out
-    assert re.search(r"pip install --upgrade \S+\\\[runtime\\,convert\\\]", out), out
+    # the package without dependencies, then its requirements without onnxruntime, then the GPU wheel
+    assert re.search(r"pip install --upgrade --no-deps \S+\\\[runtime\\,convert\\\]", out), out
+    assert "<requirements of grimace-edge[runtime,convert] except onnxruntime>" in out
+    assert "pip install --force-reinstall --no-deps /tmp/onnxruntime_gpu-1.20.0" in out
     assert "skipped (--no-enable)" in out and "systemctl enable" not in out
     assert "would run: systemctl restart grimace-watch.service" in out
+
+
+def test_install_dry_run_keeps_an_installed_onnxruntime_gpu(tmp_path: Path) -> None:
+    """Defect 9, fast: with onnxruntime-gpu in the environment (a stand-in venv python answers the
+    installer's questions) a re-run without --ort-gpu-wheel never lets pip resolve the CPU wheel; with
+    the same wheel again and no CPU wheel present, nothing is reinstalled."""
+    prefix = tmp_path / "p"
+    venv_py = prefix / "venv" / "bin" / "python"
+    venv_py.parent.mkdir(parents=True)
+    venv_py.write_text(  # stand-in for the installed environment's python
+        '#!/usr/bin/env bash\ncase "$*" in\n  *"m.version"*onnxruntime-gpu) echo 1.20.0 ;;\n'
+        '  *"m.requires"*) echo "openpyxl>=3.1" ;;\nesac\n'
+    )
+    venv_py.chmod(0o755)
+    for extra in ([], ["--ort-gpu-wheel", "/w/onnxruntime_gpu-1.20.0-cp310-cp310-linux_aarch64.whl"]):
+        r = _install(tmp_path, "--prefix", str(prefix), "--storage", str(tmp_path / "s"), *extra)
+        assert r.returncode == 0, r.stderr
+        out = r.stdout
+        assert f"would run: {venv_py} -m pip install --upgrade --no-deps {REPO}\\[runtime\\]" in out
+        assert "pip install --upgrade openpyxl\\>=3.1" in out
+        assert f"pip install --upgrade {REPO}\\[runtime\\]" not in out  # pip never resolves the extra
+        assert "onnxruntime-gpu 1.20.0" in out and "kept" in out
+        assert "pip uninstall" not in out and "--force-reinstall" not in out
+
+
+@pytest.mark.parametrize(
+    ("release", "version_json", "requirement"),
+    [
+        (R36, '{"cuda": {"name": "CUDA SDK", "version": "12.6.68"}}', "cuda-python\\>=12.6\\,\\<12.7"),
+        (R36.replace("REVISION: 4.0", "REVISION: 3.0"), None, "cuda-python\\>=12.2\\,\\<12.3"),
+    ],
+)
+def test_install_adds_cuda_python_for_the_device_cuda(
+    tmp_path: Path, release: str, version_json: str | None, requirement: str
+) -> None:
+    """Defect 4: with JetPack's TensorRT bindings present, the installer installs cuda-python for the
+    device's CUDA (from the toolkit's version.json, else from the L4T revision: R36.3 = JetPack 6.0)."""
+    fake = tmp_path / "python3"  # stand-in system Python that has JetPack's tensorrt, no GStreamer cv2
+    fake.write_text('#!/usr/bin/env bash\ncase "$2" in\n  *tensorrt*) echo 10.3.0.30 ;;\n'
+                    '  *"version_info[:2]"*) echo 3.10 ;;\n  *cv2*) exit 1 ;;\n  *) exit 0 ;;\nesac\n')
+    fake.chmod(0o755)
+    rel = tmp_path / "nv_tegra_release"
+    rel.write_text(release)
+    vj = tmp_path / "version.json"
+    if version_json:
+        vj.write_text(version_json)
+    env = {**os.environ, "GRIMACE_TEGRA_RELEASE": str(rel), "GRIMACE_CUDA_VERSION_JSON": str(vj)}
+    cmd = ["bash", str(KIT / "install.sh"), "--dry-run", "--python", str(fake),
+           "--prefix", str(tmp_path / "p")]
+    r = _run(cmd, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "tensorrt 10.3.0.30" in r.stdout
+    want = f"would run: {tmp_path}/p/venv/bin/python -m pip install {requirement}\n"
+    assert want in r.stdout, r.stdout
 
 
 def test_install_dry_run_on_jetpack5_with_python38_warns(tmp_path: Path) -> None:
@@ -509,3 +565,237 @@ def test_service_command_lines_run_watch_and_rotation_spares_the_database(tmp_pa
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert con.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == n_frames
     assert model.is_file()  # models live outside GRIMACE_OUT and are never rotated
+
+
+# ------------------------------------------------ the installer for real, twice, in a stand-in root
+
+
+def _wheel(folder: Path, name: str, version: str, files: dict[str, str], requires: tuple[str, ...] = (),
+           extras: tuple[str, ...] = (), scripts: dict[str, str] | None = None) -> Path:
+    """A minimal pure-Python wheel (METADATA, WHEEL, RECORD, entry points) written with zipfile."""
+    import zipfile
+
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    meta += "".join(f"Provides-Extra: {e}\n" for e in extras)
+    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    members = dict(files)
+    members[f"{info}/METADATA"] = meta
+    members[f"{info}/WHEEL"] = (
+        "Wheel-Version: 1.0\nGenerator: stand-in\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    if scripts:
+        lines = "".join(f"{k} = {v}\n" for k, v in scripts.items())
+        members[f"{info}/entry_points.txt"] = "[console_scripts]\n" + lines
+    members[f"{info}/RECORD"] = "".join(f"{k},,\n" for k in [*members, f"{info}/RECORD"])
+    path = folder / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for k, v in members.items():
+            z.writestr(k, v)
+    return path
+
+
+@pytest.fixture
+def standin_root(tmp_path: Path) -> dict[str, object]:
+    """A stand-in Jetson for a REAL install.sh run (not a Jetson, no TensorRT, no network):
+
+    - JetPack 6 release file; the interpreter running the tests as the system Python;
+    - stand-ins on PATH for the commands that would change this machine's accounts or services
+      (usermod, useradd, groupadd, systemctl, apt-get: they log their arguments);
+    - a wheelhouse (PIP_NO_INDEX) with a stand-in grimace-edge wheel (the real edge/diskguard.py, a
+      `grimace` script saying it is a stand-in; `onnxruntime` for the `runtime` extra) and stand-in
+      `onnxruntime` / `onnxruntime-gpu` wheels that, like the real ones, both own the folder onnxruntime/.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the real install needs root (install -o root); CI containers run as root")
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    diskguard = (REPO / "edge" / "diskguard.py").read_text()
+    grimace = _wheel(house, "grimace-edge", "0.1.0", {
+        "edge/__init__.py": "",
+        "edge/diskguard.py": diskguard,
+        "edge/standin_cli.py": "def main():\n    print('grimace 0.1.0 (stand-in of the installer test)')\n",
+    }, requires=('onnxruntime>=1.18; extra == "runtime"',), extras=("runtime",),
+        scripts={"grimace": "edge.standin_cli:main"})
+    for dist, providers in (("onnxruntime", "['CPUExecutionProvider']"),
+                            ("onnxruntime-gpu", "['CUDAExecutionProvider', 'CPUExecutionProvider']")):
+        _wheel(house, dist, "1.20.0", {
+            "onnxruntime/__init__.py": f"__version__ = '1.20.0'\n"
+                                       f"from onnxruntime.capi.state import flavour\n"
+                                       f"def get_available_providers():\n    return {providers}\n",
+            "onnxruntime/capi/__init__.py": "",
+            "onnxruntime/capi/state.py": f"flavour = {dist!r}\n",
+        })
+    gpu_wheel = house / "onnxruntime_gpu-1.20.0-py3-none-any.whl"
+    bin_dir = tmp_path / "standin-bin"
+    bin_dir.mkdir()
+    log = tmp_path / "standin-commands.log"
+    for cmd in ("usermod", "useradd", "groupadd", "systemctl", "apt-get"):
+        (bin_dir / cmd).write_text(f'#!/usr/bin/env bash\necho "{cmd} $*" >> {log}\n')
+        (bin_dir / cmd).chmod(0o755)
+    rel = tmp_path / "nv_tegra_release"
+    rel.write_text(R36)
+    (tmp_path / "etc" / "systemd" / "system").mkdir(parents=True)  # exists on every systemd root
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "GRIMACE_TEGRA_RELEASE": str(rel),
+        "GRIMACE_CONF_DIR": str(tmp_path / "etc" / "grimace"),
+        "GRIMACE_UNIT_DIR": str(tmp_path / "etc" / "systemd" / "system"),
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(house),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "GRIMACE_MIN_FREE_START": "1",
+        "GRIMACE_MIN_FREE_IMAGES": "1",
+        "GRIMACE_TARGET_FREE": "1",
+    }
+    env.pop("PIP_CONSTRAINT", None)
+    env.pop("VIRTUAL_ENV", None)
+    args = ["--prefix", str(tmp_path / "opt"), "--storage", str(tmp_path / "data"), "--user", "root",
+            "--python", sys.executable, "--source", str(grimace), "--pip-opencv"]
+    return {"env": env, "args": args, "gpu_wheel": gpu_wheel, "root": tmp_path, "log": log}
+
+
+def _real_install(root: dict[str, object], *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = ["bash", str(KIT / "install.sh"), *root["args"], *extra]  # type: ignore[misc]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=root["env"])  # type: ignore[arg-type]
+
+
+def _venv_state(root: dict[str, object]) -> tuple[list[str], str]:
+    """Installed distributions of the installed environment, and which onnxruntime answers."""
+    py = Path(root["root"]) / "opt" / "venv" / "bin" / "python"  # type: ignore[arg-type]
+    dists = _run([str(py), "-c", "import importlib.metadata as m; print('\\n'.join(sorted("
+                  "d.metadata['Name'] + '==' + d.version for d in m.distributions("
+                  "path=[p for p in __import__('sys').path if 'venv' in p]))))"])
+    probe = "import onnxruntime as o; print(o.capi.state.flavour, o.get_available_providers())"
+    ort = _run([str(py), "-c", probe])
+    return dists.stdout.split(), (ort.stdout + ort.stderr).strip()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_install_twice_keeps_onnxruntime_gpu(standin_root: dict[str, object]) -> None:
+    """Defect 9: the installer run for real twice with --ort-gpu-wheel, then once without: the same
+    installation every time, onnxruntime-gpu in place and whole (the old script's second run put the
+    CPU wheel over it and its uninstall deleted the shared files)."""
+    root = standin_root
+    wheel = str(root["gpu_wheel"])
+    states = []
+    for extra in (["--ort-gpu-wheel", wheel], ["--ort-gpu-wheel", wheel], []):
+        r = _real_install(root, *extra)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "install.sh: done (15 steps)" in r.stdout
+        dists, ort = _venv_state(root)
+        assert "onnxruntime-gpu==1.20.0" in dists, dists
+        assert not any(d.startswith("onnxruntime==") for d in dists), dists
+        assert ort == "onnxruntime-gpu ['CUDAExecutionProvider', 'CPUExecutionProvider']", ort
+        states.append((dists, _tree(Path(root["root"]) / "etc")))  # type: ignore[arg-type]
+    assert states[0] == states[1] == states[2]
+    assert "kept" in r.stdout and "onnxruntime-gpu 1.20.0 is installed: kept" in r.stdout
+    # a dry run of the installed system plans the same: no CPU onnxruntime, nothing reinstalled
+    r = _real_install(root, "--dry-run")
+    assert r.returncode == 0 and "--no-deps" in r.stdout
+    assert "onnxruntime-gpu 1.20.0 is installed: kept" in r.stdout
+    log = Path(root["log"]).read_text()  # type: ignore[arg-type]
+    assert "usermod --append --groups video root" in log  # the stand-in took the account change
+
+
+@pytest.mark.slow
+def test_install_without_gpu_wheel_twice_is_stable(standin_root: dict[str, object]) -> None:
+    root = standin_root
+    states = []
+    for _ in range(2):
+        r = _real_install(root)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        states.append(_venv_state(root))
+    assert states[0] == states[1] and "onnxruntime==1.20.0" in states[0][0]
+    assert states[0][1].startswith("onnxruntime ['CPUExecutionProvider']")
+
+
+# ---------------------------------------------------------------------------- acceptance script
+
+ACCEPTANCE_STEPS = [
+    "Platform",
+    "TensorRT readiness",
+    "Build the engine with the TensorRT Python API",
+    "Build the engine with trtexec",
+    "Parity of the api engine",
+    "Parity of the trtexec engine",
+    "Time the engines",
+    "End to end",
+]
+
+
+def test_acceptance_dry_run_shows_every_step(tmp_path: Path) -> None:
+    r = _run(["bash", str(KIT / "acceptance.sh"), "model.onnx", "--frames", "frames", "--dry-run",
+              "--work", str(tmp_path / "w"), "--grimace", "/opt/grimace/venv/bin/grimace",
+              "--trtexec", "trtexec"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    steps = _steps(r.stdout)
+    assert [n for n, _, _ in steps] == list(range(1, len(ACCEPTANCE_STEPS) + 1))
+    for (_, _, title), expected in zip(steps, ACCEPTANCE_STEPS, strict=True):
+        assert title.startswith(expected), (title, expected)
+    out = r.stdout
+    for cmd in (
+        "would run: /opt/grimace/venv/bin/grimace convert check-trt model.onnx",
+        f"/opt/grimace/venv/bin/grimace convert trt model.onnx --out {tmp_path}/w/api.engine --fp16",
+        f"/build_engine.sh model.onnx --out {tmp_path}/w/trtexec.engine --trtexec trtexec",
+        f"convert check {tmp_path}/w/api.engine --onnx model.onnx --images frames --n-images 32",
+        f"convert check {tmp_path}/w/trtexec.engine --onnx model.onnx",
+        f"would run: trtexec --loadEngine={tmp_path}/w/api.engine",
+        f"-c <inline Python, 22 lines> {tmp_path}/w/trtexec.engine frames 32",
+        f"grimace score frames --model {tmp_path}/w/api.engine --out {tmp_path}/w/score-api",
+    ):
+        assert cmd in out, cmd
+    assert "dry run finished: 8 steps listed, nothing run" in out and "-> " not in out
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_acceptance_report_on_a_machine_without_tensorrt(tmp_path: Path) -> None:
+    """A real run here (no TensorRT, no GPU; trtexec is a stand-in that writes a dummy engine and
+    prints trtexec's version and device lines): every step runs, failures are reported with their
+    message, the ONNX end-to-end figure is there, and the report is written; the exit status says FAIL."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    cv2 = pytest.importorskip("cv2")
+    from edge.scales import load_scale
+    from tests.tiny_onnx import build_tiny_onnx, face_image
+
+    spec = load_scale("rgs")
+    model = build_tiny_onnx(tmp_path / "m.onnx", spec, imgsz=160, cell=8, box=24, batch=None)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"f{i}.jpg"), face_image(spec, 240, 320, size=24, seed=i))
+    for name, body in (
+        ("grimace", f'cd {REPO} && exec {sys.executable} -m edge.cli "$@"'),
+        ("python", f'cd {REPO} && exec {sys.executable} "$@"'),
+        ("trtexec", "echo '&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # (stand-in)'\n"
+                    "echo '[I] Selected Device: Orin'; echo '[I] Compute Capability: 8.7'\n"
+                    "echo '[I] SMs: 16'\n"
+                    'for a in "$@"; do case $a in --saveEngine=*) echo x > "${a#*=}";; esac; done'),
+    ):
+        (tmp_path / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    work = tmp_path / "work"
+    r = _run(["bash", str(KIT / "acceptance.sh"), str(model), "--frames", str(frames), "--n-frames", "3",
+              "--work", str(work), "--grimace", str(tmp_path / "grimace"),
+              "--python", str(tmp_path / "python"), "--trtexec", str(tmp_path / "trtexec")],
+             env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = (work / "acceptance-report.txt").read_text()
+    assert report in r.stdout and report.startswith("==== grimace-edge acceptance report")
+    lines = report.splitlines()
+    assert "readiness: PASS" in lines
+    (api,) = [ln for ln in lines if ln.startswith("build (Python API): FAIL")]
+    assert "python3-libnvinfer" in api  # what to install, in the report itself
+    assert any(ln.startswith("build (trtexec): PASS") and "TensorRT 10.3.0" in ln for ln in lines)
+    assert any(ln.startswith("parity (trtexec): FAIL") and "python3-libnvinfer" in ln for ln in lines)
+    assert "parity (api): SKIP (no engine)" in lines
+    assert any(ln.startswith("end to end (m.onnx): 3 frames in") for ln in lines)
+    assert any(ln.startswith("trtexec: TensorRT v100300") for ln in lines)
