@@ -72,6 +72,9 @@ def score_cmd(
     actors: int | None = typer.Option(
         None, "--actors", min=1, help="--engine ray: model actors (default: one per CPU of the cluster)."
     ),
+    gpus_per_actor: float = typer.Option(
+        0.0, "--gpus-per-actor", min=0.0, help="--engine ray: GPUs per actor (> 0: ONNX Runtime CUDA)."
+    ),
 ) -> None:
     """Score images and videos; write per-frame CSV/XLSX/JSONL, per-animal summaries and annotations."""
     from edge.aggregate import SubjectMapError
@@ -82,7 +85,7 @@ def score_cmd(
 
     if fps is not None and fps <= 0:
         raise _fail(f"--fps must be > 0, got {fps}")
-    score = score_inputs if engine == "local" else _ray_engine(engine, address, actors)
+    score = score_inputs if engine == "local" else _ray_engine(engine, address, actors, gpus_per_actor)
     _quiet_opencv()
     try:
         run = score(
@@ -132,7 +135,7 @@ def score_cmd(
         raise _fail("no frames were scored")
 
 
-def _ray_engine(engine: str, address: str | None, actors: int | None) -> Callable[..., Any]:
+def _ray_engine(engine: str, address: str | None, actors: int | None, gpus: float) -> Callable[..., Any]:
     """``score_inputs`` for ``--engine ray`` (:mod:`edge.scale.ray_score`; annotations not written)."""
     if engine != "ray":
         raise _fail(f"--engine must be local or ray, got {engine!r}")
@@ -142,7 +145,9 @@ def _ray_engine(engine: str, address: str | None, actors: int | None) -> Callabl
         from edge.scale.ray_score import RayScoreError, score_inputs_ray
 
         try:
-            return score_inputs_ray(paths, model, out, address=address, actors=actors, **kw)
+            return score_inputs_ray(
+                paths, model, out, address=address, actors=actors, gpus_per_actor=gpus, **kw
+            )
         except RayScoreError as e:
             raise _fail(str(e)) from None
 

@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -366,7 +367,7 @@ def score_inputs_ray(
         try:
             import ray.data
 
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False
             res = ray.cluster_resources()
@@ -379,9 +380,8 @@ def score_inputs_ray(
             n_actors = max(1, min(actors or slots, len(todo)))
             rows = [{"key": k, "path": str(f.resolve()), "display": str(f), "smap": s} for k, f, s in todo]
             ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-            ds = ds.map_batches(
-                _ScoreActor,
-                fn_constructor_kwargs={
+            map_kwargs = {
+                "fn_constructor_kwargs": {
                     "model": str(model.resolve()),
                     "scale": scale,
                     "fps": fps,
@@ -393,14 +393,20 @@ def score_inputs_ray(
                         ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpus_per_actor > 0 else None
                     ),
                 },
-                batch_size=1,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=n_actors),
-                num_cpus=cpus_per_actor,
-                num_gpus=gpus_per_actor or None,
-                max_restarts=max_retries,
-                max_task_retries=max_retries,
-            )
+                "num_cpus": cpus_per_actor,
+                "num_gpus": gpus_per_actor or None,
+                "max_restarts": max_retries,
+                "max_task_retries": max_retries,
+            }
+            with warnings.catch_warnings():  # bounded retries (Ray Data's default retries forever)
+                warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+                ds = ds.map_batches(
+                    _ScoreActor,
+                    batch_size=1,
+                    batch_format="numpy",
+                    compute=ray.data.ActorPoolStrategy(size=n_actors),
+                    **map_kwargs,
+                )
             bar = tqdm(total=len(todo), unit="input", desc="scoring (ray)", disable=not progress)
             try:
                 for row in ds.iter_rows():

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import sqlite3
 import time
@@ -578,11 +579,15 @@ def _copy_image(
     session = _safe_part(str(row.get("session_id") or "session"))
     rel = Path(station_id) / session / _safe_part(src.name)
     dst = Path(images_dir) / rel
-    data = src.read_bytes()
-    if not (dst.is_file() and dst.stat().st_size == len(data) and dst.read_bytes() == data):
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(dst, data)
-        report.images += 1
+    st = src.stat()
+    if dst.is_file():  # copied before: the copy carries the source's size and mtime
+        d = dst.stat()
+        if d.st_size == st.st_size and d.st_mtime_ns == st.st_mtime_ns:
+            return rel.as_posix()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dst, src.read_bytes())
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    report.images += 1
     return rel.as_posix()
 
 
