@@ -173,18 +173,22 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(
 
     th = threading.Thread(target=run)
     th.start()
-    killed = None
+    killed, before, after = None, set(), set()
     deadline = time.monotonic() + 120
-    while th.is_alive() and time.monotonic() < deadline and killed is None:
+    while th.is_alive() and time.monotonic() < deadline:
         done = len(list((out / PARTS).glob("*.json"))) if (out / PARTS).is_dir() else 0
         pids = _actor_pids()
-        if done >= 1 and pids:
+        if killed is None and 1 <= done <= 6 and pids:
+            before = set(pids)
             killed = pids[0]
             os.kill(killed, signal.SIGKILL)
+        elif killed is not None:
+            after |= set(pids) - before
         time.sleep(0.02)
     th.join(timeout=180)
     assert "error" not in result, result.get("error")
-    assert killed is not None, "the run finished before an actor could be killed"
+    assert killed is not None, "the run finished before an actor could be killed mid-run"
+    assert after, "Ray started no replacement actor"
     done_parts = len(list((out / PARTS).glob("*.json")))
     assert done_parts == 9
     local = score_inputs([d], model, tmp_path / "local", annotate_images=False, **kw)

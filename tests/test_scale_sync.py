@@ -375,3 +375,38 @@ def test_bad_station_id_and_url_are_refused(tmp_path: Path) -> None:
         sync_once(st, "mysql://u:pw@h/db", station_id="ok")
     with pytest.raises(SyncError, match="no station store"):
         sync_once(tmp_path / "nothing", "postgresql://u@127.0.0.1:1/db", station_id="ok")
+
+
+def test_central_schema_versioned_and_evolves_with_the_station(
+    central: sa.Engine, pg: PgServer, tmp_path: Path
+) -> None:
+    st = make_station(tmp_path / "st", {"s1": (5, True)})
+    sync_once(st, pg.url, station_id="cage-e")
+    # a newer station store has one more frame column: the central table gains it, old rows keep NULL
+    db = sqlite3.connect(st / "grimace.sqlite")
+    db.execute("ALTER TABLE frames ADD COLUMN pose TEXT")
+    db.execute("UPDATE frames SET pose='side' WHERE frame_index=4")
+    db.execute(
+        "INSERT INTO frames (session_id, frame_index, t_s, wall_time, interval_index, unit_scores, "
+        "n_boxes, pose) VALUES ('s1', 5, 2.5, 1.7e9, 0, '{}', 0, 'front')"
+    )
+    db.commit()
+    db.close()
+    report = sync_once(st, pg.url, station_id="cage-e")
+    assert report.rows["frames"] == 1  # append table: the new row; earlier rows are not revisited
+    with central.connect() as c:
+        poses = dict(c.execute(sa.text("SELECT frame_index, pose FROM frames")).fetchall())
+    assert poses[5] == "front" and poses[0] is None
+    # a central database made by a newer grimace-edge is refused, before anything is written
+    with central.begin() as c:
+        c.execute(sa.text("UPDATE grimace_meta SET value='99' WHERE key='schema_version'"))
+    with pytest.raises(SyncError, match="schema version 99"):
+        sync_once(st, pg.url, station_id="cage-e")
+
+
+def test_a_wrong_key_in_the_table_list_is_named(central: sa.Engine, pg: PgServer, tmp_path: Path) -> None:
+    from edge.scale.sync import SyncTable
+
+    st = make_station(tmp_path / "st", {"s1": (2, False)})
+    with pytest.raises(SyncError, match="'grades' has no key column"):
+        sync_once(st, pg.url, station_id="cage-f", tables=(SyncTable("grades", ("grade_id",)),))

@@ -262,6 +262,11 @@ def _central_table(conn: Any, spec: SyncTable, local_cols: list[tuple[str, str]]
     import sqlalchemy as sa
 
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_ID})
+    missing = [k for k in spec.key if k != ROWID and k not in {c for c, _t in local_cols}]
+    if missing:
+        raise SyncError(
+            f"station table {spec.name!r} has no key column(s) {missing}; fix its entry in SYNC_TABLES"
+        )
     cols = list(local_cols)
     if ROWID in spec.key:
         cols = [(ROWID, "INTEGER"), *cols]
