@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from edge.runner import score_inputs
     from edge.scale.ray_score import score_inputs_ray
 
+    load_start = os.getloadavg()[0]
+    started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     tmp = Path(tempfile.mkdtemp(prefix="grimace-bench-ray-"))
     model = args.model or build_standin_onnx(tmp / "standin.onnx")
     src = make_video(tmp / "session.mp4", args.frames)
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         ray.shutdown()
 
+    load_end = os.getloadavg()[0]
+    print(f"{started_at}; load average (1 min) {load_start:.2f} at the start, {load_end:.2f} at the end")
     print(f"model {model} | {args.videos} videos × {args.frames} frames | {args.repeats} repeats")
     print(f"ray.init (local cluster, {args.cpus} CPUs): {ray_start:.1f} s (not in the rows below)\n")
     print(f"| {'engine':<28} | frames | wall s (median) | min–max | frames/s (median) |")
@@ -107,7 +112,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     result = {
         "python": platform.python_version(),
-        "model": str(model),
+        "started_at": started_at,
+        "load_average_start": round(load_start, 2),
+        "load_average_end": round(load_end, 2),
+        "model": model.name if args.model else f"{model.name} (YOLOv5n-sized stand-in, random weights)",
         "videos": args.videos,
         "frames_per_video": args.frames,
         "repeats": args.repeats,
