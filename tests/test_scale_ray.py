@@ -142,6 +142,14 @@ def test_ray_rows_equal_local_and_resume_skips_done(
     assert json.loads((tmp_path / "ray" / "run.json").read_text())["inputs_scored_now"] == 0
     assert len(third.records) == len(local.records)
 
+    # a changed input (new content, size, mtime) is scored again, the rest is kept
+    cv2.imwrite(str(d / "R1" / "a.jpg"), face_image(RGS, shift=(-30, 5), seed=9))
+    score_inputs_ray([d], model, tmp_path / "ray", **kw)
+    info4 = json.loads((tmp_path / "ray" / "run.json").read_text())
+    assert info4["inputs_scored_now"] == 1 and info4["inputs_resumed"] == info["inputs"] - 1
+    score_inputs([d], model, tmp_path / "local2", annotate_images=False, **kw)
+    _same_outputs(tmp_path / "local2", tmp_path / "ray")
+
 
 def _actor_pids() -> list[int]:
     pids = []

@@ -84,10 +84,11 @@ def settings_key(
     iou: float,
     min_quality: float | None,
     subject_map: str | None,
+    subject_entries: dict[str, Any] | None = None,
 ) -> str:
     """Hash of everything besides the input that decides an input's rows (model bytes, thresholds,
-    sampling, subject map text, record and part schema)."""
-    smap_digest = _file_digest(Path(subject_map)) if subject_map else None
+    sampling, subject map text or entries, record and part schema)."""
+    smap_digest = _file_digest(Path(subject_map)) if subject_map else subject_entries
     blob = json.dumps(
         {
             "model": _file_digest(model),
@@ -271,7 +272,7 @@ def score_inputs_ray(
     *,
     scale: str | None = None,
     fps: float | None = None,
-    subject_map: str | Path | None = None,
+    subject_map: str | Path | SubjectMap | None = None,
     min_quality: float | None = None,
     conf: float = 0.25,
     iou: float = 0.45,
@@ -293,7 +294,7 @@ def score_inputs_ray(
         out: Output folder (created; ``parts/`` inside it holds finished inputs).
         scale: Scale the model must have been made for.
         fps: Video sampling rate (``None``: every frame).
-        subject_map: CSV mapping files/videos to animal ids.
+        subject_map: CSV (or loaded map) mapping files/videos to animal ids.
         min_quality: Frames below this quality abstain.
         conf: Detection confidence threshold.
         iou: NMS IoU threshold.
@@ -331,7 +332,7 @@ def score_inputs_ray(
         raise RayScoreError(
             f"{model}: --engine ray runs ONNX models (ONNX Runtime actors), not {model.suffix}"
         )
-    smap = load_subject_map(subject_map) if subject_map is not None else None
+    smap = load_subject_map(subject_map) if isinstance(subject_map, (str, Path)) else subject_map
     out.mkdir(parents=True, exist_ok=True)
     parts_dir = out / PARTS
     parts_dir.mkdir(exist_ok=True)
@@ -343,7 +344,12 @@ def score_inputs_ray(
         conf=conf,
         iou=iou,
         min_quality=min_quality,
-        subject_map=str(subject_map) if subject_map else None,
+        subject_map=str(subject_map) if isinstance(subject_map, (str, Path)) else None,
+        subject_entries=(
+            {k: dataclasses.asdict(v) for k, v in smap.entries.items()}
+            if smap is not None and not isinstance(subject_map, (str, Path))
+            else None
+        ),
     )
     files, list_errors = expand_inputs(paths)
     keys = [input_key(f, settings) for f in files]
