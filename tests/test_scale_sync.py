@@ -410,3 +410,56 @@ def test_a_wrong_key_in_the_table_list_is_named(central: sa.Engine, pg: PgServer
     st = make_station(tmp_path / "st", {"s1": (2, False)})
     with pytest.raises(SyncError, match="'grades' has no key column"):
         sync_once(st, pg.url, station_id="cage-f", tables=(SyncTable("grades", ("grade_id",)),))
+
+
+def test_per_station_roles_as_in_the_docs(pg: PgServer, tmp_path: Path) -> None:
+    """The role setup of docs/scale-out.md: one login per station acting as grimace_writer (every
+    table has one owner, a later station can add columns), a read-only reader."""
+    admin = sa.create_engine(
+        pg.url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as c:
+        c.execute(sa.text("DROP DATABASE IF EXISTS grimace"))
+        for r in ("station_cage_a", "station_cage_b", "grimace_reader", "grimace_writer"):
+            c.execute(sa.text(f"DROP ROLE IF EXISTS {r}"))
+        c.execute(sa.text("CREATE ROLE grimace_writer NOLOGIN"))
+        c.execute(sa.text("CREATE DATABASE grimace OWNER grimace_writer"))
+    db_url = pg.url.rsplit("/", 1)[0] + "/grimace"
+    setup = sa.create_engine(
+        db_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with setup.connect() as c:
+        c.execute(sa.text("ALTER SCHEMA public OWNER TO grimace_writer"))
+        for st in ("cage_a", "cage_b"):
+            c.execute(sa.text(f"CREATE ROLE station_{st} LOGIN PASSWORD 'x' IN ROLE grimace_writer"))
+            c.execute(sa.text(f"ALTER ROLE station_{st} SET role TO grimace_writer"))
+        c.execute(sa.text("CREATE ROLE grimace_reader LOGIN PASSWORD 'y'"))
+        c.execute(sa.text("GRANT USAGE ON SCHEMA public TO grimace_reader"))
+        c.execute(
+            sa.text(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE grimace_writer IN SCHEMA public "
+                "GRANT SELECT ON TABLES TO grimace_reader"
+            )
+        )
+    a = make_station(tmp_path / "a", {"s1": (6, True)})
+    b = make_station(tmp_path / "b", {"s1": (4, True)})
+    db = sqlite3.connect(b / "grimace.sqlite")  # station b runs a newer store: one more column
+    db.execute("ALTER TABLE frames ADD COLUMN pose TEXT")
+    db.commit()
+    db.close()
+    host = pg.url.split("@", 1)[1]
+    sync_once(a, f"postgresql://station_cage_a:x@{host.rsplit('/', 1)[0]}/grimace", station_id="cage-a")
+    sync_once(b, f"postgresql://station_cage_b:x@{host.rsplit('/', 1)[0]}/grimace", station_id="cage-b")
+    with setup.connect() as c:
+        owners = {
+            r[0]
+            for r in c.execute(sa.text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname='public'"))
+        }
+        assert owners == {"grimace_writer"}
+    reader = sa.create_engine(f"postgresql+psycopg://grimace_reader:y@{host.rsplit('/', 1)[0]}/grimace")
+    with reader.connect() as c:
+        assert c.execute(sa.text("SELECT COUNT(*) FROM frames")).scalar() == 10
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            c.execute(sa.text("DELETE FROM frames"))
+    for e in (reader, setup, admin):
+        e.dispose()
