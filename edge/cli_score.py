@@ -7,7 +7,9 @@ done (no model, bad arguments, no input readable).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -68,6 +70,18 @@ def score_cmd(
     ),
     threads: int = typer.Option(0, "--threads", min=0, help="ONNX Runtime CPU threads (0 = all cores)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (this process) or ray (a Ray cluster; ONNX models; resumable)."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="--engine ray: cluster address (auto, host:6379, ray://host:10001)."
+    ),
+    actors: int | None = typer.Option(
+        None, "--actors", min=1, help="--engine ray: model actors (default: one per CPU of the cluster)."
+    ),
+    gpus_per_actor: float = typer.Option(
+        0.0, "--gpus-per-actor", min=0.0, help="--engine ray: GPUs per actor (> 0: ONNX Runtime CUDA)."
+    ),
 ) -> None:
     """Score images and videos; write per-frame CSV/XLSX/JSONL, per-animal summaries and annotations."""
     from edge.aggregate import SubjectMapError
@@ -78,9 +92,10 @@ def score_cmd(
 
     if fps is not None and fps <= 0:
         raise _fail(f"--fps must be > 0, got {fps}")
+    score = score_inputs if engine == "local" else _ray_engine(engine, address, actors, gpus_per_actor)
     _quiet_opencv()
     try:
-        run = score_inputs(
+        run = score(
             paths,
             model,
             out,
@@ -126,6 +141,25 @@ def score_cmd(
         raise typer.Exit(2 if n == 0 else 1)
     if n == 0:
         raise _fail("no frames were scored")
+
+
+def _ray_engine(engine: str, address: str | None, actors: int | None, gpus: float) -> Callable[..., Any]:
+    """``score_inputs`` for ``--engine ray`` (:mod:`edge.scale.ray_score`; annotations not written)."""
+    if engine != "ray":
+        raise _fail(f"--engine must be local or ray, got {engine!r}")
+
+    def run_on_ray(paths: list[Path], model: Path, out: Path, *, annotate_images: bool, **kw: Any) -> Any:
+        kw.pop("annotate_video")  # the Ray engine writes no annotations (run.json notes say so)
+        from edge.scale.ray_score import RayScoreError, score_inputs_ray
+
+        try:
+            return score_inputs_ray(
+                paths, model, out, address=address, actors=actors, gpus_per_actor=gpus, **kw
+            )
+        except RayScoreError as e:
+            raise _fail(str(e)) from None
+
+    return run_on_ray
 
 
 @app.command("watch")

@@ -21,6 +21,10 @@ EXTRAS = {
     "sklearn": "eval",
     "matplotlib": "eval",
     "openpyxl": "eval",
+    "ray": "ray",
+    "pyarrow": "ray",
+    "sqlalchemy": "central",
+    "psycopg": "central",
 }
 
 

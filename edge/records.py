@@ -2,7 +2,7 @@
 
 ``grimace score``, ``watch``, ``predict``, ``teacher score``, ``train distill`` and the station all turn
 a :class:`~edge.results.FrameResult` into a :class:`FrameRecord` with :func:`frame_record`, and write it
-as a table row (:func:`table_row`: CSV and XLSX), a JSON line (:func:`json_line`) or an SQL row
+as a table row (:func:`table_row`: CSV, XLSX and Parquet), a JSON line (:func:`json_line`) or an SQL row
 (:func:`sql_row`). One vocabulary, record schema :data:`RECORD_SCHEMA`, named from the scale spec
 (``S`` = :attr:`~edge.scales.ScaleSpec.score_name`, e.g. ``RGS``, ``MGS``, ``GOAT``):
 
@@ -519,6 +519,66 @@ def write_table(
             raise ImportError("writing .xlsx needs openpyxl (pip install openpyxl), or write a .csv")
         return out
     raise ValueError(f"{p}: a table must end in .csv or .xlsx")
+
+
+def frame_column_types(spec: ScaleSpec) -> dict[str, str]:
+    """Value type of each :func:`frame_columns` column (``"str"``, ``"float"`` or ``"int"``), so a typed
+    table (Parquet) has the same column types whatever the rows hold (a column of empty cells too)."""
+    s = spec.score_name
+    types = dict.fromkeys(
+        ["Filename", "animal", "group", "timepoint", "session", "source", "abstained"], "str"
+    )
+    for c in [
+        s,
+        *[u.label for u in spec.units],
+        argmax_column(s),
+        *[argmax_column(u.label) for u in spec.units],
+    ]:
+        types[c] = "float"
+    types.update(frame_index="int", time_s="float", quality="float", n_boxes="int", pain="int")
+    for u in spec.units:
+        types[f"{u.name}_count"] = "int"
+    return types
+
+
+def write_parquet(
+    path: str | Path,
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    types: dict[str, str] | None = None,
+) -> Path | None:
+    """Write dict rows as a Parquet file atomically (pyarrow), one typed column per name.
+
+    Cells are stored as values (no spreadsheet escaping: Parquet is not opened by a spreadsheet as
+    formulas); ``None``/NaN are nulls.
+
+    Args:
+        path: The ``.parquet`` file.
+        rows: Rows (dicts keyed by column).
+        columns: Column order.
+        types: ``"str"``/``"float"``/``"int"`` per column (:func:`frame_column_types`); a column not
+            named is typed from its values.
+
+    Returns:
+        The path, or ``None`` when pyarrow is not installed (the caller reports the skip).
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return None
+    arrow = {"str": pa.string(), "float": pa.float64(), "int": pa.int64()}
+    types = types or {}
+    arrays = {}
+    for c in columns:
+        vals = [r.get(c) for r in rows]
+        vals = [None if isinstance(v, float) and not np.isfinite(v) else v for v in vals]
+        vals = [int(v) if isinstance(v, bool) else v for v in vals]
+        t = arrow.get(types.get(c, ""))
+        arrays[c] = pa.array(vals, type=t) if t is not None else pa.array(vals)
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table(arrays), buf)
+    return atomic_write_bytes(path, buf.getvalue().to_pybytes())
 
 
 def _json_default(o: Any) -> Any:

@@ -6,6 +6,7 @@ frame with the model, and writes into ``out``:
 * ``frames.csv`` / ``frames.xlsx`` (openpyxl) / ``frames.jsonl``: one row per frame in the one frame
   record vocabulary (:mod:`edge.records`, seed columns first); the JSON lines also hold every box and
   one line per failed input,
+* ``frames.parquet`` (pyarrow installed): the same rows, typed columns,
 * ``summary_by_animal.csv`` and ``summary_by_session.csv``: per animal / per session (video) aggregates,
 * ``errors.csv``: the inputs that failed and why,
 * ``annotated/``: annotated images (and ``*_annotated.mp4`` per video with ``annotate_video``),
@@ -30,11 +31,13 @@ from edge.records import (
     RECORD_SCHEMA,
     FrameRecord,
     JsonlWriter,
+    frame_column_types,
     frame_columns,
     json_line,
     record_from_frame,
     table_row,
     write_csv,
+    write_parquet,
     write_xlsx,
 )
 from edge.report import AnnotatedVideo, annotate
@@ -237,6 +240,11 @@ def _write_outputs(
     cols = frame_columns(spec)
     rows = [table_row(r, spec) for r in run.records]
     run.outputs["frames_csv"] = str(write_csv(out / "frames.csv", rows, cols))
+    parquet = write_parquet(out / "frames.parquet", rows, cols, frame_column_types(spec))
+    if parquet is None:
+        run.notes.append("pyarrow is not installed: frames.parquet skipped (pip install pyarrow)")
+    else:
+        run.outputs["frames_parquet"] = str(parquet)
     run.outputs["frames_jsonl"] = str(out / "frames.jsonl")
     by_subject = summary_rows(
         aggregate(run.records, spec, by="subject", min_frames=min_frames), spec, by="subject"
