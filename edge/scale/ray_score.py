@@ -50,6 +50,7 @@ from edge.fileio import atomic_write_text
 from edge.predictor import STAGES, StageTimes
 from edge.records import RECORD_SCHEMA, FrameRecord, JsonlWriter, dumps, json_line, record_from_frame
 from edge.sources import ItemError, expand_inputs
+from edge.verdict import DEFAULT_MIN_FRAMES
 
 PARTS = "parts"
 """Folder under the output folder holding one finished input per file (``<key>.json``)."""
@@ -274,6 +275,7 @@ def score_inputs_ray(
     fps: float | None = None,
     subject_map: str | Path | SubjectMap | None = None,
     min_quality: float | None = None,
+    min_frames: int = DEFAULT_MIN_FRAMES,
     conf: float = 0.25,
     iou: float = 0.45,
     threads: int = 0,
@@ -296,6 +298,7 @@ def score_inputs_ray(
         fps: Video sampling rate (``None``: every frame).
         subject_map: CSV (or loaded map) mapping files/videos to animal ids.
         min_quality: Frames below this quality abstain.
+        min_frames: Binary scales: fewest scored frames for a per-animal verdict (as locally).
         conf: Detection confidence threshold.
         iou: NMS IoU threshold.
         threads: ONNX Runtime threads per actor (0: ``cpus_per_actor``).
@@ -464,7 +467,7 @@ def score_inputs_ray(
     for e in run.errors:
         log(f"error: {e}")
     run.wall_s = time.perf_counter() - t_start
-    _write_outputs(run, spec, out, smap, model, fps, conf, iou, min_quality)
+    _write_outputs(run, spec, out, smap, model, fps, conf, iou, min_quality, min_frames)
     run.notes.append("annotated images/videos are not written with --engine ray")
     if transient:
         run.notes.append(
