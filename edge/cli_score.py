@@ -1,8 +1,19 @@
 """CLI commands: ``grimace score`` and ``grimace watch`` (imports nothing heavy at module level).
 
+One error policy, applied here for each command: every input is scored or reported (file, what is
+wrong) and skipped; only what makes the whole run impossible stops it, with ``error: ...`` and an exit
+status, never a traceback (``GRIMACE_DEBUG=1`` shows them). Numeric options are checked first (finite,
+in range, below a sane upper bound).
+
 Exit status of ``score``: 0 when every input was read, 1 when some inputs failed (their names are
 printed and listed in ``errors.csv``; outputs are complete for the rest), 2 when nothing could be
-done (no model, bad arguments, no input readable).
+done (no model, bad arguments, unusable or non-empty ``--out``, no input readable), 3 when writing
+the outputs failed mid-run (disk full...; what was written is valid, ``--resume`` continues), 130/143
+when stopped by SIGINT/SIGTERM (the tables are written from what was scored; ``--resume`` continues).
+
+Exit status of ``watch``: 0 when the session completed or was stopped by a signal (resumable), 1 when
+the camera gave up or was lost before the session's end (the session stays resumable) or free disk
+space is below the floor, 2 for bad arguments, an unusable database or output folder.
 """
 
 from __future__ import annotations
@@ -27,6 +38,54 @@ def _quiet_opencv() -> None:
 def _fail(msg: str, code: int = 2) -> typer.Exit:
     typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
+
+
+MAX_FPS = 1000.0
+"""Highest ``--fps`` taken (no camera or video beside a cage delivers more)."""
+MAX_SESSION_S = 7 * 24 * 3600.0
+"""Longest ``watch --session`` (a week); longer protocols are several sessions."""
+
+
+def max_threads() -> int:
+    """Highest ``--threads``: 4 per CPU core, at least 64 (100000 threads made ONNX Runtime hang)."""
+    import os
+
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_number(
+    option: str,
+    value: float | None,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> None:
+    """Refuse a numeric option that is NaN, infinite or outside ``[lo, hi]`` (``(lo, hi]`` with
+    ``lo_open``); ``None`` (not given) passes.
+
+    Raises:
+        typer.Exit: After printing ``error: --option ...`` (exit status 2).
+    """
+    import math
+
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise _fail(f"{option} must be a finite number, got {value}")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise _fail(f"{option} must be {'>' if lo_open else '>='} {lo:g}, got {value:g}")
+    if hi is not None and value > hi:
+        raise _fail(f"{option} must be <= {hi:g}, got {value:g}")
+
+
+def _check_image_limits() -> None:
+    from edge.sources import ImageLimits
+
+    try:
+        ImageLimits.from_env()
+    except ValueError as e:
+        raise _fail(str(e)) from None
 
 
 @app.command("score")
@@ -61,16 +120,32 @@ def score_cmd(
     ),
     threads: int = typer.Option(0, "--threads", min=0, help="ONNX Runtime CPU threads (0 = all cores)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="--out holds an earlier run: delete its results and start again."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="--out holds an earlier run: keep it and score only the inputs not done."
+    ),
 ) -> None:
-    """Score images and videos; write per-frame CSV/XLSX/JSONL, per-animal summaries and annotations."""
+    """Score images and videos; write per-frame CSV/XLSX/JSONL, per-animal summaries and annotations.
+
+    Image size limits (checked from each file's header before decoding): GRIMACE_MAX_PIXELS (default
+    100 megapixels) and GRIMACE_MAX_IMAGE_BYTES (default 1 GiB).
+    """
     from edge.aggregate import SubjectMapError
     from edge.artifact import ArtifactError
     from edge.deps import MissingDependencyError
-    from edge.runner import score_inputs
+    from edge.runner import OutputError, score_inputs
     from edge.scales import ScaleError, ScaleMismatchError
 
-    if fps is not None and fps <= 0:
-        raise _fail(f"--fps must be > 0, got {fps}")
+    check_number("--fps", fps, lo=0.0, lo_open=True, hi=MAX_FPS)
+    check_number("--min-quality", min_quality, lo=0.0, hi=1.0)
+    check_number("--conf", conf, lo=0.0, hi=1.0)
+    check_number("--iou", iou, lo=0.0, hi=1.0)
+    check_number("--threads", threads, lo=0, hi=max_threads())
+    if overwrite and resume:
+        raise _fail("--overwrite and --resume exclude each other")
+    _check_image_limits()
     _quiet_opencv()
     try:
         run = score_inputs(
@@ -88,7 +163,11 @@ def score_cmd(
             threads=threads,
             progress=progress,
             log=lambda s: typer.echo(s, err=True),
+            existing="overwrite" if overwrite else "resume" if resume else "refuse",
         )
+    except OutputError as e:
+        # before any input was read (exit 2), or mid-run (exit 3: what was written is valid)
+        raise _fail(str(e), 3 if "The run stopped" in str(e) else 2) from None
     except (
         FileNotFoundError,
         ArtifactError,
@@ -115,6 +194,14 @@ def score_cmd(
         )
         for e in run.errors:
             typer.echo(f"  {e}", err=True)
+    if run.stopped.startswith("interrupted"):
+        typer.secho(
+            f"{run.stopped}: tables written from the {n} frame(s) scored; rerun with --resume to continue",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+        raise typer.Exit(143 if "SIGTERM" in run.stopped else 130)
+    if failed:
         raise typer.Exit(2 if n == 0 else 1)
     if n == 0:
         raise _fail("no frames were scored")

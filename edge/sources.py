@@ -643,14 +643,29 @@ def iter_inputs(paths: Iterable[str | Path], fps: float | None = None) -> Iterat
     files, errors = expand_inputs(paths)
     yield from errors
     for f in files:
-        if is_video(f):
-            yield from iter_video(f, fps=fps)
-        elif f.suffix.lower() in IMAGE_EXTS:
-            yield from iter_images([f])
+        yield from iter_file(f, fps=fps)
+
+
+def iter_file(path: Path, fps: float | None = None) -> Iterator[Frame | ItemError]:
+    """Frames of one image or video file. Whatever goes wrong reading it ends as an
+    :class:`ItemError` naming it (``GRIMACE_DEBUG=1`` lets unexpected exceptions through), so one bad
+    file never ends a batch."""
+    n = 0
+    try:
+        if is_video(path):
+            for item in iter_video(path, fps=fps):
+                n += isinstance(item, Frame)
+                yield item
+        elif path.suffix.lower() in IMAGE_EXTS:
+            yield from iter_images([path])
         else:
             yield ItemError(
-                str(f), f"unsupported file type {f.suffix or '(none)'}; expected an image or a video"
+                str(path), f"unsupported file type {path.suffix or '(none)'}; expected an image or a video"
             )
+    except Exception as e:  # a decoder or container failure we did not foresee: report, go on
+        if os.environ.get("GRIMACE_DEBUG"):
+            raise
+        yield ItemError(str(path), f"cannot be read ({type(e).__name__}: {e})", n)
 
 
 # ---------------------------------------------------------------------------------------- cameras

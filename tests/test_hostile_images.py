@@ -29,8 +29,11 @@ def png_claiming(w: int, h: int) -> bytes:
     """A small, well-formed PNG whose IHDR states ``w`` x ``h`` (the data is a few bytes)."""
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
     )
 
 
@@ -46,10 +49,13 @@ def jpeg_claiming(w: int, h: int) -> bytes:
 @pytest.mark.parametrize(("w", "h"), [(100000, 100000), (65500, 65500)])
 def test_header_claiming_huge_size_is_refused_before_decoding(tmp_path: Path, w: int, h: int) -> None:
     # before: cv2.error (libpng/libjpeg limit) escaped from read_image and ended `grimace score`
-    for name, data in (("big.png", png_claiming(w, h)), ("big.jpg", jpeg_claiming(min(w, 65535), min(h, 65535)))):
+    for name, data in (
+        ("big.png", png_claiming(w, h)),
+        ("big.jpg", jpeg_claiming(min(w, 65535), min(h, 65535))),
+    ):
         p = tmp_path / name
         p.write_bytes(data)
-        with pytest.raises(SourceError, match="over the limit of 100,000,000 .GRIMACE_MAX_PIXELS") as e:
+        with pytest.raises(SourceError, match=r"over the limit of 100,000,000 \(GRIMACE_MAX_PIXELS") as e:
             read_image(p)
         assert str(p) in str(e.value)
 
