@@ -40,12 +40,6 @@ def _fail(msg: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-MAX_FPS = 1000.0
-"""Highest ``--fps`` taken (no camera or video beside a cage delivers more)."""
-MAX_SESSION_S = 7 * 24 * 3600.0
-"""Longest ``watch --session`` (a week); longer protocols are several sessions."""
-
-
 def max_threads() -> int:
     """Highest ``--threads``: 4 per CPU core, at least 64 (100000 threads made ONNX Runtime hang)."""
     import os
@@ -135,6 +129,7 @@ def score_cmd(
     from edge.aggregate import SubjectMapError
     from edge.artifact import ArtifactError
     from edge.deps import MissingDependencyError
+    from edge.live import MAX_FPS
     from edge.runner import OutputError, score_inputs
     from edge.scales import ScaleError, ScaleMismatchError
 
@@ -252,7 +247,12 @@ def watch_cmd(
     from edge.diskguard import DiskSpaceError
     from edge.live import watch
     from edge.scales import ScaleError, ScaleMismatchError
+    from edge.storage import StoreError
 
+    check_number("--conf", conf, lo=0.0, hi=1.0)
+    check_number("--iou", iou, lo=0.0, hi=1.0)
+    check_number("--min-quality", min_quality, lo=0.0, hi=1.0)
+    check_number("--threads", threads, lo=0, hi=max_threads())
     _quiet_opencv()
     try:
         res = watch(
@@ -284,6 +284,8 @@ def watch_cmd(
         raise _fail(str(e)) from None
     except DiskSpaceError as e:  # exit 1 like `python -m edge.diskguard preflight`: systemd retries later
         raise _fail(str(e), 1) from None
+    except StoreError as e:
+        raise _fail(f"{e} (the session stays resumable: run the same command again)") from None
     score = "-" if res.session_score is None else f"{res.session_score:.3f}"
     sem = "" if res.session_sem is None else f" ± {res.session_sem:.3f} (SEM)"
     typer.echo(
@@ -304,5 +306,10 @@ def watch_cmd(
             err=True,
             fg=typer.colors.YELLOW,
         )
-    if res.stopped == "camera gave up":
+    if res.stopped in ("camera gave up", "camera lost"):
+        typer.secho(
+            f"session {res.session_id} is not complete ({res.stopped}); run the same command again to resume",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
         raise typer.Exit(1)
