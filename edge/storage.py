@@ -260,7 +260,7 @@ class Store:
             self._notify(msg)
 
     def _connect(self) -> sqlite3.Connection:
-        busy_ms = int(max(0.05, min(1.0, self.lock_timeout_s)) * 1000)
+        busy_ms = int(max(0.05, min(1.0, self.lock_timeout_s / 4)) * 1000)
         self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=busy_ms / 1000)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
