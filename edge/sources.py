@@ -249,7 +249,8 @@ def _decoder_messages() -> Iterator[list[str]]:
 
     libjpeg reports a corrupt scan only as a warning on stderr ("Corrupt JPEG data: 4819 extraneous
     bytes before marker 0xd9", "Premature end of JPEG file") and still returns an image; catching
-    those lines is the only way to know. Lines that are not decoder warnings are passed on to stderr.
+    those lines is the only way to know. The codecs' own chatter about a bad file is dropped (the
+    file is reported by name instead); anything else is passed on to stderr.
     """
     lines: list[str] = []
     with _STDERR_LOCK:
@@ -270,12 +271,18 @@ def _decoder_messages() -> Iterator[list[str]]:
                 text = tmp.read(1 << 16).decode("utf-8", "replace")
         other = []
         for line in text.splitlines():
-            (lines if _DECODER_WARNING.search(line) else other).append(line.strip())
-        if other:
+            if _JPEG_WARNING.search(line):
+                lines.append(line.strip())
+            elif line.strip() and not _DECODER_NOISE.search(line):
+                other.append(line)
+        if other:  # not the decoders' (another thread wrote while we listened): pass it on
             sys.stderr.write("\n".join(other) + "\n")
 
 
-_DECODER_WARNING = re.compile(r"Corrupt JPEG data|Premature end of JPEG|JPEG datastream|Invalid SOS|libpng")
+_JPEG_WARNING = re.compile(r"Corrupt JPEG data|Premature end of JPEG|JPEG datastream|Invalid SOS")
+"""libjpeg's warnings about the data of the file being decoded."""
+_DECODER_NOISE = re.compile(r"^\s*(\[ ?(WARN|ERROR|INFO|DEBUG)[^\]]*\]|libpng |>|OpenCV\(|TIFF)|Warning")
+"""What OpenCV's codecs print while failing on a bad file (the failure itself is reported by name)."""
 
 
 def to_bgr8(img: np.ndarray, source: str = "<image>") -> np.ndarray:
@@ -607,14 +614,22 @@ def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[ItemErr
             errors.append(ItemError(str(p), why))
             continue
         if stat.S_ISDIR(st.st_mode):
+            found: list[Path] = []
+            bad: list[ItemError] = []
             try:
-                found = sorted(
-                    f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS and _is_regular(f)
-                )
+                for f in sorted(p.rglob("*")):
+                    if f.suffix.lower() not in IMAGE_EXTS | VIDEO_EXTS:
+                        continue
+                    why = _not_regular(f)
+                    if why is None:
+                        found.append(f)
+                    elif why:  # a FIFO, a device, a broken link named like an input: say so
+                        bad.append(ItemError(str(f), why))
             except OSError as e:
                 errors.append(ItemError(str(p), f"cannot list folder: {e.strerror or e}"))
                 continue
-            if not found:
+            errors.extend(bad)
+            if not found and not bad:
                 errors.append(ItemError(str(p), "folder holds no image or video files"))
             for f in found:
                 add(f)
@@ -625,12 +640,20 @@ def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[ItemErr
     return files, errors
 
 
-def _is_regular(path: Path) -> bool:
-    """A regular file (following symlinks); False for FIFOs, devices and unreadable entries."""
+def _not_regular(path: Path) -> str | None:
+    """``None`` for a regular file (following symlinks); ``""`` for a folder (its files are listed
+    on their own); else why the entry cannot be read as an input."""
     try:
-        return stat.S_ISREG(path.stat().st_mode)
-    except OSError:
-        return False
+        mode = path.stat().st_mode
+    except OSError as e:
+        if path.is_symlink():
+            return f"broken symbolic link ({e.strerror or e})"
+        return f"cannot read: {e.strerror or e}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return ""
+    return "not a regular file (a FIFO, socket or device); not read"
 
 
 def is_video(path: str | Path) -> bool:

@@ -145,11 +145,17 @@ def test_fifo_and_long_names_are_reported_not_hung(tmp_path: Path) -> None:
     assert "too long" in msgs["xxxxx"].lower()
     with pytest.raises(SourceError, match="not a regular file"):
         read_image(fifo)
-    # a FIFO inside a folder is skipped like any non-image entry, the folder's images are still read
+    # inside a folder: a FIFO or a broken link named like an image is reported, the images are read
     d = tmp_path / "d"
     d.mkdir()
     os.mkfifo(d / "pipe.png")
+    (d / "gone.jpg").symlink_to(d / "nowhere.jpg")
+    (d / "sub.jpg").mkdir()  # a folder named like an image: its own files are listed
     cv2.imwrite(str(d / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(d / "sub.jpg" / "b.png"), np.zeros((8, 8, 3), np.uint8))
     items = list(iter_inputs([d]))
-    assert [type(i).__name__ for i in items] == ["Frame"]
-    assert not any(isinstance(i, ItemError) for i in items)
+    frames = sorted(Path(i.source).name for i in items if not isinstance(i, ItemError))
+    errors = {Path(i.source).name: i.message for i in items if isinstance(i, ItemError)}
+    assert frames == ["a.png", "b.png"]
+    assert set(errors) == {"pipe.png", "gone.jpg"}
+    assert "FIFO" in errors["pipe.png"] and "broken symbolic link" in errors["gone.jpg"]
