@@ -289,3 +289,28 @@ def test_a_frame_the_model_fails_on_is_reported_and_the_run_goes_on(
         ("r3.jpg", "scoring failed (RuntimeError: backend exploded)")
     ]
     assert (tmp_path / "o" / "errors.csv").read_text().count("r3.jpg") == 1
+
+
+def test_formula_in_a_model_unit_label_is_inert_in_csv_and_xlsx(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Landed earlier (edge.records.escape_cell); the issue's case: a unit label in the ONNX metadata
+    that starts with ``=`` must not become a live formula in frames.csv / frames.xlsx."""
+    from dataclasses import replace
+
+    from openpyxl import load_workbook
+
+    _, d = setup
+    units = list(RGS.units)
+    units[0] = replace(units[0], label='=HYPERLINK("http://x","eye")')
+    spec = replace(RGS, units=tuple(units))
+    model = build_tiny_onnx(tmp_path / "evil.onnx", spec, imgsz=320)
+    out = tmp_path / "o"
+    r = _run("score", str(d / "r0.jpg"), "-m", str(model), "-o", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    header = (out / "frames.csv").read_text().splitlines()[0]
+    assert "'=HYPERLINK" in header and ",=HYPERLINK" not in header
+    ws = load_workbook(out / "frames.xlsx")["frames"]
+    cells = [ws.cell(row=1, column=c) for c in range(1, ws.max_column + 1)]
+    evil = [c for c in cells if str(c.value).startswith("=HYPERLINK")]
+    assert evil and all(c.data_type == "s" for c in evil)
