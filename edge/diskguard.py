@@ -372,7 +372,8 @@ class DiskGuard:
 
     def _count_journals(self, u: Usage) -> Usage:
         pending = self.database_bytes()[1] if self.databases else 0
-        return Usage(u.total, u.used + pending, max(0, u.free - pending))
+        # may go below 0: the journal needs more than is free (the arithmetic of rotation stays right)
+        return Usage(u.total, u.used + pending, u.free - pending)
 
     def usage(self) -> Usage:
         """Current usage of the file system holding ``root``; the databases' pending journals count
@@ -449,6 +450,16 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _minus(usage_fn: UsageFn, pending: int) -> UsageFn:
+    """``usage_fn`` with ``pending`` bytes (database journals still to be written) counted as used."""
+
+    def usage(path: str) -> Usage:
+        u = usage_fn(path)
+        return Usage(u.total, u.used + pending, u.free - pending)
+
+    return usage
+
+
 def main(argv: Sequence[str] | None = None, usage_fn: UsageFn = _disk_usage) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 below the floor, 2 bad usage)."""
     args = _build_parser().parse_args(argv)
@@ -461,14 +472,19 @@ def main(argv: Sequence[str] | None = None, usage_fn: UsageFn = _disk_usage) -> 
             min_age_s=args.min_age_s,
         )
         probe = existing_ancestor(args.path)
+        root = Path(args.path)
+        # the session databases kept in the storage folder: their -wal/-journal count as used
+        dbs = sorted(p for pat in ("*.sqlite", "*.db") for p in root.glob(pat)) if root.is_dir() else []
+        pending = DiskGuard(root, cfg, usage_fn=usage_fn, databases=dbs).database_bytes()[1] if dbs else 0
+        usage_fn = _minus(usage_fn, pending)
         u = usage_fn(str(probe))
         th = cfg.resolve(u.total)
     except (ValueError, OSError) as e:
         print(f"{tag} error: {e}", file=sys.stderr)
         return 2
-    root = Path(args.path)
+    journal = f" (after {human(pending)} of database journal still to be written)" if pending else ""
     print(
-        f"{tag} {root} on {probe}: {human(u.free)} free of {human(u.total)}; floor "
+        f"{tag} {root} on {probe}: {human(u.free)} free{journal} of {human(u.total)}; floor "
         f"{human(th.min_free_start)}, images paused below {human(th.min_free_images)}, "
         f"rotation target {human(th.target_free)}"
     )

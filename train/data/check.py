@@ -225,7 +225,11 @@ def _check_yaml(root: Path, rep: CheckReport) -> tuple[ScaleSpec | None, dict[st
     if not yml.exists():
         rep.add(yml, None, "no data.yaml (a grimace dataset needs one naming its scale)", "yaml-missing")
         return None, {}, False
-    text = yml.read_text(errors="replace")
+    try:
+        text = yml.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as e:  # a folder named data.yaml, no permission...
+        rep.add(yml, None, f"cannot read data.yaml: {e.strerror or e}", "yaml-invalid")
+        return None, {}, False
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
