@@ -266,3 +266,32 @@ def test_disk_guard_counts_the_database_journal(tmp_path: Path) -> None:
 
     with pytest.raises(DiskSpaceError, match=r"counting as used the 300\.00 KiB of database journal"):
         guard.check_start()
+
+
+def test_watch_on_a_full_tmpfs_names_the_full_disk(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """A real full disk (a 160 KiB tmpfs; needs root): before, "cannot rollback - no transaction is
+    active" and a traceback."""
+    from tests.test_score_faults import _mount_tmpfs
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if not _mount_tmpfs(mnt, "size=160k"):
+        pytest.skip("needs root and permission to mount a tmpfs")
+    try:
+        model, video = setup
+        env = {"GRIMACE_MIN_FREE_START": "0", "GRIMACE_MIN_FREE_IMAGES": "0", "GRIMACE_TARGET_FREE": "0"}
+        cmd = [sys.executable, "-m", "edge.cli", "watch", "--camera", str(video), "--model", str(model)]
+        cmd += ["--out", str(mnt / "w"), "--interval", "2", "--session", str(SECONDS), "--fps", "5"]
+        r = subprocess.run(
+            [*cmd, "--quiet", "--continuous", "--threads", "1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **env},
+        )
+        assert r.returncode == 2, r.stderr
+        assert "the disk is full (SQLITE_FULL" in r.stderr and "resumable" in r.stderr
+        assert "cannot rollback" not in r.stderr
+        _no_traceback(r)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
