@@ -26,13 +26,15 @@ app = typer.Typer(no_args_is_help=True)
 
 
 def _quiet_opencv() -> None:
-    """Keep OpenCV's and FFmpeg's own warnings off the terminal; our errors name the bad file."""
+    """Keep OpenCV's and FFmpeg's own messages off the terminal; our errors name the bad file."""
     import os
 
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    # silent: a codec's own complaint about a bad file ("TIFF_Error ...") is replaced by our message
+    # naming the file and what is wrong with it
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
@@ -162,7 +164,7 @@ def score_cmd(
         )
     except OutputError as e:
         # before any input was read (exit 2), or mid-run (exit 3: what was written is valid)
-        raise _fail(str(e), 3 if "The run stopped" in str(e) else 2) from None
+        raise _fail(str(e), 3 if e.mid_run else 2) from None
     except (
         FileNotFoundError,
         ArtifactError,

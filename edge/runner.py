@@ -73,7 +73,16 @@ EXISTING = ("refuse", "overwrite", "resume")
 
 class OutputError(RuntimeError):
     """The output folder cannot be used or a write to it failed (disk full, read-only, a name over
-    the system's limits); the message names the path and the reason."""
+    the system's limits); the message names the path and the reason.
+
+    Attributes:
+        mid_run: The run had started (what was written is valid; ``--resume`` continues it); False
+            when ``out`` was refused before any input was read.
+    """
+
+    def __init__(self, message: str, mid_run: bool = False) -> None:
+        super().__init__(message)
+        self.mid_run = mid_run
 
 
 def _os_reason(e: OSError) -> str:
@@ -317,6 +326,11 @@ def score_inputs(
         pred = Predictor(m, conf=conf, iou=iou, min_quality=min_quality, quality_fn=frame_quality)
         run.times = pred.times
         files, expand_errors = expand_inputs(paths)
+        r_out = out.resolve()
+        ours = [f for f in files if r_out in f.resolve().parents]
+        if ours:  # --out inside an input folder: our own annotated images are not inputs
+            run.notes.append(f"{len(ours)} file(s) under --out {out} were not taken as inputs")
+            files = [f for f in files if f not in ours]
         todo = [f for f in files if str(f) not in done]
         used: set[Path] = set()
         if (out / "annotated").is_dir():
@@ -421,7 +435,8 @@ def score_inputs(
         raise OutputError(
             "; ".join(x for x in (what, miss) if x)
             + f". The run stopped after {len(run.records)} frame(s); what is in {out} is complete and "
-            f"valid ({kept or 'nothing'}); free space and rerun with --resume"
+            f"valid ({kept or 'nothing'}); free space and rerun with --resume",
+            mid_run=True,
         )
     return run
 

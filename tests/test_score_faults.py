@@ -314,3 +314,20 @@ def test_formula_in_a_model_unit_label_is_inert_in_csv_and_xlsx(
     cells = [ws.cell(row=1, column=c) for c in range(1, ws.max_column + 1)]
     evil = [c for c in cells if str(c.value).startswith("=HYPERLINK")]
     assert evil and all(c.data_type == "s" for c in evil)
+
+
+def test_out_inside_the_input_folder_is_not_scored_on_resume(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    model, d = setup
+    inputs = tmp_path / "in"
+    shutil.copytree(d, inputs)
+    out = inputs / "results"
+    assert _run("score", str(inputs), "-m", str(model), "-o", str(out), "--no-progress").returncode == 0
+    r = _run("score", str(inputs), "-m", str(model), "-o", str(out), "--no-progress", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "under --out" in r.stderr
+    rows = list(csv.DictReader((out / "frames.csv").open()))
+    assert len(rows) == 6 and not any("annotated" in row["source"] for row in rows)
