@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crashes", type=Path, default=Path("fuzz-crashes"))
     args = ap.parse_args(argv)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # the codecs' chatter, as in the CLI
     t0 = time.monotonic()
     n, decoded = fuzz(args.seconds, args.seed, args.crashes)
     dt = time.monotonic() - t0
