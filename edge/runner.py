@@ -157,6 +157,14 @@ def prepare_out(out: str | Path, existing: str = "refuse") -> tuple[Path, list[s
     return out, notes
 
 
+def _under(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies inside ``folder`` (both resolved)."""
+    try:
+        return folder.resolve() in path.resolve().parents
+    except (OSError, RuntimeError):
+        return False
+
+
 def _record_from_line(obj: dict[str, Any], spec: Any) -> FrameRecord:
     """A frame record from one of our JSON lines (the inverse of :func:`edge.records.json_line`)."""
     s = spec.score_name
@@ -326,8 +334,7 @@ def score_inputs(
         pred = Predictor(m, conf=conf, iou=iou, min_quality=min_quality, quality_fn=frame_quality)
         run.times = pred.times
         files, expand_errors = expand_inputs(paths)
-        r_out = out.resolve()
-        ours = [f for f in files if r_out in f.resolve().parents]
+        ours = [f for f in files if _under(f, out)]
         if ours:  # --out inside an input folder: our own annotated images are not inputs
             run.notes.append(f"{len(ours)} file(s) under --out {out} were not taken as inputs")
             files = [f for f in files if f not in ours]
@@ -336,19 +343,19 @@ def score_inputs(
         if (out / "annotated").is_dir():
             used.update((out / "annotated").iterdir())
         videos: dict[str, AnnotatedVideo] = {}
-        old_handlers: dict[int, Any] = {}
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(ValueError):  # not the main thread
-                    old_handlers[sig] = signal.signal(sig, _on_signal)
         failure: OSError | None = None
         failed_path = ""
-        bar = tqdm(unit="frame", desc="scoring", disable=not progress, dynamic_ncols=True)
         try:
             jsonl = JsonlWriter(out / "frames.jsonl", append=True)
             progress_log = JsonlWriter(out / "inputs_done.jsonl", append=existing == "resume")
         except OSError as e:
             raise OutputError(f"{out}: cannot open frames.jsonl: {_os_reason(e)}") from None
+        old_handlers: dict[int, Any] = {}
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(ValueError):  # not the main thread
+                    old_handlers[sig] = signal.signal(sig, _on_signal)
+        bar = tqdm(unit="frame", desc="scoring", disable=not progress, dynamic_ncols=True)
         current: str | None = None
 
         def finished(src: str | None) -> None:
