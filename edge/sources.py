@@ -416,8 +416,9 @@ def decode_image(data: bytes, source: str = "<image>", limits: ImageLimits | Non
     buf = np.frombuffer(data, np.uint8)
     try:
         # ANYDEPTH keeps 16-bit, ANYCOLOR keeps grayscale; EXIF orientation is applied (not IMREAD_UNCHANGED)
-        # only libjpeg reports bad data as a mere warning; other decoders fail (and are not serialised)
-        listen = _decoder_messages() if fmt == "jpeg" else contextlib.nullcontext([])
+        # libjpeg reports bad data only as a warning on stderr, libpng prints its errors there too;
+        # the other decoders fail through OpenCV's logger (and are not serialised by the listening)
+        listen = _decoder_messages() if fmt in ("jpeg", "png") else contextlib.nullcontext([])
         with listen as warnings:
             img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     except cv2.error as e:
