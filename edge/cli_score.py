@@ -38,6 +38,13 @@ def _quiet_opencv() -> None:
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
+    """Print ``error: msg`` and return the exit to raise. Called inside an ``except`` block with
+    ``GRIMACE_DEBUG`` set, it re-raises the exception being handled instead (its traceback shows)."""
+    import os
+    import sys
+
+    if os.environ.get("GRIMACE_DEBUG") and sys.exc_info()[1] is not None:
+        raise sys.exc_info()[1]
     typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
 

@@ -331,3 +331,15 @@ def test_out_inside_the_input_folder_is_not_scored_on_resume(
     assert "under --out" in r.stderr
     rows = list(csv.DictReader((out / "frames.csv").open()))
     assert len(rows) == 6 and not any("annotated" in row["source"] for row in rows)
+
+
+def test_grimace_debug_shows_the_traceback(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    model, d = setup
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    plain = _run("score", str(d), "-m", str(model), "-o", str(a_file), "--no-progress")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    debug = _run(
+        "score", str(d), "-m", str(model), "-o", str(a_file), "--no-progress", env={"GRIMACE_DEBUG": "1"}
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "OutputError" in debug.stderr
