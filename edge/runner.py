@@ -193,6 +193,13 @@ def _record_from_line(obj: dict[str, Any], spec: Any) -> FrameRecord:
 def _load_resume(out: Path, spec: Any, run: ScoreRun) -> set[str]:
     """Inputs finished by an earlier run into ``out``; their records and errors go into ``run`` and
     ``frames.jsonl`` is rewritten without the lines of an input that was cut off mid-way."""
+    with contextlib.suppress(FileNotFoundError, ValueError, AttributeError):
+        earlier = json.loads((out / "run.json").read_text("utf-8"))
+        if earlier.get("scale") not in (None, spec.name):
+            raise OutputError(
+                f"--resume: {out} holds a run of scale {earlier['scale']!r} (model {earlier.get('model')}); "
+                f"this model is for {spec.name!r}. Use --overwrite or another --out"
+            )
     done: set[str] = set()
     with contextlib.suppress(FileNotFoundError):
         for line in (out / "inputs_done.jsonl").read_text("utf-8", "replace").splitlines():
@@ -420,9 +427,16 @@ def score_inputs(
             bar.close()
             jsonl.close()
             progress_log.close()
-            for v in videos.values():
+            for src, v in videos.items():
                 with contextlib.suppress(Exception):
                     v.close()
+                try:  # cv2.VideoWriter.write reports nothing: check the file it left
+                    ok = v.path.stat().st_size > 0
+                except OSError:
+                    ok = False
+                if not ok:
+                    run.notes.append(f"annotated video for {src} could not be written ({v.path})")
+                    run.outputs.pop(f"video:{src}", None)
             for sig, h in old_handlers.items():
                 signal.signal(sig, h)
         if stop["why"] and not run.stopped:

@@ -343,3 +343,14 @@ def test_grimace_debug_shows_the_traceback(setup: tuple[Path, Path], tmp_path: P
         "score", str(d), "-m", str(model), "-o", str(a_file), "--no-progress", env={"GRIMACE_DEBUG": "1"}
     )
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "OutputError" in debug.stderr
+
+
+def test_resume_with_a_model_of_another_scale_is_refused(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    from edge.scales import MGS
+
+    model, d = setup
+    out = tmp_path / "o"
+    assert _run("score", str(d / "r0.jpg"), "-m", str(model), "-o", str(out), "--no-progress").returncode == 0
+    mgs = build_tiny_onnx(tmp_path / "mgs.onnx", MGS, imgsz=320)
+    r = _run("score", str(d), "-m", str(mgs), "-o", str(out), "--no-progress", "--resume")
+    assert r.returncode == 2 and "holds a run of scale 'rgs'" in r.stderr, r.stderr
