@@ -117,17 +117,44 @@ def _is_user_error(exc: BaseException) -> bool:
 def main() -> None:
     """Console-script entry point.
 
-    The project's own errors (bad file, wrong scale, missing extra...) end with ``error: <message>``
-    and exit status 2; set ``GRIMACE_DEBUG=1`` to see the traceback instead.
+    No command ends in a traceback. The project's own errors (bad file, wrong scale, missing extra...)
+    end with ``error: <message>`` and exit status 2; an operating-system error (disk full, read-only
+    folder, a name over the system's limits) or a database error is named the same way; anything else
+    is reported as an internal error naming its type (exit 3) and ``Ctrl-C`` exits 130. Set
+    ``GRIMACE_DEBUG=1`` to see the traceback instead.
     """
     try:
         app()
-    except Exception as exc:
-        if os.environ.get("GRIMACE_DEBUG") or not _is_user_error(exc):
+    except KeyboardInterrupt:
+        if os.environ.get("GRIMACE_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("GRIMACE_DEBUG"):
+            raise
+        if _is_user_error(exc) or isinstance(exc, (OSError, MemoryError)) or _is_sqlite_error(exc):
+            print(f"error: {_describe(exc)}", file=sys.stderr)
+            code = 2
+        else:
+            print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print("(please report it; GRIMACE_DEBUG=1 shows where it happened)", file=sys.stderr)
+            code = 3
         print("(set GRIMACE_DEBUG=1 for the traceback)", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(code)
+
+
+def _is_sqlite_error(exc: BaseException) -> bool:
+    return type(exc).__module__ == "sqlite3"
+
+
+def _describe(exc: BaseException) -> str:
+    """The message of an error, with the file an ``OSError`` concerns."""
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
 
 
 if __name__ == "__main__":

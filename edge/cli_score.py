@@ -1,12 +1,24 @@
 """CLI commands: ``grimace score`` and ``grimace watch`` (imports nothing heavy at module level).
 
+One error policy, applied here for each command: every input is scored or reported (file, what is
+wrong) and skipped; only what makes the whole run impossible stops it, with ``error: ...`` and an exit
+status, never a traceback (``GRIMACE_DEBUG=1`` shows them). Numeric options are checked first (finite,
+in range, below a sane upper bound).
+
 Exit status of ``score``: 0 when every input was read, 1 when some inputs failed (their names are
 printed and listed in ``errors.csv``; outputs are complete for the rest), 2 when nothing could be
-done (no model, bad arguments, no input readable).
+done (no model, bad arguments, unusable or non-empty ``--out``, no input readable), 3 when writing
+the outputs failed mid-run (disk full...; what was written is valid, ``--resume`` continues), 130/143
+when stopped by SIGINT/SIGTERM (the tables are written from what was scored; ``--resume`` continues).
+
+Exit status of ``watch``: 0 when the session completed or was stopped by a signal (resumable), 1 when
+the camera gave up or was lost before the session's end (the session stays resumable) or free disk
+space is below the floor, 2 for bad arguments, an unusable database or output folder.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,18 +29,69 @@ app = typer.Typer(no_args_is_help=True)
 
 
 def _quiet_opencv() -> None:
-    """Keep OpenCV's and FFmpeg's own warnings off the terminal; our errors name the bad file."""
+    """Keep OpenCV's and FFmpeg's own messages off the terminal; our errors name the bad file."""
     import os
 
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    # silent: a codec's own complaint about a bad file ("TIFF_Error ...") is replaced by our message
+    # naming the file and what is wrong with it
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
+    """Print ``error: msg`` and return the exit to raise. Called inside an ``except`` block with
+    ``GRIMACE_DEBUG`` set, it re-raises the exception being handled instead (its traceback shows)."""
+    import os
+    import sys
+
+    if os.environ.get("GRIMACE_DEBUG") and sys.exc_info()[1] is not None:
+        raise sys.exc_info()[1]
     typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
+
+
+def max_threads() -> int:
+    """Highest ``--threads``: 4 per CPU core, at least 64 (100000 threads made ONNX Runtime hang)."""
+    import os
+
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_number(
+    option: str,
+    value: float | None,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> None:
+    """Refuse a numeric option that is NaN, infinite or outside ``[lo, hi]`` (``(lo, hi]`` with
+    ``lo_open``); ``None`` (not given) passes.
+
+    Raises:
+        typer.Exit: After printing ``error: --option ...`` (exit status 2).
+    """
+    import math
+
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise _fail(f"{option} must be a finite number, got {value}")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise _fail(f"{option} must be {'>' if lo_open else '>='} {lo:g}, got {value:g}")
+    if hi is not None and value > hi:
+        raise _fail(f"{option} must be <= {hi:g}, got {value:g}")
+
+
+def _check_image_limits() -> None:
+    from edge.sources import ImageLimits
+
+    try:
+        ImageLimits.from_env()
+    except ValueError as e:
+        raise _fail(str(e)) from None
 
 
 @app.command("score")
@@ -82,16 +145,33 @@ def score_cmd(
     gpus_per_actor: float = typer.Option(
         0.0, "--gpus-per-actor", min=0.0, help="--engine ray: GPUs per actor (> 0: ONNX Runtime CUDA)."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="--out holds an earlier run: delete its results and start again."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="--out holds an earlier run: keep it and score only the inputs not done."
+    ),
 ) -> None:
-    """Score images and videos; write per-frame CSV/XLSX/JSONL, per-animal summaries and annotations."""
+    """Score images and videos; write per-frame CSV/XLSX/JSONL, per-animal summaries and annotations.
+
+    Image size limits (checked from each file's header before decoding): GRIMACE_MAX_PIXELS (default
+    100 megapixels) and GRIMACE_MAX_IMAGE_BYTES (default 1 GiB).
+    """
     from edge.aggregate import SubjectMapError
     from edge.artifact import ArtifactError
     from edge.deps import MissingDependencyError
-    from edge.runner import score_inputs
+    from edge.live import MAX_FPS
+    from edge.runner import OutputError, score_inputs
     from edge.scales import ScaleError, ScaleMismatchError
 
-    if fps is not None and fps <= 0:
-        raise _fail(f"--fps must be > 0, got {fps}")
+    check_number("--fps", fps, lo=0.0, lo_open=True, hi=MAX_FPS)
+    check_number("--min-quality", min_quality, lo=0.0, hi=1.0)
+    check_number("--conf", conf, lo=0.0, hi=1.0)
+    check_number("--iou", iou, lo=0.0, hi=1.0)
+    check_number("--threads", threads, lo=0, hi=max_threads())
+    if overwrite and resume:
+        raise _fail("--overwrite and --resume exclude each other")
+    _check_image_limits()
     score = score_inputs if engine == "local" else _ray_engine(engine, address, actors, gpus_per_actor)
     _quiet_opencv()
     try:
@@ -111,7 +191,11 @@ def score_cmd(
             threads=threads,
             progress=progress,
             log=lambda s: typer.echo(s, err=True),
+            existing="overwrite" if overwrite else "resume" if resume else "refuse",
         )
+    except OutputError as e:
+        # before any input was read (exit 2), or mid-run (exit 3: what was written is valid)
+        raise _fail(str(e), 3 if e.mid_run else 2) from None
     except (
         FileNotFoundError,
         ArtifactError,
@@ -138,6 +222,14 @@ def score_cmd(
         )
         for e in run.errors:
             typer.echo(f"  {e}", err=True)
+    if run.stopped.startswith("interrupted"):
+        typer.secho(
+            f"{run.stopped}: tables written from the {n} frame(s) scored; rerun with --resume to continue",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+        raise typer.Exit(143 if "SIGTERM" in run.stopped else 130)
+    if failed:
         raise typer.Exit(2 if n == 0 else 1)
     if n == 0:
         raise _fail("no frames were scored")
@@ -148,9 +240,18 @@ def _ray_engine(engine: str, address: str | None, actors: int | None, gpus: floa
     if engine != "ray":
         raise _fail(f"--engine must be local or ray, got {engine!r}")
 
-    def run_on_ray(paths: list[Path], model: Path, out: Path, *, annotate_images: bool, **kw: Any) -> Any:
+    def run_on_ray(
+        paths: list[Path], model: Path, out: Path, *, annotate_images: bool, existing: str, **kw: Any
+    ) -> Any:
         kw.pop("annotate_video")  # the Ray engine writes no annotations (run.json notes say so)
+        from edge.runner import prepare_out
         from edge.scale.ray_score import RayScoreError, score_inputs_ray
+
+        # the local engine's --out policy: a non-empty folder needs --resume (finished inputs in
+        # parts/ are skipped) or --overwrite (earlier results and parts/ removed)
+        out, _notes = prepare_out(out, existing)
+        if existing == "overwrite":
+            shutil.rmtree(out / "parts", ignore_errors=True)
 
         try:
             return score_inputs_ray(
@@ -207,7 +308,12 @@ def watch_cmd(
     from edge.diskguard import DiskSpaceError
     from edge.live import watch
     from edge.scales import ScaleError, ScaleMismatchError
+    from edge.storage import StoreError
 
+    check_number("--conf", conf, lo=0.0, hi=1.0)
+    check_number("--iou", iou, lo=0.0, hi=1.0)
+    check_number("--min-quality", min_quality, lo=0.0, hi=1.0)
+    check_number("--threads", threads, lo=0, hi=max_threads())
     _quiet_opencv()
     try:
         res = watch(
@@ -239,6 +345,8 @@ def watch_cmd(
         raise _fail(str(e)) from None
     except DiskSpaceError as e:  # exit 1 like `python -m edge.diskguard preflight`: systemd retries later
         raise _fail(str(e), 1) from None
+    except StoreError as e:
+        raise _fail(f"{e} (the session stays resumable: run the same command again)") from None
     score = "-" if res.session_score is None else f"{res.session_score:.3f}"
     sem = "" if res.session_sem is None else f" ± {res.session_sem:.3f} (SEM)"
     typer.echo(
@@ -259,5 +367,10 @@ def watch_cmd(
             err=True,
             fg=typer.colors.YELLOW,
         )
-    if res.stopped == "camera gave up":
+    if res.stopped in ("camera gave up", "camera lost"):
+        typer.secho(
+            f"session {res.session_id} is not complete ({res.stopped}); run the same command again to resume",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
         raise typer.Exit(1)

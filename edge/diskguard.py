@@ -321,6 +321,10 @@ class DiskGuard:
         rotate_when_low: When free space drops below ``min_free_images``, try a rotation first.
         usage_fn: ``path -> Usage`` (for tests).
         clock: Monotonic clock (for tests).
+        databases: SQLite files written on the same disk (``grimace watch``: ``out/grimace.sqlite``).
+            Their pending journals (``-wal``, ``-journal``) count as used space: a checkpoint copies
+            the WAL's pages into the main file and a rollback journal is replayed into it, so that
+            space is spoken for even though the file system still reports it free.
     """
 
     def __init__(
@@ -332,8 +336,10 @@ class DiskGuard:
         rotate_when_low: bool = True,
         usage_fn: UsageFn = _disk_usage,
         clock: Callable[[], float] = time.monotonic,
+        databases: Sequence[str | Path] = (),
     ) -> None:
         self.root = Path(root)
+        self.databases = [Path(d) for d in databases]
         self.config = config or GuardConfig.from_env()
         self.check_interval_s = check_interval_s
         self.rotate_when_low = rotate_when_low
@@ -344,10 +350,34 @@ class DiskGuard:
         self.last_free: int | None = None
         """Free bytes at the last ``images_allowed`` re-read (``None`` before the first)."""
         self.last_rotation: RotationReport | None = None
+        raw_usage = self._usage
+        self._usage = lambda path: self._count_journals(raw_usage(path))
         self.thresholds = self.config.resolve(self.usage().total)
 
+    def database_bytes(self) -> tuple[int, int]:
+        """``(database files, pending journals)`` in bytes: the main files plus ``-shm``, and the
+        ``-wal``/``-journal`` files that will be written into them."""
+        main = pending = 0
+        for db in self.databases:
+            for suffix, is_pending in (("", False), ("-shm", False), ("-wal", True), ("-journal", True)):
+                try:
+                    size = Path(f"{db}{suffix}").stat().st_size
+                except OSError:
+                    continue
+                if is_pending:
+                    pending += size
+                else:
+                    main += size
+        return main, pending
+
+    def _count_journals(self, u: Usage) -> Usage:
+        pending = self.database_bytes()[1] if self.databases else 0
+        # may go below 0: the journal needs more than is free (the arithmetic of rotation stays right)
+        return Usage(u.total, u.used + pending, u.free - pending)
+
     def usage(self) -> Usage:
-        """Current usage of the file system holding ``root``."""
+        """Current usage of the file system holding ``root``; the databases' pending journals count
+        as used (see ``databases``)."""
         return self._usage(str(existing_ancestor(self.root)))
 
     def check_start(self) -> Usage:
@@ -359,8 +389,15 @@ class DiskGuard:
             )
             u = self.usage()
         if u.free < self.thresholds.min_free_start:
+            db_main, db_pending = self.database_bytes()
+            dbs = (
+                f" (counting as used the {human(db_pending)} of database journal still to be written "
+                f"into the {human(db_main)} database)"
+                if db_main or db_pending
+                else ""
+            )
             raise DiskSpaceError(
-                f"only {human(u.free)} free on the file system of {self.root} "
+                f"only {human(u.free)} free on the file system of {self.root}{dbs} "
                 f"(need at least {human(self.thresholds.min_free_start)}); free some space or move "
                 "the storage directory to a larger disk"
             )
@@ -413,6 +450,16 @@ def _build_parser(prog: str = "python -m edge.diskguard") -> argparse.ArgumentPa
     return p
 
 
+def _minus(usage_fn: UsageFn, pending: int) -> UsageFn:
+    """``usage_fn`` with ``pending`` bytes (database journals still to be written) counted as used."""
+
+    def usage(path: str) -> Usage:
+        u = usage_fn(path)
+        return Usage(u.total, u.used + pending, u.free - pending)
+
+    return usage
+
+
 def main(
     argv: Sequence[str] | None = None, usage_fn: UsageFn = _disk_usage, prog: str = "python -m edge.diskguard"
 ) -> int:
@@ -431,14 +478,19 @@ def main(
             min_age_s=args.min_age_s,
         )
         probe = existing_ancestor(args.path)
+        root = Path(args.path)
+        # the session databases kept in the storage folder: their -wal/-journal count as used
+        dbs = sorted(p for pat in ("*.sqlite", "*.db") for p in root.glob(pat)) if root.is_dir() else []
+        pending = DiskGuard(root, cfg, usage_fn=usage_fn, databases=dbs).database_bytes()[1] if dbs else 0
+        usage_fn = _minus(usage_fn, pending)
         u = usage_fn(str(probe))
         th = cfg.resolve(u.total)
     except (ValueError, OSError) as e:
         print(f"{tag} error: {e}", file=sys.stderr)
         return 2
-    root = Path(args.path)
+    journal = f" (after {human(pending)} of database journal still to be written)" if pending else ""
     print(
-        f"{tag} {root} on {probe}: {human(u.free)} free of {human(u.total)}; floor "
+        f"{tag} {root} on {probe}: {human(u.free)} free{journal} of {human(u.total)}; floor "
         f"{human(th.min_free_start)}, images paused below {human(th.min_free_images)}, "
         f"rotation target {human(th.target_free)}"
     )

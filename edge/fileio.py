@@ -9,6 +9,7 @@ temporary file from :func:`tempfile.mkstemp` would otherwise stay ``0600``).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -59,8 +60,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int = DEFAULT_MODE) 
             os.fsync(f.fileno())
         os.chmod(tmp, mode & ~_umask())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(p)  # name the target, not the temporary file
         raise
     fsync_dir(p.parent)
     return p
@@ -87,3 +90,40 @@ def atomic_write_image(
     if not ok:
         raise OSError(f"{p}: could not encode image")
     return atomic_write_bytes(p, buf.tobytes(), mode)
+
+
+SAFE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""Names that become files or folders (session ids, subject ids, unit names): a letter or digit, then
+letters, digits, ``.``, ``_`` or ``-`` (128 characters at most). No ``/``, no ``..``, no leading dot
+or dash, nothing a shell or a file system treats specially."""
+
+_SAFE_NAME = re.compile(SAFE_NAME_PATTERN)
+
+
+def check_safe_name(name: str, what: str = "name") -> str:
+    """Return ``name`` when it matches :data:`SAFE_NAME_PATTERN`.
+
+    Raises:
+        ValueError: The name could leave its folder or is not portable (the message names it).
+    """
+    if not isinstance(name, str) or not _SAFE_NAME.match(name):
+        raise ValueError(
+            f"{what} {name!r} cannot be used as a file or folder name: use letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit (at most 128 characters)"
+        )
+    return name
+
+
+def path_under(root: str | Path, *parts: str | Path) -> Path:
+    """``root / parts...``, refused when it would resolve outside ``root`` (``..``, an absolute part,
+    a symlink pointing elsewhere).
+
+    Raises:
+        ValueError: The path leaves ``root`` (the message names both).
+    """
+    base = Path(root)
+    p = base.joinpath(*parts)
+    r_base, r_p = base.resolve(), p.resolve()
+    if r_p != r_base and r_base not in r_p.parents:
+        raise ValueError(f"output path {p} would lie outside the output folder {base}; refused")
+    return p

@@ -19,6 +19,14 @@ Restarting with the same output folder and camera resumes the unfinished session
 standing in for a camera continues after its last committed frame; a live camera continues the
 session clock from the last committed time. Camera loss is reconnected with backoff and logged as
 events; the loop never crashes on it. SIGTERM/SIGINT stop cleanly and leave the session resumable.
+
+A session is marked complete only when it reached its length, or a video file standing in for a
+camera was read to its end. A camera that gave up, or a file that is missing, not a regular file or
+cut off mid-way, leaves the session ``running`` (resumable) with a ``stopped`` event naming why, and
+``grimace watch`` exits 1. Database faults (disk full, locked, corrupt, a folder where the file
+should be) are :class:`~edge.storage.StoreError` messages naming the file (:mod:`edge.storage`); a
+selected-frame image that cannot be written (disk full) is skipped like a low-disk pause, its row
+kept. The disk guard counts the database's ``-wal``/``-journal`` as used space.
 """
 
 from __future__ import annotations
@@ -35,13 +43,40 @@ from typing import Any
 
 from edge.aggregate import mean_sem
 from edge.diskguard import ENV_VARS, DiskGuard, GuardConfig, human
-from edge.fileio import atomic_write_image
+from edge.fileio import atomic_write_image, check_safe_name, path_under
 from edge.predictor import Predictor, load_model
 from edge.quality import frame_quality
 from edge.records import frame_columns, frame_record, record_from_sql, table_row, write_csv
 from edge.report import annotate
 from edge.sources import CameraEvent, CameraSource, describe_camera
 from edge.storage import Store
+
+MAX_SESSION_S = 7 * 24 * 3600.0
+"""Longest session (a week); ``--session inf`` and the like are refused."""
+MAX_FPS = 1000.0
+"""Highest frame rate taken from a camera or sampled from a video (``score --fps`` too)."""
+
+
+def check_watch_numbers(
+    interval_s: float, session_s: float, fps: float, realtime: float = 0.0, max_retries: int | None = None
+) -> None:
+    """Refuse non-finite or out-of-range watch settings.
+
+    Raises:
+        ValueError: Naming the option, its value and the allowed range.
+    """
+    for name, v, lo, hi, lo_open in (
+        ("--interval", interval_s, 0.0, MAX_SESSION_S, True),
+        ("--session", session_s, 0.0, MAX_SESSION_S, True),
+        ("--fps", fps, 0.0, MAX_FPS, True),
+        ("--realtime", realtime, 0.0, 1000.0, False),
+    ):
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v}")
+        if (v <= lo if lo_open else v < lo) or v > hi:
+            raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {v:g}")
+    if max_retries is not None and max_retries < 0:
+        raise ValueError(f"--max-retries must be >= 0, got {max_retries}")
 
 
 @dataclass
@@ -146,20 +181,37 @@ def watch(
         DiskSpaceError: Free space on ``out``'s file system is below the guard's ``min_free_start``
             (after rotating old selected-frame images); nothing is opened or written.
     """
-    if interval_s <= 0 or session_s <= 0:
-        raise ValueError(f"interval ({interval_s}) and session ({session_s}) must be > 0 seconds")
+    check_watch_numbers(interval_s, session_s, fps, realtime, max_retries)
+    if session_id is not None:
+        check_safe_name(session_id, "--session-id")  # it names selected/<id>/ and session_<id>.csv
+    kind = describe_camera(camera)[0]
+    if kind == "file":
+        cam = Path(camera)
+        if not cam.exists():
+            raise FileNotFoundError(
+                f"camera {camera!r}: no such file, and not a camera index, /dev/videoN, csi[:N], a "
+                "GStreamer pipeline or a URL"
+            )
+        if not cam.is_file():
+            raise ValueError(f"camera {camera!r}: not a regular file (a folder, FIFO or device)")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    db_path = out / "grimace.sqlite"
     if guard is None:
-        try:
-            guard = DiskGuard(out / "selected", GuardConfig.from_env())  # rotates only images it wrote
+        try:  # rotates only images it wrote; counts the database's journal as used
+            guard = DiskGuard(out / "selected", GuardConfig.from_env(), databases=[db_path])
         except ValueError as e:
             raise ValueError(f"disk-guard settings ({', '.join(ENV_VARS.values())}): {e}") from None
     guard.check_start()  # as `python -m edge.diskguard preflight`: rotate if needed, refuse below the floor
     stream = stream or sys.stderr
-    kind = describe_camera(camera)[0]
     n_intervals = math.ceil(session_s / interval_s - 1e-9)
-    db_path = out / "grimace.sqlite"
+
+    def notice(msg: str) -> None:
+        stream.write(f"\n[database] {msg}\n")
+        stream.flush()
+
     stop: dict[str, Any] = {"why": "", "source": None}
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -173,7 +225,7 @@ def watch(
             old_handlers[sig] = signal.signal(sig, _on_signal)
 
     try:
-        with load_model(model, scale=scale, threads=threads) as m, Store(db_path) as store:
+        with load_model(model, scale=scale, threads=threads) as m, Store(db_path, notify=notice) as store:
             spec = m.spec
             if session_id is None:
                 rows = store.db.execute(
@@ -181,6 +233,7 @@ def watch(
                     (str(camera),),
                 ).fetchall()
                 session_id = rows[0][0] if rows else f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(str(camera))}"
+            check_safe_name(session_id, "session id")
             state = store.open_session(
                 session_id,
                 source=str(camera),
@@ -194,7 +247,7 @@ def watch(
                 result.complete, result.stopped = True, "already complete"
                 _finish(store, result, session_id, out, spec)
                 return result
-            sel_dir = out / "selected" / session_id
+            sel_dir = path_under(out, "selected", session_id)
             best = {  # committed selections, ranked like new frames
                 int(r["interval_index"]): (_rank(r["score"] is not None, r["quality"]), int(r["frame_id"]))
                 for r in store.intervals(session_id)
@@ -290,14 +343,29 @@ def watch(
                     if k not in best or rank > best[k][0]:
                         path = sel_dir / f"interval_{k:03d}.jpg"
                         annotated = sel_dir / f"interval_{k:03d}_annotated.jpg"
+                        written = False
                         if images_allowed(t):
-                            atomic_write_image(path, frame.image)
-                            atomic_write_image(
-                                annotated,
-                                annotate(
-                                    frame.image, res, spec, title=f"interval {k + 1}/{n_intervals} t={t:.1f}s"
-                                ),
-                            )
+                            try:
+                                atomic_write_image(path, frame.image)
+                                atomic_write_image(
+                                    annotated,
+                                    annotate(
+                                        frame.image,
+                                        res,
+                                        spec,
+                                        title=f"interval {k + 1}/{n_intervals} t={t:.1f}s",
+                                    ),
+                                )
+                                written = True
+                            except OSError as e:  # disk full between two guard checks, I/O error
+                                msg = (
+                                    f"cannot write {e.filename or path}: {e.strerror or e}; the frame's "
+                                    "row is kept without an image"
+                                )
+                                store.event(session_id, t, "image_write_failed", msg)
+                                stream.write(f"\n[disk] WARNING: {msg}\n")
+                                stream.flush()
+                        if written:
                             store.set_interval_best(session_id, k, fid, res, str(path))
                         else:  # low disk: the row is committed without an image
                             store.set_interval_best(session_id, k, fid, res, None)
@@ -322,10 +390,20 @@ def watch(
                             stream.flush()
                             status_state.update(at=now, interval=k)
                 else:
-                    ended = [e for e in src.events if e.kind in ("ended", "gave_up")]
-                    if ended and ended[-1].kind == "ended":
-                        result.complete, result.stopped = True, "complete (end of video file)"
+                    # a file read to its end completes the session; a file that is cut off mid-way
+                    # ("lost") or a camera that gave up does not: the session stays resumable
+                    lost = [
+                        e for e in src.events if e.kind == "gave_up" or (kind == "file" and e.kind == "lost")
+                    ]
+                    ended = [e for e in src.events if e.kind == "ended"]
+                    if lost:
+                        result.stopped = "camera gave up" if lost[-1].kind == "gave_up" else "camera lost"
+                        store.event(
+                            session_id, last_t, "stopped", f"{result.stopped}: {lost[-1].message} (resumable)"
+                        )
                     elif ended:
+                        result.complete, result.stopped = True, "complete (end of video file)"
+                    else:
                         result.stopped = "camera gave up"
                 if stop["why"]:
                     result.stopped = stop["why"]

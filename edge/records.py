@@ -633,9 +633,11 @@ class JsonlWriter:
             while view:
                 n = self._f.write(view)
                 view = view[n:]
-        except OSError:
+        except OSError as e:
             with contextlib.suppress(OSError):
                 self._f.truncate(pos)
+            if e.filename is None:
+                e.filename = str(self.path)
             raise
 
     def close(self) -> None:

@@ -243,6 +243,7 @@ class ScaleSpec:
         """
         if not isinstance(data, dict):
             raise ScaleError(f"{source}: a scale must be a mapping, got {type(data).__name__}")
+        _refuse_unknown_keys(data, SCALE_KEYS, source, "scale")
         for key in ("name", "units"):
             if key not in data:
                 raise ScaleError(f"{source}: missing required field {key!r}")
@@ -253,6 +254,7 @@ class ScaleSpec:
         for i, ru in enumerate(raw_units):
             if not isinstance(ru, dict) or "name" not in ru:
                 raise ScaleError(f"{source}: unit #{i} must be a mapping with a 'name'")
+            _refuse_unknown_keys(ru, UNIT_KEYS, source, f"unit {ru['name']!r}")
             grades = ru.get("grades", 3)
             if isinstance(grades, list):
                 if grades and grades != list(range(len(grades))):
@@ -366,6 +368,38 @@ GOAT = ScaleSpec(
     pain_threshold=0.5,
     description="Goat facial pain, binary (pain / no pain) per frame, as in the goat video seed.",
 )
+
+SCALE_KEYS = frozenset(
+    {
+        "name",
+        "species",
+        "version",
+        "aggregation",
+        "pain_threshold",
+        "description",
+        "units",
+        "class_order",
+        "required",
+    }
+)
+"""Keys a scale mapping may have (a typo such as ``unitz`` is refused, not ignored)."""
+UNIT_KEYS = frozenset({"name", "label", "grades", "per_frame", "required", "grade_names"})
+"""Keys a unit mapping may have (``grades_x`` is refused, not silently replaced by 3 grades)."""
+
+
+def _refuse_unknown_keys(data: dict[str, Any], known: frozenset[str], source: str, what: str) -> None:
+    """Raise :class:`ScaleError` naming each unknown key (and the known key it resembles)."""
+    import difflib
+
+    unknown = [str(k) for k in data if str(k) not in known]
+    if not unknown:
+        return
+    parts = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, sorted(known), n=1)
+        parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ScaleError(f"{source}: {what}: unknown key(s) {', '.join(parts)}; known keys: {sorted(known)}")
+
 
 BUILTIN_SCALES: dict[str, ScaleSpec] = {s.name: s for s in (RGS, RGS_SEED, MGS, GOAT)}
 

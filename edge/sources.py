@@ -18,7 +18,14 @@ A bad input (zero-byte, undecodable, truncated JPEG, unopenable or truncated vid
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import re
+import stat
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -82,37 +89,253 @@ class ItemError:
 
 
 # ---------------------------------------------------------------------------------------- images
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Largest image (width × height, from the file's header) that is decoded: 100 megapixels, more than
+any camera used beside a cage (a 12k × 8k frame is 96 Mpx); ``GRIMACE_MAX_PIXELS`` changes it."""
+DEFAULT_MAX_IMAGE_BYTES = 1 << 30
+"""Largest image file that is read into memory (1 GiB); ``GRIMACE_MAX_IMAGE_BYTES`` changes it."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Limits checked before an image is decoded (a header that claims 100000 × 100000 pixels would
+    otherwise allocate tens of gigabytes, or crash the decoder).
+
+    Attributes:
+        max_pixels: Largest width × height stated in the header.
+        max_bytes: Largest file size.
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ImageLimits:
+        """Defaults, overridden by ``GRIMACE_MAX_PIXELS`` / ``GRIMACE_MAX_IMAGE_BYTES`` (integers).
+
+        Raises:
+            ValueError: A variable that is not a positive integer.
+        """
+        env = os.environ if environ is None else environ
+        vals = {}
+        for key, var, default in (
+            ("max_pixels", "GRIMACE_MAX_PIXELS", DEFAULT_MAX_PIXELS),
+            ("max_bytes", "GRIMACE_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
+        ):
+            raw = env.get(var, "").strip().replace("_", "")
+            try:
+                vals[key] = int(float(raw)) if raw else default
+            except ValueError:
+                raise ValueError(f"{var}={env.get(var)!r} is not a number") from None
+            if vals[key] <= 0:
+                raise ValueError(f"{var}={env.get(var)!r} must be > 0")
+        return cls(**vals)
+
+
+def _u16(b: bytes, o: int, big: bool) -> int:
+    return int.from_bytes(b[o : o + 2], "big" if big else "little")
+
+
+def _u32(b: bytes, o: int, big: bool) -> int:
+    return int.from_bytes(b[o : o + 4], "big" if big else "little")
+
+
+def image_header(data: bytes) -> tuple[str, int, int] | None:
+    """Format and pixel size stated in an image file's header, read without decoding any pixel.
+
+    Parses the containers of :data:`IMAGE_EXTS`: JPEG (the first SOFn segment), PNG (IHDR), BMP
+    (BITMAPINFOHEADER or OS/2 core header), TIFF and BigTIFF (tags 256/257 of the first IFD) and WebP
+    (VP8, VP8L, VP8X).
+
+    Args:
+        data: The file's bytes (only the header is looked at).
+
+    Returns:
+        ``(format, width, height)``; ``None`` when the bytes are none of these formats.
+
+    Raises:
+        SourceError: The format is recognised but its header is cut off or malformed (message without
+            the file name).
+    """
+    n = len(data)
+    if data[:3] == b"\xff\xd8\xff":
+        i = 2
+        while i + 4 <= n:
+            if data[i] != 0xFF:
+                raise SourceError("truncated or corrupt JPEG (no marker where a header segment should start)")
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+                i += 2
+                continue
+            seg = _u16(data, i + 2, True)
+            if seg < 2:
+                raise SourceError("truncated or corrupt JPEG (header segment length < 2)")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                if i + 9 > n:
+                    break
+                return "jpeg", _u16(data, i + 7, True), _u16(data, i + 5, True)
+            if marker in (0xDA, 0xD9):
+                raise SourceError("truncated or corrupt JPEG (image data before any frame header)")
+            i += 2 + seg
+        raise SourceError("truncated or corrupt JPEG (header cut off before the frame header)")
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if n < 24 or data[12:16] != b"IHDR":
+            raise SourceError("PNG header is cut off or has no IHDR chunk first")
+        return "png", _u32(data, 16, True), _u32(data, 20, True)
+    if data[:2] == b"BM":
+        if n < 26:
+            raise SourceError("BMP header is cut off")
+        dib = _u32(data, 14, False)
+        if dib == 12:
+            return "bmp", _u16(data, 18, False), _u16(data, 20, False)
+        w = int.from_bytes(data[18:22], "little", signed=True)
+        h = int.from_bytes(data[22:26], "little", signed=True)
+        return "bmp", abs(w), abs(h)
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return ("tiff", *_tiff_size(data))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        chunk = data[12:16]
+        if chunk == b"VP8 " and n >= 30:
+            return "webp", _u16(data, 26, False) & 0x3FFF, _u16(data, 28, False) & 0x3FFF
+        if chunk == b"VP8L" and n >= 25:
+            bits = _u32(data, 21, False)
+            return "webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X" and n >= 30:
+            return (
+                "webp",
+                int.from_bytes(data[24:27], "little") + 1,
+                int.from_bytes(data[27:30], "little") + 1,
+            )
+        raise SourceError("WebP header is cut off or of an unknown kind")
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    big = data[:2] == b"MM"
+    bigtiff = data[2:4] in (b"+\x00", b"\x00+")
+    n = len(data)
+    off = int.from_bytes(data[8:16], "big" if big else "little") if bigtiff else _u32(data, 4, big)
+    cnt_size, entry, val_off = (8, 20, 12) if bigtiff else (2, 12, 8)
+    if off + cnt_size > n:
+        raise SourceError("TIFF header is cut off (first directory lies past the end of the file)")
+    count = int.from_bytes(data[off : off + cnt_size], "big" if big else "little")
+    dims: dict[int, int] = {}
+    for k in range(min(count, 4096)):
+        e = off + cnt_size + k * entry
+        if e + entry > n:
+            break
+        tag, typ = _u16(data, e, big), _u16(data, e + 2, big)
+        if tag in (256, 257):
+            if typ == 3:
+                dims[tag] = _u16(data, e + val_off, big)
+            elif typ == 4:
+                dims[tag] = _u32(data, e + val_off, big)
+            elif typ == 16:  # BigTIFF LONG8
+                dims[tag] = int.from_bytes(data[e + val_off : e + val_off + 8], "big" if big else "little")
+    if 256 not in dims or 257 not in dims:
+        raise SourceError("TIFF header has no image width/height (tags 256/257)")
+    return dims[256], dims[257]
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _decoder_messages() -> Iterator[list[str]]:
+    """Collect what the C image decoders print on file descriptor 2 while the block runs.
+
+    libjpeg reports a corrupt scan only as a warning on stderr ("Corrupt JPEG data: 4819 extraneous
+    bytes before marker 0xd9", "Premature end of JPEG file") and still returns an image; catching
+    those lines is the only way to know. The codecs' own chatter about a bad file is dropped (the
+    file is reported by name instead); anything else is passed on to stderr.
+    """
+    lines: list[str] = []
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no usable fd 2: decode without listening
+            yield lines
+            return
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                tmp.seek(0)
+                text = tmp.read(1 << 16).decode("utf-8", "replace")
+        other = []
+        for line in text.splitlines():
+            if _JPEG_WARNING.search(line):
+                lines.append(line.strip())
+            elif line.strip() and not _DECODER_NOISE.search(line):
+                other.append(line)
+        if other:  # not the decoders' (another thread wrote while we listened): pass it on
+            sys.stderr.write("\n".join(other) + "\n")
+
+
+_JPEG_WARNING = re.compile(r"Corrupt JPEG data|Premature end of JPEG|JPEG datastream|Invalid SOS")
+"""libjpeg's warnings about the data of the file being decoded."""
+_DECODER_NOISE = re.compile(r"^\s*(\[ ?(WARN|ERROR|INFO|DEBUG)[^\]]*\]|libpng |>|OpenCV\(|TIFF)|Warning")
+"""What OpenCV's codecs print while failing on a bad file (the failure itself is reported by name)."""
+
+
 def to_bgr8(img: np.ndarray, source: str = "<image>") -> np.ndarray:
     """Convert any decoded image to 8-bit 3-channel BGR.
 
     Args:
-        img: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` of uint8, uint16 or float.
+        img: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` of bool, any integer type or
+            float. uint16 is scaled by its 12-bit or 16-bit range, wider unsigned types by their own
+            range, signed types are clipped to ``[0, 255]``, float is scaled from ``[0, 1]`` when no
+            finite value exceeds 1 (non-finite pixels become 0).
         source: For error messages.
 
     Returns:
         uint8 ``(H, W, 3)`` BGR.
+
+    Raises:
+        SourceError: Empty image, unsupported layout or pixel type, or a float image with no finite
+            pixel (all NaN/inf: there is nothing to score).
     """
-    if img.dtype == np.uint16:
+    if not isinstance(img, np.ndarray) or img.ndim not in (2, 3) or img.size == 0:
+        shape = getattr(img, "shape", None)
+        raise SourceError(f"{source}: unsupported image layout {shape}")
+    if img.ndim == 3 and img.shape[2] not in (1, 3, 4):
+        raise SourceError(f"{source}: unsupported image layout {img.shape} ({img.shape[2]} channels)")
+    if img.dtype == np.bool_:
+        img = img.astype(np.uint8) * 255
+    elif img.dtype == np.uint16:
         peak = 4095.0 if int(img.max()) <= 4095 else 65535.0
         img = np.clip(np.rint(img.astype(np.float32) * (255.0 / peak)), 0, 255).astype(np.uint8)
-    elif img.dtype in (np.float32, np.float64):
-        scale = 255.0 if float(np.nanmax(img)) <= 1.0 else 1.0
-        img = np.clip(np.nan_to_num(img) * scale, 0, 255).round().astype(np.uint8)
-    elif img.dtype == np.int8 or img.dtype == np.int16 or img.dtype == np.int32:
+    elif np.issubdtype(img.dtype, np.unsignedinteger) and img.dtype != np.uint8:
+        peak = float(np.iinfo(img.dtype).max)
+        img = np.clip(np.rint(img.astype(np.float64) * (255.0 / peak)), 0, 255).astype(np.uint8)
+    elif np.issubdtype(img.dtype, np.floating):
+        f = img.astype(np.float32, copy=False) if img.dtype != np.float64 else img
+        finite = np.isfinite(f)
+        if not finite.any():
+            raise SourceError(f"{source}: every pixel is NaN or infinite (a float image with no data)")
+        top = float(f[finite].max())
+        scale = 255.0 if top <= 1.0 else 1.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            img = np.clip(np.where(finite, f, 0.0) * scale, 0, 255).round().astype(np.uint8)
+    elif np.issubdtype(img.dtype, np.signedinteger):
         img = np.clip(img, 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
         raise SourceError(f"{source}: unsupported pixel type {img.dtype}")
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3:
-        c = img.shape[2]
-        if c == 1:
-            return cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2BGR)
-        if c == 3:
-            return np.ascontiguousarray(img)
-        if c == 4:
-            return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    raise SourceError(f"{source}: unsupported image layout {img.shape}")
+    c = img.shape[2]
+    if c == 1:
+        return cv2.cvtColor(np.ascontiguousarray(img[..., 0]), cv2.COLOR_GRAY2BGR)
+    if c == 3:
+        return np.ascontiguousarray(img)
+    return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGRA2BGR)
 
 
 def _check_jpeg_complete(data: bytes, source: str) -> None:
@@ -124,30 +347,95 @@ def _check_jpeg_complete(data: bytes, source: str) -> None:
         )
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read one image file as 8-bit BGR with EXIF orientation applied.
+def check_image_header(data: bytes, source: str, limits: ImageLimits | None = None) -> tuple[str, int, int]:
+    """Check an image's header against the limits before anything is decoded.
+
+    Returns:
+        ``(format, width, height)`` from the header.
 
     Raises:
-        SourceError: Missing, empty, undecodable or truncated file (the message names it).
+        SourceError: Unknown format, a malformed header, zero size, or more pixels than
+            ``limits.max_pixels`` (the limit and its variable are named).
+    """
+    lim = limits or ImageLimits.from_env()
+    try:
+        head = image_header(data)
+    except SourceError as e:
+        raise SourceError(f"{source}: {e}") from None
+    if head is None:
+        raise SourceError(
+            f"{source}: not a decodable image: not JPEG, PNG, BMP, TIFF or WebP (first bytes "
+            f"{data[:8].hex()}); is it really {Path(source).suffix or 'an image'}?"
+        )
+    fmt, w, h = head
+    if w <= 0 or h <= 0:
+        raise SourceError(f"{source}: {fmt.upper()} header states an empty image ({w} x {h} pixels)")
+    if w * h > lim.max_pixels:
+        raise SourceError(
+            f"{source}: {fmt.upper()} header states {w} x {h} = {w * h:,} pixels, over the limit of "
+            f"{lim.max_pixels:,} (GRIMACE_MAX_PIXELS); not decoded"
+        )
+    return head
+
+
+def read_image(path: str | Path, limits: ImageLimits | None = None) -> np.ndarray:
+    """Read one image file as 8-bit BGR with EXIF orientation applied.
+
+    The header is checked first (:func:`check_image_header`): a file over ``limits`` (default
+    :meth:`ImageLimits.from_env`) is refused without decoding. A JPEG whose scan data the decoder
+    reports as corrupt is refused, not scored from a half-grey picture.
+
+    Raises:
+        SourceError: Missing, not a regular file, empty, too large, undecodable, truncated or corrupt
+            file (the message names it and says what is wrong).
     """
     p = Path(path)
+    lim = limits or ImageLimits.from_env()
     try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{p}: not a regular file (a folder, FIFO or device); not read")
+        if st.st_size > lim.max_bytes:
+            raise SourceError(
+                f"{p}: file is {st.st_size:,} bytes, over the limit of {lim.max_bytes:,} "
+                "(GRIMACE_MAX_IMAGE_BYTES); not read"
+            )
         data = p.read_bytes()
     except OSError as e:
         raise SourceError(f"{p}: cannot read file: {e.strerror or e}") from None
     if not data:
         raise SourceError(f"{p}: empty file (0 bytes)")
-    if data[:2] == b"\xff\xd8":
-        _check_jpeg_complete(data, str(p))
+    return decode_image(data, str(p), lim)
+
+
+def decode_image(data: bytes, source: str = "<image>", limits: ImageLimits | None = None) -> np.ndarray:
+    """:func:`read_image` of bytes already in memory (``source`` names them in messages)."""
+    fmt, w, h = check_image_header(data, source, limits)
+    if fmt == "jpeg":
+        _check_jpeg_complete(data, source)
     buf = np.frombuffer(data, np.uint8)
-    # ANYDEPTH keeps 16-bit, ANYCOLOR keeps grayscale; EXIF orientation is applied (not IMREAD_UNCHANGED)
-    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    try:
+        # ANYDEPTH keeps 16-bit, ANYCOLOR keeps grayscale; EXIF orientation is applied (not IMREAD_UNCHANGED)
+        # libjpeg reports bad data only as a warning on stderr, libpng prints its errors there too;
+        # the other decoders fail through OpenCV's logger (and are not serialised by the listening)
+        listen = _decoder_messages() if fmt in ("jpeg", "png") else contextlib.nullcontext([])
+        with listen as warnings:
+            img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error as e:
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise SourceError(f"{source}: the {fmt.upper()} decoder failed ({w} x {h} stated): {msg}") from None
+    except MemoryError:
+        raise SourceError(f"{source}: not enough memory to decode {w} x {h} pixels") from None
     if img is None or img.size == 0:
-        kind = data[:8].hex()
-        raise SourceError(f"{p}: not a decodable image (first bytes {kind}); is it really {p.suffix}?")
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
-        raise SourceError(f"{p}: truncated PNG (no IEND chunk)")
-    return to_bgr8(img, str(p))
+        raise SourceError(
+            f"{source}: not a decodable image (first bytes {data[:8].hex()}, {fmt.upper()} header "
+            f"{w} x {h}); corrupt, or not really {Path(source).suffix or fmt}?"
+        )
+    if fmt == "jpeg" and warnings:
+        raise SourceError(f"{source}: corrupt JPEG data ({'; '.join(warnings)[:200]})")
+    if fmt == "png" and b"IEND" not in data[-32:]:
+        raise SourceError(f"{source}: truncated PNG (no IEND chunk)")
+    return to_bgr8(img, source)
 
 
 def iter_images(paths: Iterable[str | Path]) -> Iterator[Frame | ItemError]:
@@ -322,19 +610,53 @@ def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[ItemErr
 
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS
-            )
-            if not found:
+        try:
+            st = p.stat()
+        except OSError as e:  # missing, a name over the system's limits, a symlink loop, no permission
+            why = "no such file or folder" if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
+            errors.append(ItemError(str(p), why))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            found: list[Path] = []
+            bad: list[ItemError] = []
+            try:
+                for f in sorted(p.rglob("*")):
+                    if f.suffix.lower() not in IMAGE_EXTS | VIDEO_EXTS:
+                        continue
+                    why = _not_regular(f)
+                    if why is None:
+                        found.append(f)
+                    elif why:  # a FIFO, a device, a broken link named like an input: say so
+                        bad.append(ItemError(str(f), why))
+            except OSError as e:
+                errors.append(ItemError(str(p), f"cannot list folder: {e.strerror or e}"))
+                continue
+            errors.extend(bad)
+            if not found and not bad:
                 errors.append(ItemError(str(p), "folder holds no image or video files"))
             for f in found:
                 add(f)
-        elif p.is_file():
+        elif stat.S_ISREG(st.st_mode):
             add(p)
         else:
-            errors.append(ItemError(str(p), "no such file or folder"))
+            errors.append(ItemError(str(p), "not a regular file (a FIFO, socket or device); not read"))
     return files, errors
+
+
+def _not_regular(path: Path) -> str | None:
+    """``None`` for a regular file (following symlinks); ``""`` for a folder (its files are listed
+    on their own); else why the entry cannot be read as an input."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        if path.is_symlink():
+            return f"broken symbolic link ({e.strerror or e})"
+        return f"cannot read: {e.strerror or e}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return ""
+    return "not a regular file (a FIFO, socket or device); not read"
 
 
 def is_video(path: str | Path) -> bool:
@@ -347,14 +669,29 @@ def iter_inputs(paths: Iterable[str | Path], fps: float | None = None) -> Iterat
     files, errors = expand_inputs(paths)
     yield from errors
     for f in files:
-        if is_video(f):
-            yield from iter_video(f, fps=fps)
-        elif f.suffix.lower() in IMAGE_EXTS:
-            yield from iter_images([f])
+        yield from iter_file(f, fps=fps)
+
+
+def iter_file(path: Path, fps: float | None = None) -> Iterator[Frame | ItemError]:
+    """Frames of one image or video file. Whatever goes wrong reading it ends as an
+    :class:`ItemError` naming it (``GRIMACE_DEBUG=1`` lets unexpected exceptions through), so one bad
+    file never ends a batch."""
+    n = 0
+    try:
+        if is_video(path):
+            for item in iter_video(path, fps=fps):
+                n += isinstance(item, Frame)
+                yield item
+        elif path.suffix.lower() in IMAGE_EXTS:
+            yield from iter_images([path])
         else:
             yield ItemError(
-                str(f), f"unsupported file type {f.suffix or '(none)'}; expected an image or a video"
+                str(path), f"unsupported file type {path.suffix or '(none)'}; expected an image or a video"
             )
+    except Exception as e:  # a decoder or container failure we did not foresee: report, go on
+        if os.environ.get("GRIMACE_DEBUG"):
+            raise
+        yield ItemError(str(path), f"cannot be read ({type(e).__name__}: {e})", n)
 
 
 # ---------------------------------------------------------------------------------------- cameras

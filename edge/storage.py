@@ -14,13 +14,22 @@ Durability rules:
 Tables: ``sessions``, ``frames`` (every scored frame), ``detections`` (boxes of stored frames),
 ``intervals`` (the best frame of each protocol interval), ``events`` (start, resume, camera loss,
 reconnect, completion).
+
+Faults are named, never a bare ``sqlite3`` traceback: every failure is a :class:`StoreError` that
+says which file and what happened (disk full, locked, read-only, corrupt). A database path that is a
+folder is refused. A database another process holds locked is retried with a message for
+``lock_timeout_s``, then refused. A corrupt database (not a database, malformed, failing
+``PRAGMA quick_check``) is moved aside, kept under a timestamped name next to it with its
+``-wal``/``-shm`` files, and a new one is started (:attr:`Store.moved_aside`, with a notice).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +117,51 @@ class StoreError(RuntimeError):
     """The session database cannot be used (the message names the file and what is wrong)."""
 
 
+class _Corrupt(Exception):
+    """A database that opened but fails its integrity check."""
+
+
+_CORRUPT = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+def _code(e: sqlite3.Error) -> str:
+    """SQLite's error name (``SQLITE_FULL``...) of an exception, from its attribute or its text."""
+    name = str(getattr(e, "sqlite_errorname", "") or "")
+    if name:
+        return name.split("_", 2)[0] + "_" + name.split("_", 2)[1] if name.count("_") > 1 else name
+    text = str(e).lower()
+    for needle, code in (
+        ("disk is full", "SQLITE_FULL"),
+        ("database or disk is full", "SQLITE_FULL"),
+        ("locked", "SQLITE_BUSY"),
+        ("not a database", "SQLITE_NOTADB"),
+        ("malformed", "SQLITE_CORRUPT"),
+        ("readonly", "SQLITE_READONLY"),
+        ("unable to open", "SQLITE_CANTOPEN"),
+        ("disk i/o error", "SQLITE_IOERR"),
+    ):
+        if needle in text:
+            return code
+    return ""
+
+
+def describe_sqlite_error(path: Path, e: sqlite3.Error, doing: str) -> str:
+    """A plain sentence for an SQLite failure: which file, while doing what, what it means."""
+    code = _code(e)
+    what = {
+        "SQLITE_FULL": "the disk is full",
+        "SQLITE_BUSY": "the database is locked by another process (another grimace watch on this --out?)",
+        "SQLITE_LOCKED": "the database is locked by another connection",
+        "SQLITE_READONLY": "the database or its folder is read-only",
+        "SQLITE_CANTOPEN": "the file cannot be opened (missing folder, no permission, or it is a folder)",
+        "SQLITE_IOERR": "an input/output error (failing disk, disk full or removed drive)",
+        "SQLITE_CORRUPT": "the database file is corrupt",
+        "SQLITE_NOTADB": "the file is not an SQLite database",
+    }.get(code, str(e))
+    return f"{path}: {doing} failed: {what} ({code or type(e).__name__}: {e})"
+
+
 @dataclass
 class SessionState:
     """Where a (possibly resumed) session stands.
@@ -136,19 +190,164 @@ class Store:
 
     Args:
         path: SQLite file (created with its folder when missing).
+        lock_timeout_s: How long to keep retrying a database that another process holds locked
+            (each wait is reported through ``notify``) before giving up with a :class:`StoreError`.
+        recover_corrupt: Move a corrupt database aside and start a new one (else refuse it).
+        notify: ``f(message)`` for retries and recovery (default: nothing; the messages are also
+            kept in :attr:`notices`).
+
+    Raises:
+        StoreError: The path is a folder, the database stays locked, cannot be created or written,
+            or is corrupt and ``recover_corrupt`` is False.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        lock_timeout_s: float = 30.0,
+        recover_corrupt: bool = True,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        self.lock_timeout_s = float(lock_timeout_s)
+        self.notices: list[str] = []
+        self._notify = notify
+        self.moved_aside: Path | None = None
+        """Where a corrupt database found at :attr:`path` was moved (``None`` when none was)."""
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not a database file; give a file path")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot create its folder: {e.strerror or e}") from None
+        deadline = time.monotonic() + self.lock_timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.db = self._connect()
+                break
+            except sqlite3.Error as e:
+                with contextlib.suppress(Exception):
+                    self.db.close()
+                code = _code(e)
+                if code in _CORRUPT and recover_corrupt and self.moved_aside is None:
+                    self._move_aside(str(e))
+                    continue
+                if code in _BUSY and time.monotonic() < deadline:
+                    left = deadline - time.monotonic()
+                    self._notice(
+                        f"{self.path} is locked by another process; retrying (attempt {attempt}, "
+                        f"giving up in {left:.0f}s)"
+                    )
+                    time.sleep(min(1.0, max(0.05, left)))
+                    continue
+                msg = describe_sqlite_error(self.path, e, "opening the session database")
+                if code in _BUSY:
+                    msg += f"; still locked after {self.lock_timeout_s:g}s"
+                raise StoreError(msg) from None
+            except _Corrupt as c:
+                with contextlib.suppress(Exception):
+                    self.db.close()
+                if not recover_corrupt or self.moved_aside is not None:
+                    raise StoreError(f"{self.path}: the database file is corrupt ({c})") from None
+                self._move_aside(str(c))
+
+    def _notice(self, msg: str) -> None:
+        self.notices.append(msg)
+        if self._notify is not None:
+            self._notify(msg)
+
+    def _connect(self) -> sqlite3.Connection:
+        busy_ms = int(max(0.05, min(1.0, self.lock_timeout_s / 4)) * 1000)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=busy_ms / 1000)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         mode = self.db.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode}); use a local disk")
+        check = self.db.execute("PRAGMA quick_check(1)").fetchone()
+        if check is None or str(check[0]).lower() != "ok":
+            raise _Corrupt(f"quick_check: {check[0] if check else 'no answer'}")
         self.schema_version = self._migrate()
+        return self.db
+
+    def _move_aside(self, why: str) -> None:
+        """Rename a corrupt database (and its -wal/-shm/-journal) to a timestamped name; kept, never
+        deleted, so what it held can still be salvaged."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.stem}.corrupt-{stamp}{self.path.suffix}")
+        k = 1
+        while target.exists():
+            target = self.path.with_name(f"{self.path.stem}.corrupt-{stamp}-{k}{self.path.suffix}")
+            k += 1
+        try:
+            self.path.rename(target)
+            for suffix in ("-wal", "-shm", "-journal"):
+                side = Path(f"{self.path}{suffix}")
+                if side.exists():
+                    side.rename(Path(f"{target}{suffix}"))
+        except OSError as e:
+            raise StoreError(
+                f"{self.path}: the database is corrupt ({why}) and could not be moved aside: "
+                f"{e.strerror or e}"
+            ) from None
+        self.moved_aside = target
+        self._notice(
+            f"{self.path} is corrupt ({why}); it was moved aside to {target} (kept, not deleted) "
+            "and a new database was started"
+        )
+
+    @contextlib.contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        """Turn an SQLite failure into a :class:`StoreError` naming the file and what it means."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as e:
+            raise StoreError(describe_sqlite_error(self.path, e, doing)) from None
+
+    @contextlib.contextmanager
+    def _transaction(self, doing: str) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; on failure a rollback only if SQLite did not already roll
+        back (a full disk ends the transaction itself: rolling back again would hide the real error
+        behind "cannot rollback - no transaction is active")."""
+        with self._guard(doing):
+            self._begin(doing)
+            try:
+                yield
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
+                raise
+
+    def _begin(self, doing: str) -> None:
+        """``BEGIN IMMEDIATE`` (takes the write lock), retried with a notice while another process
+        holds the lock, for at most ``lock_timeout_s``."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if _code(e) not in _BUSY or time.monotonic() >= deadline:
+                    if _code(e) in _BUSY:
+                        raise StoreError(
+                            describe_sqlite_error(self.path, e, doing)
+                            + f"; still locked after {self.lock_timeout_s:g}s"
+                        ) from None
+                    raise
+                self._notice(
+                    f"{self.path} is locked by another process while {doing}; retrying (attempt "
+                    f"{attempt}, giving up in {deadline - time.monotonic():.0f}s)"
+                )
 
     def _migrate(self) -> int:
         """Create the tables (version 1) when new, then apply :data:`MIGRATIONS` up to the current
@@ -169,7 +368,8 @@ class Store:
                 self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(v),))
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
                 raise
         return SCHEMA_VERSION
 
@@ -200,13 +400,15 @@ class Store:
             ValueError: When an existing session with this id used another scale.
         """
         now = time.time()
-        row = self.db.execute("SELECT scale, status FROM sessions WHERE id=?", (session_id,)).fetchone()
+        with self._guard("reading the sessions"):
+            row = self.db.execute("SELECT scale, status FROM sessions WHERE id=?", (session_id,)).fetchone()
         if row is None:
-            self.db.execute(
-                "INSERT INTO sessions (id, source, model, scale, interval_s, duration_s, started_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, source, model, scale, interval_s, duration_s, now, now),
-            )
+            with self._guard(f"creating session {session_id}"):
+                self.db.execute(
+                    "INSERT INTO sessions (id, source, model, scale, interval_s, duration_s, started_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (session_id, source, model, scale, interval_s, duration_s, now, now),
+                )
             self.event(session_id, 0.0, "start", f"session {session_id} started on {source}")
             return SessionState(session_id, False, 0, -1, 0.0, {}, "running")
         if row[0] != scale:
@@ -216,9 +418,10 @@ class Store:
             )
         st = self.state(session_id)
         if st.status != "complete":
-            self.db.execute(
-                "UPDATE sessions SET resumes=resumes+1, updated_at=? WHERE id=?", (now, session_id)
-            )
+            with self._guard(f"resuming session {session_id}"):
+                self.db.execute(
+                    "UPDATE sessions SET resumes=resumes+1, updated_at=? WHERE id=?", (now, session_id)
+                )
             self.event(
                 session_id,
                 st.last_t_s,
@@ -254,20 +457,20 @@ class Store:
 
     def complete(self, session_id: str, t_s: float) -> None:
         """Mark a session complete and finalise its interval selections."""
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("UPDATE intervals SET final=1 WHERE session_id=?", (session_id,))
-        self.db.execute(
-            "UPDATE sessions SET status='complete', updated_at=? WHERE id=?", (time.time(), session_id)
-        )
-        self.db.execute("COMMIT")
+        with self._transaction("marking the session complete"):
+            self.db.execute("UPDATE intervals SET final=1 WHERE session_id=?", (session_id,))
+            self.db.execute(
+                "UPDATE sessions SET status='complete', updated_at=? WHERE id=?", (time.time(), session_id)
+            )
         self.event(session_id, t_s, "complete", "session complete")
 
     def event(self, session_id: str, t_s: float, kind: str, message: str) -> None:
         """Record an event (its own committed transaction)."""
-        self.db.execute(
-            "INSERT INTO events (session_id, t_s, wall_time, kind, message) VALUES (?, ?, ?, ?, ?)",
-            (session_id, float(t_s), time.time(), kind, message),
-        )
+        with self._transaction(f"recording a {kind} event"):
+            self.db.execute(
+                "INSERT INTO events (session_id, t_s, wall_time, kind, message) VALUES (?, ?, ?, ?, ?)",
+                (session_id, float(t_s), time.time(), kind, message),
+            )
 
     # --------------------------------------------------------------------------------- frames
     def add_frame(
@@ -300,8 +503,7 @@ class Store:
         """
         row = sql_row(record)
         cols = ", ".join(SQL_COLUMNS)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(f"storing frame {frame_index}"):
             cur = self.db.execute(
                 f"INSERT INTO frames (session_id, frame_index, t_s, wall_time, interval_index, {cols}) "
                 f"VALUES (?,?,?,?,?,{','.join('?' * len(SQL_COLUMNS))})",
@@ -318,10 +520,6 @@ class Store:
             if store_detections:
                 self._insert_detections(fid, result)
             self.db.execute("UPDATE sessions SET updated_at=? WHERE id=?", (time.time(), session_id))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return fid
 
     def _insert_detections(self, frame_id: int, result: FrameResult) -> None:
@@ -357,8 +555,7 @@ class Store:
         final: bool = False,
     ) -> None:
         """Record (or replace) the best frame of an interval, with its boxes, in one transaction."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(f"storing the selection of interval {interval_index}"):
             has = self.db.execute("SELECT 1 FROM detections WHERE frame_id=? LIMIT 1", (frame_id,)).fetchone()
             if not has:
                 self._insert_detections(frame_id, result)
@@ -369,17 +566,14 @@ class Store:
                 "image_path=excluded.image_path, final=excluded.final",
                 (session_id, interval_index, frame_id, result.quality, result.score, image_path, int(final)),
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def finalize_interval(self, session_id: str, interval_index: int) -> None:
         """Mark an interval's selection final."""
-        self.db.execute(
-            "UPDATE intervals SET final=1 WHERE session_id=? AND interval_index=?",
-            (session_id, interval_index),
-        )
+        with self._transaction(f"finalising interval {interval_index}"):
+            self.db.execute(
+                "UPDATE intervals SET final=1 WHERE session_id=? AND interval_index=?",
+                (session_id, interval_index),
+            )
 
     # -------------------------------------------------------------------------------- reading
     def session_row(self, session_id: str) -> dict[str, Any]:

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import yaml
 
 from edge.scales import ScaleError, ScaleSpec, load_scale
+from edge.sources import SourceError, read_image
 from train.data.format import (
     IMG_EXTS,
     SAFE_NAME,
@@ -190,18 +190,15 @@ def _label_kind(parts: list[str], spec: ScaleSpec | None) -> str:
 
 
 def _read_image(path: Path) -> tuple[np.ndarray | None, str]:
-    """Decode an image (works with non-ASCII paths); returns ``(image or None, reason)``."""
+    """Decode an image with the runtime's one reader (:func:`edge.sources.read_image`: the header is
+    checked against the pixel limit before decoding, corrupt JPEG scans are caught); returns
+    ``(image or None, reason)``. Never raises: a file whose header lies about its size is a finding."""
     try:
-        size = path.stat().st_size
-        if size == 0:
-            return None, "image file is empty (0 bytes)"
-        buf = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as e:
-        return None, f"cannot read image file: {e.strerror or e}"
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        return None, f"not a readable image (OpenCV cannot decode these {size} bytes)"
-    return img, ""
+        return read_image(path), ""
+    except SourceError as e:
+        return None, str(e).removeprefix(f"{path}: ")
+    except Exception as e:  # a decoder failure nobody foresaw is still this file's problem, not the check's
+        return None, f"cannot be decoded ({type(e).__name__}: {e})"
 
 
 def _label_dir_to_image_dir(folder: Path) -> Path:
@@ -228,7 +225,11 @@ def _check_yaml(root: Path, rep: CheckReport) -> tuple[ScaleSpec | None, dict[st
     if not yml.exists():
         rep.add(yml, None, "no data.yaml (a grimace dataset needs one naming its scale)", "yaml-missing")
         return None, {}, False
-    text = yml.read_text(errors="replace")
+    try:
+        text = yml.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as e:  # a folder named data.yaml, no permission...
+        rep.add(yml, None, f"cannot read data.yaml: {e.strerror or e}", "yaml-invalid")
+        return None, {}, False
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -334,7 +335,7 @@ def _check_names(
 # -------------------------------------------------------------------------------------- labels
 def _check_label_file(lbl: Path, root: Path, spec: ScaleSpec | None, tol: float, rep: CheckReport) -> None:
     try:
-        text = lbl.read_text()
+        text = lbl.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of line 1
     except UnicodeDecodeError:
         rep.add(lbl, None, "label file is not UTF-8 text", "label-unreadable")
         return
@@ -390,7 +391,7 @@ def _check_label_file(lbl: Path, root: Path, spec: ScaleSpec | None, tol: float,
 # ------------------------------------------------------------------------------------ subjects
 def _check_subjects(path: Path, images: list[Path], root: Path, rep: CheckReport) -> None:
     try:
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # Excel's "CSV UTF-8" has a BOM
             reader = csv.DictReader(f)
             cols = [c.strip() for c in (reader.fieldnames or [])]
             rows = list(reader)

@@ -149,7 +149,8 @@ def read_labels(path: str | Path, spec: ScaleSpec | None = None) -> list[LabelBo
     """Read a label file; raises :class:`LabelError` naming ``file:line`` on the first bad line."""
     path = Path(path)
     boxes = []
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
+    # utf-8-sig: a byte-order mark (Windows Notepad, Excel) is not part of the first line
+    for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if line.strip():
             boxes.append(parse_label_line(line, f"{path}:{i}", spec))
     return boxes
@@ -190,7 +191,7 @@ def read_subjects(path: str | Path) -> dict[str, Subject]:
     """
     path = Path(path)
     out: dict[str, Subject] = {}
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # Excel's "CSV UTF-8" starts with a BOM
         reader = csv.DictReader(f)
         cols = reader.fieldnames or []
         for need in ("image", "subject"):

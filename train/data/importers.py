@@ -40,7 +40,9 @@ import cv2
 import numpy as np
 import yaml
 
+from edge.fileio import atomic_write_bytes
 from edge.scales import ScaleError, ScaleSpec, load_scale
+from edge.sources import SourceError, read_image
 from train.data.format import (
     IMG_EXTS,
     LabelBox,
@@ -302,7 +304,7 @@ def crops_from_dataset(
             if not lbl.exists():
                 continue
             try:
-                lines = lbl.read_text().splitlines()
+                lines = lbl.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as e:
                 rep.skipped.append(f"{lbl}: cannot read: {e}")
                 continue
@@ -317,9 +319,10 @@ def crops_from_dataset(
             boxes = [(i, b) for i, b in boxes if b.grade is not None]
             if not boxes:
                 continue
-            img = cv2.imdecode(np.fromfile(str(img_path), dtype=np.uint8), cv2.IMREAD_COLOR)
-            if img is None:
-                rep.skipped.append(f"{img_path}: unreadable image")
+            try:  # the runtime's one reader: size limit from the header, corrupt data reported
+                img = read_image(img_path)
+            except SourceError as e:
+                rep.skipped.append(str(e))
                 continue
             h, w = img.shape[:2]
             sub = subjects.get(img_path.name)
@@ -343,7 +346,7 @@ def crops_from_dataset(
                 if not ok:
                     rep.skipped.append(f"{lbl}:{i}: could not encode crop")
                     continue
-                enc.tofile(str(dst))
+                atomic_write_bytes(dst, enc.tobytes())  # OSError (disk full) ends the export, named
                 rows.append(
                     CropRecord(
                         dst,
