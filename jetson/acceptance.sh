@@ -286,7 +286,7 @@ for model in "$API_ENGINE" "$MODEL"; do
         continue
     fi
     start=$(date +%s.%N)
-    if run_logged "$WORK/score-${tag%.*}.log" "$GRIMACE" score "$FRAMES" --model "$model" --out "$out"; then
+    if run_logged "$WORK/score-${tag%.*}.log" "$GRIMACE" score "$FRAMES" --model "$model" --out "$out" --overwrite; then
         if [[ $DRY_RUN -eq 0 ]]; then
             n="$(find "$FRAMES" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' -o -iname '*.bmp' \) | wc -l)"
             secs="$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')"
