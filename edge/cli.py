@@ -34,6 +34,7 @@ _GROUPS: list[tuple[str, str, str | None, str]] = [
     ("train.fused.cli", "predict_app", None, "PyTorch prediction with the fused model."),
     ("convert.cli", "app", "convert", "Export to ONNX / TensorRT and check parity."),
     ("edge.cli_score", "app", None, "Score images, videos and cameras."),
+    ("edge.station.cli", "app", None, "Lab station web app."),
     ("train.evaluation.cli", "eval_app", "eval", "Validation statistics against human graders."),
     ("train.evaluation.cli", "cv_app", None, "Cross-validation."),
     ("train.evaluation.cli", "baseline_app", "baseline", "Baselines (goat VGG-16 + SVM)."),
