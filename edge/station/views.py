@@ -240,7 +240,8 @@ def session_scores(store: Store, study_id: str) -> list[dict[str, Any]]:
     out = []
     for s in Study(store).sessions(study_id):
         score, sem = mean_sem(r["score"] for r in store.intervals(s["session_id"]) if r["score"] is not None)
-        out.append({**s, "score": score, "sem": sem})
+        status = "stopped" if s["status"] == "running" and s["wanted"] == "stop" else s["status"]
+        out.append({**s, "status": status, "score": score, "sem": sem})
     return out
 
 
