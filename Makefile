@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= train,convert,eval,dev
+EXTRAS ?= train,convert,eval,dev,station,station-test
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo station-demo test test-slow lint ci clean
@@ -21,7 +21,6 @@ demo: $(STAMP)
 
 # the lab station on the demo model, a synthetic video as chamber c1: http://127.0.0.1:8080/
 station-demo: $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[station]'
 	$(BIN)/python -m edge.station.demo
 
 test: $(STAMP)
