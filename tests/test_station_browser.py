@@ -1,7 +1,9 @@
 """The station in a real browser (Playwright driving Debian's headless Chromium) against a real
 ``grimace station`` process with two chambers fed by synthetic videos standing in for cameras.
 
-One browser launch for the whole flow: first-start admin password, a study with two animals in two
+Both tests are marked slow (about 30 s and 60 s here), so ``make test`` stays fast; ``.ci/run``
+runs this file on its own after ``make test``. The fast core without a browser is
+``tests/test_station_app.py``. One browser launch for the whole flow: first-start admin password, a study with two animals in two
 groups, a session in each chamber, selected frames with overlays, stop, blinded grading by two
 graders, the validation page and the XLSX export. Screenshots of every page go to
 ``$GRIMACE_STATION_SHOTS`` when set. Also (no browser): ``kill -9`` of the station mid-session and a
@@ -114,6 +116,7 @@ def _grade_all(page, url: str, name: str, bias: int) -> int:
     return n
 
 
+@pytest.mark.slow
 def test_station_in_the_browser(kit: dict) -> None:
     root, model = kit["root"], kit["model"]
     data, port = root / "data", _free_port()
