@@ -19,6 +19,11 @@ Restarting with the same output folder and camera resumes the unfinished session
 standing in for a camera continues after its last committed frame; a live camera continues the
 session clock from the last committed time. Camera loss is reconnected with backoff and logged as
 events; the loop never crashes on it. SIGTERM/SIGINT stop cleanly and leave the session resumable.
+
+The session loop itself is :func:`record_session` (scoring passed in as a function): ``watch`` runs it
+with its own :class:`~edge.predictor.Predictor`; the lab station (:mod:`edge.station.chambers`) runs
+it once per chamber, all chambers sharing one batching scorer. ``--study/--animal/--timepoint`` link
+the session to a study in the store (:mod:`edge.station.study`).
 """
 
 from __future__ import annotations
