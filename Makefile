@@ -3,10 +3,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= train,convert,eval,dev
+EXTRAS ?= train,convert,eval,dev,station,station-test
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint ci clean
+.PHONY: setup demo station-demo test test-slow lint ci clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/python -m edge.demo
+
+# the lab station on the demo model, a synthetic video as chamber c1: http://127.0.0.1:8080/
+station-demo: $(STAMP)
+	$(BIN)/python -m edge.station.demo
 
 test: $(STAMP)
 	YOLO_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -q

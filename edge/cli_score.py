@@ -301,6 +301,11 @@ def watch_cmd(
         None, "--max-retries", help="Camera reconnect attempts in a row before giving up (default: forever)."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No live status line."),
+    study: str | None = typer.Option(
+        None, "--study", help="Study id (with --animal and --timepoint; created in the store when new)."
+    ),
+    animal: str | None = typer.Option(None, "--animal", help="Animal id in the study."),
+    timepoint: str | None = typer.Option(None, "--timepoint", help="Timepoint id in the study."),
 ) -> None:
     """Live capture: one best frame per interval, every scored frame in SQLite; resumes after a crash."""
     from edge.artifact import ArtifactError
@@ -333,6 +338,9 @@ def watch_cmd(
             threads=threads,
             max_retries=max_retries,
             status=not quiet,
+            study=study,
+            animal=animal,
+            timepoint=timepoint,
         )
     except (
         FileNotFoundError,

@@ -27,6 +27,11 @@ cut off mid-way, leaves the session ``running`` (resumable) with a ``stopped`` e
 should be) are :class:`~edge.storage.StoreError` messages naming the file (:mod:`edge.storage`); a
 selected-frame image that cannot be written (disk full) is skipped like a low-disk pause, its row
 kept. The disk guard counts the database's ``-wal``/``-journal`` as used space.
+
+The session loop itself is :func:`record_session` (scoring passed in as a function): ``watch`` runs it
+with its own :class:`~edge.predictor.Predictor`; the lab station (:mod:`edge.station.chambers`) runs
+it once per chamber, all chambers sharing one batching scorer. ``--study/--animal/--timepoint`` link
+the session to a study in the store (:mod:`edge.station.study`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +54,10 @@ from edge.predictor import Predictor, load_model
 from edge.quality import frame_quality
 from edge.records import frame_columns, frame_record, record_from_sql, table_row, write_csv
 from edge.report import annotate
-from edge.sources import CameraEvent, CameraSource, describe_camera
-from edge.storage import Store
+from edge.results import FrameResult
+from edge.scales import ScaleSpec
+from edge.sources import CameraEvent, CameraSource, Frame, describe_camera
+from edge.storage import SessionState, Store
 
 MAX_SESSION_S = 7 * 24 * 3600.0
 """Longest session (a week); ``--session inf`` and the like are refused."""
@@ -77,6 +85,27 @@ def check_watch_numbers(
             raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {v:g}")
     if max_retries is not None and max_retries < 0:
         raise ValueError(f"--max-retries must be >= 0, got {max_retries}")
+
+
+def check_camera(camera: str) -> str:
+    """The camera's kind (:func:`edge.sources.describe_camera`); a video file standing in for a camera
+    must exist and be a regular file.
+
+    Raises:
+        FileNotFoundError: No such file (and not a camera spec).
+        ValueError: A folder, FIFO or device where a video file was meant.
+    """
+    kind = describe_camera(camera)[0]
+    if kind == "file":
+        cam = Path(camera)
+        if not cam.exists():
+            raise FileNotFoundError(
+                f"camera {camera!r}: no such file, and not a camera index, /dev/videoN, csi[:N], a "
+                "GStreamer pipeline or a URL"
+            )
+        if not cam.is_file():
+            raise ValueError(f"camera {camera!r}: not a regular file (a folder, FIFO or device)")
+    return kind
 
 
 @dataclass
@@ -145,6 +174,9 @@ def watch(
     status: bool = True,
     stream: Any = None,
     guard: DiskGuard | None = None,
+    study: str | None = None,
+    animal: str | None = None,
+    timepoint: str | None = None,
 ) -> WatchResult:
     """Run (or resume) a live scoring session.
 
@@ -172,28 +204,29 @@ def watch(
         guard: Disk-space guard asked before each image write; default: one on ``out/selected`` (so
             rotation deletes only selected-frame images, never other images kept in ``out``) with
             :meth:`GuardConfig.from_env` thresholds.
+        study: Study of the session (with ``animal`` and ``timepoint``; :mod:`edge.station.study`):
+            the session is linked to the animal at the timepoint, its frame records carry animal,
+            group and timepoint, and its id defaults to ``<study>-<animal>-<timepoint>``. A study
+            not in the store yet is created with this run's protocol settings (and the animal and
+            timepoint added); in an existing study the animal and timepoint must exist.
+        animal: Animal id (with ``study``).
+        timepoint: Timepoint id (with ``study``).
 
     Returns:
         The :class:`WatchResult`.
 
     Raises:
-        ValueError: Bad interval/session, or unusable disk-guard settings in the environment.
+        ValueError: Bad interval/session, unusable disk-guard settings in the environment, or bad
+            study/animal/timepoint ids (:class:`edge.station.study.StudyError`).
         DiskSpaceError: Free space on ``out``'s file system is below the guard's ``min_free_start``
             (after rotating old selected-frame images); nothing is opened or written.
     """
     check_watch_numbers(interval_s, session_s, fps, realtime, max_retries)
     if session_id is not None:
         check_safe_name(session_id, "--session-id")  # it names selected/<id>/ and session_<id>.csv
-    kind = describe_camera(camera)[0]
-    if kind == "file":
-        cam = Path(camera)
-        if not cam.exists():
-            raise FileNotFoundError(
-                f"camera {camera!r}: no such file, and not a camera index, /dev/videoN, csi[:N], a "
-                "GStreamer pipeline or a URL"
-            )
-        if not cam.is_file():
-            raise ValueError(f"camera {camera!r}: not a regular file (a folder, FIFO or device)")
+    check_camera(camera)
+    if (study, animal, timepoint) != (None, None, None) and None in (study, animal, timepoint):
+        raise ValueError("--study, --animal and --timepoint go together: give all three or none")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
@@ -206,18 +239,15 @@ def watch(
             raise ValueError(f"disk-guard settings ({', '.join(ENV_VARS.values())}): {e}") from None
     guard.check_start()  # as `python -m edge.diskguard preflight`: rotate if needed, refuse below the floor
     stream = stream or sys.stderr
-    n_intervals = math.ceil(session_s / interval_s - 1e-9)
 
     def notice(msg: str) -> None:
         stream.write(f"\n[database] {msg}\n")
         stream.flush()
 
-    stop: dict[str, Any] = {"why": "", "source": None}
+    control = SessionControl()
 
     def _on_signal(signum: int, _frame: Any) -> None:
-        stop["why"] = f"signal {signal.Signals(signum).name}"
-        if stop["source"] is not None:  # also ends a reconnect wait
-            stop["source"].closed = True
+        control.stop(f"signal {signal.Signals(signum).name}")  # also ends a reconnect wait
 
     old_handlers = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -226,7 +256,14 @@ def watch(
 
     try:
         with load_model(model, scale=scale, threads=threads) as m, Store(db_path, notify=notice) as store:
-            spec = m.spec
+            subject = None
+            if study is not None:
+                from edge.station.study import Protocol, study_subject
+
+                protocol = Protocol(m.spec.name, interval_s, session_s, fps)
+                chamber = _slug(str(camera)).strip("-") or "camera"
+                subject, sid = study_subject(store, study, animal, timepoint, chamber, protocol)
+                session_id = session_id or sid
             if session_id is None:
                 rows = store.db.execute(
                     "SELECT id FROM sessions WHERE status='running' AND source=? ORDER BY started_at DESC",
@@ -234,192 +271,334 @@ def watch(
                 ).fetchall()
                 session_id = rows[0][0] if rows else f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(str(camera))}"
             check_safe_name(session_id, "session id")
-            state = store.open_session(
-                session_id,
-                source=str(camera),
-                model=str(m.path),
-                scale=spec.name,
-                interval_s=interval_s,
-                duration_s=session_s,
-            )
-            result = WatchResult(session_id, state.resumed, db=str(db_path))
-            if state.status == "complete":
-                result.complete, result.stopped = True, "already complete"
-                _finish(store, result, session_id, out, spec)
-                return result
-            sel_dir = path_under(out, "selected", session_id)
-            best = {  # committed selections, ranked like new frames
-                int(r["interval_index"]): (_rank(r["score"] is not None, r["quality"]), int(r["frame_id"]))
-                for r in store.intervals(session_id)
-            }
             pred = Predictor(m, conf=conf, iou=iou, min_quality=min_quality, quality_fn=frame_quality)
-            index_offset = 0 if kind == "file" else state.last_frame_index + 1
-            time_offset = 0.0 if kind == "file" else state.last_t_s
 
-            def on_event(ev: CameraEvent) -> None:
-                result.events.append(ev)
-                store.event(session_id, ev.time_s, f"camera_{ev.kind}", ev.message)
-                if status and ev.kind not in ("opened", "ended"):
-                    stream.write(f"\n[camera] {ev.message}\n")
-                    stream.flush()
+            def score(frame: Frame) -> FrameResult:
+                pred.times.add("decode", frame.decode_s)
+                return pred([frame.image], [frame.source])[0]
 
-            src = CameraSource(
+            return record_session(
+                store,
                 camera,
+                score,
+                m.spec,
+                out,
+                session_id=session_id,
+                model_name=str(m.path),
+                interval_s=interval_s,
+                session_s=session_s,
                 fps=fps,
+                continuous=continuous,
                 realtime=realtime,
-                start_frame=state.last_frame_index + 1 if kind == "file" else 0,
-                time_offset_s=time_offset,
                 backoff_s=backoff_s,
                 max_backoff_s=max_backoff_s,
                 max_retries=max_retries,
-                on_event=on_event,
+                status=status,
+                stream=stream,
+                guard=guard,
+                control=control,
+                subject=subject,
             )
-            stop["source"] = src
-            t_run = time.perf_counter()
-            tty = bool(getattr(stream, "isatty", lambda: False)())
-            status_state: dict[str, Any] = {"at": 0.0, "interval": None}
-            last_t = state.last_t_s
-            last_interval = int(last_t // interval_s) if state.n_frames else -1
-            disk = {"paused": False}
-
-            def images_allowed(t: float) -> bool:
-                """Ask the guard; print and store an event when saving pauses or resumes."""
-                allowed = guard.images_allowed()
-                if allowed == disk["paused"]:  # state changed
-                    disk["paused"] = not allowed
-                    free = "?" if guard.last_free is None else human(guard.last_free)
-                    floor = human(guard.thresholds.min_free_images)
-                    if allowed:
-                        what, msg = "images_resumed", f"{free} free again (>= {floor}): saving images resumed"
-                    else:
-                        what, msg = (
-                            "images_paused",
-                            f"only {free} free on the disk of {out} (below {floor}, "
-                            f"{ENV_VARS['min_free_images']}): selected-frame images are NOT saved until "
-                            "space comes back; scores are still written to the database",
-                        )
-                    store.event(session_id, t, what, msg)
-                    stream.write(f"\n[disk] {'WARNING: ' if not allowed else ''}{msg}\n")
-                    stream.flush()
-                return allowed
-
-            with src:
-                for frame in src:
-                    if stop["why"]:
-                        break
-                    t = frame.time_s
-                    if t >= session_s:
-                        result.complete, result.stopped = True, "complete"
-                        break
-                    k = int(t // interval_s)
-                    if k != last_interval and last_interval >= 0:
-                        store.finalize_interval(session_id, last_interval)
-                    last_interval = k
-                    pred.times.add("decode", frame.decode_s)
-                    res = pred([frame.image], [frame.source])[0]
-                    fidx = frame.index + index_offset
-                    rec = frame_record(
-                        res,
-                        spec,
-                        name=f"{session_id}@{fidx:06d}",
-                        source=frame.source,
-                        index=fidx,
-                        time_s=t,
-                        session=session_id,
-                    )
-                    fid = store.add_frame(
-                        session_id,
-                        frame_index=fidx,
-                        t_s=t,
-                        interval_index=k,
-                        result=res,
-                        record=rec,
-                        store_detections=continuous,
-                        wall_time=frame.meta.get("wall_time"),
-                    )
-                    result.frames += 1
-                    last_t = t
-                    rank = _rank(res.scored, res.quality)
-                    if k not in best or rank > best[k][0]:
-                        path = sel_dir / f"interval_{k:03d}.jpg"
-                        annotated = sel_dir / f"interval_{k:03d}_annotated.jpg"
-                        written = False
-                        if images_allowed(t):
-                            try:
-                                atomic_write_image(path, frame.image)
-                                atomic_write_image(
-                                    annotated,
-                                    annotate(
-                                        frame.image,
-                                        res,
-                                        spec,
-                                        title=f"interval {k + 1}/{n_intervals} t={t:.1f}s",
-                                    ),
-                                )
-                                written = True
-                            except OSError as e:  # disk full between two guard checks, I/O error
-                                msg = (
-                                    f"cannot write {e.filename or path}: {e.strerror or e}; the frame's "
-                                    "row is kept without an image"
-                                )
-                                store.event(session_id, t, "image_write_failed", msg)
-                                stream.write(f"\n[disk] WARNING: {msg}\n")
-                                stream.flush()
-                        if written:
-                            store.set_interval_best(session_id, k, fid, res, str(path))
-                        else:  # low disk: the row is committed without an image
-                            store.set_interval_best(session_id, k, fid, res, None)
-                            result.images_skipped += 1
-                            for stale in (path, annotated):  # an earlier frame's image, no longer selected
-                                with contextlib.suppress(FileNotFoundError):
-                                    stale.unlink()
-                        best[k] = (rank, fid)
-                    if status:
-                        now = time.perf_counter()
-                        new_interval = k != status_state["interval"]
-                        if (tty and now - status_state["at"] >= 0.25) or new_interval:
-                            el = now - t_run
-                            sc = "-" if res.score is None else f"{res.score:.2f}"
-                            q = "-" if res.quality is None else f"{res.quality:.2f}"
-                            line = (
-                                f"[{session_id}] t={t:6.1f}/{session_s:.0f}s interval {k + 1}/{n_intervals} "
-                                f"frames {result.frames} ({result.frames / max(el, 1e-9):.1f}/s) "
-                                f"score {sc} quality {q} selected {len(best)}"
-                            )
-                            stream.write(f"\r{line}   " if tty else f"{line}\n")
-                            stream.flush()
-                            status_state.update(at=now, interval=k)
-                else:
-                    # a file read to its end completes the session; a file that is cut off mid-way
-                    # ("lost") or a camera that gave up does not: the session stays resumable
-                    lost = [
-                        e for e in src.events if e.kind == "gave_up" or (kind == "file" and e.kind == "lost")
-                    ]
-                    ended = [e for e in src.events if e.kind == "ended"]
-                    if lost:
-                        result.stopped = "camera gave up" if lost[-1].kind == "gave_up" else "camera lost"
-                        store.event(
-                            session_id, last_t, "stopped", f"{result.stopped}: {lost[-1].message} (resumable)"
-                        )
-                    elif ended:
-                        result.complete, result.stopped = True, "complete (end of video file)"
-                    else:
-                        result.stopped = "camera gave up"
-                if stop["why"]:
-                    result.stopped = stop["why"]
-            if status and tty:
-                stream.write("\n")
-            if result.complete:
-                store.complete(session_id, last_t)
-            _finish(store, result, session_id, out, spec)
-            result.events = list(src.events)
-            return result
     finally:
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
 
 
-def _finish(store: Store, result: WatchResult, session_id: str, out: Path, spec: Any) -> None:
+@dataclass
+class SessionControl:
+    """Stops a running :func:`record_session` from another thread or a signal handler.
+
+    Attributes:
+        why: Why the session was stopped (empty while running).
+        source: The camera being read (closed by :meth:`stop`, which also ends a reconnect wait).
+    """
+
+    why: str = ""
+    source: CameraSource | None = None
+
+    def stop(self, why: str) -> None:
+        """Ask the session loop to stop after the frame being processed (left resumable)."""
+        self.why = why
+        if self.source is not None:
+            self.source.closed = True
+
+
+@dataclass
+class Subject:
+    """Who is in front of the camera (the study fields of every frame record of the session).
+
+    Attributes:
+        animal: Animal id (column ``animal``).
+        group: Treatment group.
+        timepoint: Timepoint.
+        on_open: Called with ``(store, session_state)`` right after the session is opened or resumed
+            (the station links the session to its study there).
+    """
+
+    animal: str = ""
+    group: str = ""
+    timepoint: str = ""
+    on_open: Callable[[Store, SessionState], None] | None = None
+
+
+def record_session(
+    store: Store,
+    camera: str,
+    score: Callable[[Frame], FrameResult],
+    spec: ScaleSpec,
+    out: str | Path,
+    *,
+    session_id: str,
+    model_name: str,
+    interval_s: float,
+    session_s: float,
+    fps: float,
+    continuous: bool = False,
+    realtime: float = 0.0,
+    backoff_s: float = 0.5,
+    max_backoff_s: float = 30.0,
+    max_retries: int | None = None,
+    status: bool = True,
+    stream: Any = None,
+    guard: DiskGuard | None = None,
+    control: SessionControl | None = None,
+    subject: Subject | None = None,
+    on_frame: Callable[[Frame, FrameResult, int], None] | None = None,
+    on_event: Callable[[CameraEvent], None] | None = None,
+    opener: Callable[[Any, int], Any] | None = None,
+) -> WatchResult:
+    """Create or resume one session and run it: the protocol clock, interval selection, crash-safe
+    commits and camera reconnects of :func:`watch`, with scoring left to the caller (``watch`` runs
+    its own :class:`~edge.predictor.Predictor`; the station shares one batching scorer between
+    chambers, :mod:`edge.station.chambers`).
+
+    Args:
+        store: The open store (used from this thread only).
+        camera: Camera string (see :func:`watch`).
+        score: ``f(frame) -> FrameResult`` for one captured frame.
+        spec: The model's scale.
+        out: Output folder (``selected/<session>/``, ``session_<id>.csv``).
+        session_id: Session to create or resume.
+        model_name: Stored with a new session.
+        interval_s: Protocol interval.
+        session_s: Session length.
+        fps: Frames per second taken from the camera.
+        continuous: Store every frame's boxes.
+        realtime: For a video file: play at this multiple of its speed.
+        backoff_s: First reconnect wait.
+        max_backoff_s: Longest reconnect wait.
+        max_retries: Reconnect attempts in a row before giving up (``None`` = forever).
+        status: Print a live status line.
+        stream: Where the status line and disk warnings go (default stderr).
+        guard: Disk-space guard (default: one on ``out/selected`` from the environment).
+        control: Lets another thread stop the loop (default: a private one).
+        subject: Animal, group and timepoint of the frame records; its ``on_open`` hook.
+        on_frame: Called with ``(frame, result, frame_row_id)`` after each committed frame.
+        on_event: Called with each camera event after it is stored.
+        opener: Camera opener for :class:`~edge.sources.CameraSource` (tests: a flaky stand-in).
+
+    Returns:
+        The :class:`WatchResult`.
+    """
+    out = Path(out)
+    if guard is None:
+        guard = DiskGuard(out / "selected", GuardConfig.from_env(), databases=[store.path])
+    stream = stream or sys.stderr
+    control = control or SessionControl()
+    subject = subject or Subject()
+    kind = describe_camera(camera)[0]
+    n_intervals = math.ceil(session_s / interval_s - 1e-9)
+    db_path = store.path
+    state = store.open_session(
+        session_id,
+        source=str(camera),
+        model=model_name,
+        scale=spec.name,
+        interval_s=interval_s,
+        duration_s=session_s,
+    )
+    if subject.on_open is not None:
+        subject.on_open(store, state)
+    result = WatchResult(session_id, state.resumed, db=str(db_path))
+    if state.status == "complete":
+        result.complete, result.stopped = True, "already complete"
+        _finish(store, result, session_id, out, spec, subject)
+        return result
+    sel_dir = path_under(out, "selected", session_id)
+    best = {  # committed selections, ranked like new frames
+        int(r["interval_index"]): (_rank(r["score"] is not None, r["quality"]), int(r["frame_id"]))
+        for r in store.intervals(session_id)
+    }
+    index_offset = 0 if kind == "file" else state.last_frame_index + 1
+    time_offset = 0.0 if kind == "file" else state.last_t_s
+
+    def _on_event(ev: CameraEvent) -> None:
+        result.events.append(ev)
+        store.event(session_id, ev.time_s, f"camera_{ev.kind}", ev.message)
+        if on_event is not None:
+            on_event(ev)
+        if status and ev.kind not in ("opened", "ended"):
+            stream.write(f"\n[camera] {ev.message}\n")
+            stream.flush()
+
+    src = CameraSource(
+        camera,
+        fps=fps,
+        realtime=realtime,
+        start_frame=state.last_frame_index + 1 if kind == "file" else 0,
+        time_offset_s=time_offset,
+        backoff_s=backoff_s,
+        max_backoff_s=max_backoff_s,
+        max_retries=max_retries,
+        on_event=_on_event,
+        opener=opener,
+    )
+    control.source = src
+    if control.why:  # stopped before the camera opened
+        src.closed = True
+    t_run = time.perf_counter()
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    status_state: dict[str, Any] = {"at": 0.0, "interval": None}
+    last_t = state.last_t_s
+    last_interval = int(last_t // interval_s) if state.n_frames else -1
+    disk = {"paused": False}
+
+    def images_allowed(t: float) -> bool:
+        """Ask the guard; print and store an event when saving pauses or resumes."""
+        allowed = guard.images_allowed()
+        if allowed == disk["paused"]:  # state changed
+            disk["paused"] = not allowed
+            free = "?" if guard.last_free is None else human(guard.last_free)
+            floor = human(guard.thresholds.min_free_images)
+            if allowed:
+                what, msg = "images_resumed", f"{free} free again (>= {floor}): saving images resumed"
+            else:
+                what, msg = (
+                    "images_paused",
+                    f"only {free} free on the disk of {out} (below {floor}, "
+                    f"{ENV_VARS['min_free_images']}): selected-frame images are NOT saved until "
+                    "space comes back; scores are still written to the database",
+                )
+            store.event(session_id, t, what, msg)
+            stream.write(f"\n[disk] {'WARNING: ' if not allowed else ''}{msg}\n")
+            stream.flush()
+        return allowed
+
+    with src:
+        for frame in src:
+            if control.why:
+                break
+            t = frame.time_s
+            if t >= session_s:
+                result.complete, result.stopped = True, "complete"
+                break
+            k = int(t // interval_s)
+            if k != last_interval and last_interval >= 0:
+                store.finalize_interval(session_id, last_interval)
+            last_interval = k
+            res = score(frame)
+            fidx = frame.index + index_offset
+            rec = frame_record(
+                res,
+                spec,
+                name=f"{session_id}@{fidx:06d}",
+                source=frame.source,
+                index=fidx,
+                time_s=t,
+                session=session_id,
+                subject=subject.animal,
+                group=subject.group,
+                timepoint=subject.timepoint,
+            )
+            fid = store.add_frame(
+                session_id,
+                frame_index=fidx,
+                t_s=t,
+                interval_index=k,
+                result=res,
+                record=rec,
+                store_detections=continuous,
+                wall_time=frame.meta.get("wall_time"),
+            )
+            result.frames += 1
+            last_t = t
+            rank = _rank(res.scored, res.quality)
+            if k not in best or rank > best[k][0]:
+                path = sel_dir / f"interval_{k:03d}.jpg"
+                annotated = sel_dir / f"interval_{k:03d}_annotated.jpg"
+                written = False
+                if images_allowed(t):
+                    try:
+                        atomic_write_image(path, frame.image)
+                        atomic_write_image(
+                            annotated,
+                            annotate(
+                                frame.image, res, spec, title=f"interval {k + 1}/{n_intervals} t={t:.1f}s"
+                            ),
+                        )
+                        written = True
+                    except OSError as e:  # disk full between two guard checks, I/O error
+                        msg = (
+                            f"cannot write {e.filename or path}: {e.strerror or e}; the frame's "
+                            "row is kept without an image"
+                        )
+                        store.event(session_id, t, "image_write_failed", msg)
+                        stream.write(f"\n[disk] WARNING: {msg}\n")
+                        stream.flush()
+                if written:
+                    store.set_interval_best(session_id, k, fid, res, str(path))
+                else:  # low disk: the row is committed without an image
+                    store.set_interval_best(session_id, k, fid, res, None)
+                    result.images_skipped += 1
+                    for stale in (path, annotated):  # an earlier frame's image, no longer selected
+                        with contextlib.suppress(FileNotFoundError):
+                            stale.unlink()
+                best[k] = (rank, fid)
+            if on_frame is not None:
+                on_frame(frame, res, fid)
+            if status:
+                now = time.perf_counter()
+                new_interval = k != status_state["interval"]
+                if (tty and now - status_state["at"] >= 0.25) or new_interval:
+                    el = now - t_run
+                    sc = "-" if res.score is None else f"{res.score:.2f}"
+                    q = "-" if res.quality is None else f"{res.quality:.2f}"
+                    line = (
+                        f"[{session_id}] t={t:6.1f}/{session_s:.0f}s interval {k + 1}/{n_intervals} "
+                        f"frames {result.frames} ({result.frames / max(el, 1e-9):.1f}/s) "
+                        f"score {sc} quality {q} selected {len(best)}"
+                    )
+                    stream.write(f"\r{line}   " if tty else f"{line}\n")
+                    stream.flush()
+                    status_state.update(at=now, interval=k)
+        else:
+            # a file read to its end completes the session; a file that is cut off mid-way ("lost")
+            # or a camera that gave up does not: the session stays resumable
+            lost = [e for e in src.events if e.kind == "gave_up" or (kind == "file" and e.kind == "lost")]
+            ended = [e for e in src.events if e.kind == "ended"]
+            if lost:
+                result.stopped = "camera gave up" if lost[-1].kind == "gave_up" else "camera lost"
+                store.event(
+                    session_id, last_t, "stopped", f"{result.stopped}: {lost[-1].message} (resumable)"
+                )
+            elif ended:
+                result.complete, result.stopped = True, "complete (end of video file)"
+            else:
+                result.stopped = "camera gave up"
+        if control.why:
+            result.stopped = control.why
+    if status and tty:
+        stream.write("\n")
+    if result.complete:
+        store.complete(session_id, last_t)
+    _finish(store, result, session_id, out, spec, subject)
+    result.events = list(src.events)
+    return result
+
+
+def _finish(
+    store: Store, result: WatchResult, session_id: str, out: Path, spec: Any, subject: Subject | None = None
+) -> None:
     """Session figures into ``result`` and ``session_<id>.csv``: the selected frame of each interval as
     a frame record row (:mod:`edge.records`), then ``interval``, ``final`` and ``image``."""
     intervals = store.intervals(session_id)
@@ -440,6 +619,9 @@ def _finish(store: Store, result: WatchResult, session_id: str, out: Path, spec:
             name=f"{session_id}@{int(frame['frame_index']):06d}",
             source=source,
             session=session_id,
+            subject=subject.animal if subject else "",
+            group=subject.group if subject else "",
+            timepoint=subject.timepoint if subject else "",
         )
         rows.append(
             {

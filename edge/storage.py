@@ -37,7 +37,7 @@ from typing import Any
 from edge.records import SQL_COLUMNS, FrameRecord, sql_row
 from edge.results import FrameResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the store's schema; :data:`MIGRATIONS` bring an older store up to it in place."""
 
 SCHEMA = """
@@ -107,6 +107,34 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # record schema 2: the frame's argmax unit scores and scored-box counts (edge.records.sql_row)
         "ALTER TABLE frames ADD COLUMN unit_argmax TEXT",
         "ALTER TABLE frames ADD COLUMN unit_counts TEXT",
+    ),
+    3: (
+        # study model (edge.station.study): studies, animals, timepoints, chambers; a study session
+        # links one store session to an animal at a timepoint in a chamber. Station users and
+        # blinded grades (edge.station).
+        "CREATE TABLE studies (id TEXT PRIMARY KEY, title TEXT NOT NULL DEFAULT '', "
+        "scale TEXT NOT NULL, interval_s REAL NOT NULL, duration_s REAL NOT NULL, fps REAL NOT NULL, "
+        "notes TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL)",
+        "CREATE TABLE animals (study_id TEXT NOT NULL REFERENCES studies(id), id TEXT NOT NULL, "
+        "grp TEXT NOT NULL DEFAULT '', sex TEXT NOT NULL DEFAULT '', strain TEXT NOT NULL DEFAULT '', "
+        "notes TEXT NOT NULL DEFAULT '', PRIMARY KEY (study_id, id))",
+        "CREATE TABLE timepoints (study_id TEXT NOT NULL REFERENCES studies(id), id TEXT NOT NULL, "
+        "position INTEGER NOT NULL, PRIMARY KEY (study_id, id))",
+        "CREATE TABLE chambers (id TEXT PRIMARY KEY, camera TEXT NOT NULL, notes TEXT NOT NULL DEFAULT '')",
+        "CREATE TABLE study_sessions (session_id TEXT PRIMARY KEY REFERENCES sessions(id), "
+        "study_id TEXT NOT NULL REFERENCES studies(id), animal_id TEXT NOT NULL, "
+        "timepoint_id TEXT NOT NULL, chamber_id TEXT NOT NULL, settings TEXT NOT NULL, "
+        "wanted TEXT NOT NULL DEFAULT 'run', "
+        "FOREIGN KEY (study_id, animal_id) REFERENCES animals(study_id, id), "
+        "FOREIGN KEY (study_id, timepoint_id) REFERENCES timepoints(study_id, id))",
+        "CREATE INDEX study_sessions_study ON study_sessions (study_id, animal_id, timepoint_id)",
+        "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, pw_hash TEXT NOT NULL, "
+        "created_at REAL NOT NULL)",
+        "CREATE TABLE logins (token_hash TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name), "
+        "csrf TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL)",
+        "CREATE TABLE grades (frame_id INTEGER NOT NULL REFERENCES frames(id), "
+        "grader TEXT NOT NULL REFERENCES users(name), unit TEXT NOT NULL, grade INTEGER, "
+        "graded_at REAL NOT NULL, PRIMARY KEY (frame_id, grader, unit))",
     ),
 }
 """Version -> statements that take a store from the version before it to this one (applied in order,

@@ -123,13 +123,9 @@ def make_station(folder: Path, sessions: dict[str, tuple[int, bool]], seed: int 
             add_frames(st, sid, 0, n, seed)
             if complete:
                 st.complete(sid, n * 0.5)
-        st.db.execute(
-            "CREATE TABLE IF NOT EXISTS grades (frame_id INTEGER NOT NULL, grader TEXT NOT NULL, unit TEXT "
-            "NOT NULL, grade INTEGER, graded_at REAL NOT NULL, PRIMARY KEY (frame_id, grader, unit))"
-        )
+        # the station's tables (store schema 3): a grader and one blinded grade
+        st.db.execute("INSERT OR REPLACE INTO users VALUES ('ann', 'grader', 'scrypt$secret', 1.0)")
         st.db.execute("INSERT OR REPLACE INTO grades VALUES (1, 'ann', 'eye', 2, 1.5)")
-        st.db.execute("CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, pw_hash TEXT NOT NULL)")
-        st.db.execute("INSERT OR REPLACE INTO users VALUES ('ann', 'scrypt$secret')")
     return folder
 
 

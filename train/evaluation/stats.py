@@ -309,35 +309,9 @@ def stars(p: float | None) -> str:
 
 
 # ------------------------------------------------------------------------------- fast ICC(2,1)
-def icc21(ratings: np.ndarray) -> float:
-    """ICC(2,1) (two-way random effects, absolute agreement, single rater) in numpy.
-
-    The same number as the ``ICC2`` row of :func:`icc` (a test checks it on Shrout & Fleiss's
-    example); this one has no confidence interval and no pandas/pingouin overhead, so the cluster
-    bootstrap can call it thousands of times.
-
-    Args:
-        ratings: float ``(n_targets, k_raters)``; rows with any NaN are dropped.
-
-    Returns:
-        The ICC, or NaN with fewer than 2 complete rows, fewer than 2 raters, or no variance.
-    """
-    x = np.asarray(ratings, dtype=float)
-    x = x[np.isfinite(x).all(axis=1)]
-    n, k = x.shape if x.ndim == 2 else (0, 0)
-    if n < 2 or k < 2:
-        return math.nan
-    grand = x.mean()
-    ss_rows = k * ((x.mean(axis=1) - grand) ** 2).sum()
-    ss_cols = n * ((x.mean(axis=0) - grand) ** 2).sum()
-    ss_err = ((x - grand) ** 2).sum() - ss_rows - ss_cols
-    msr = ss_rows / (n - 1)
-    msc = ss_cols / (k - 1)
-    mse = ss_err / ((n - 1) * (k - 1))
-    den = msr + (k - 1) * mse + k * (msc - mse) / n
-    if not den > 0:
-        return math.nan
-    return float((msr - mse) / den)
+# ICC(2,1) in numpy (no CI, no pandas/pingouin: the cluster bootstrap calls it thousands of times; the
+# station's validation page runs it on the device). One copy, in edge (edge never imports train).
+from edge.station.agreement import icc21 as icc21  # noqa: E402  (re-export)
 
 
 # ------------------------------------------------------------------------ animal-level helpers
