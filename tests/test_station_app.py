@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -105,6 +106,45 @@ def test_flow_two_chambers_grading_validation_export(station: Station) -> None:
     assert sorted(orders["alice"]) == sorted(orders["bob"]) and orders["alice"] != orders["bob"]
     val = c.get("/validation").text
     assert 'id="n-shared">8<' in val and "ICC(2,1)" in val and "alice" in val and "bob" in val
+    # the grades leave the station as `grimace eval grades` inputs: one Filename per frame everywhere
+    assert "/validation/export/grader-alice.csv" in val and "/validation/export/model.csv" in val
+    exports = {}
+    for t in ("model", "subjects", "grader-alice", "grader-bob"):
+        r = c.get(f"/validation/export/{t}.csv")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), t
+        exports[t] = r.text
+    assert c.get("/validation/export/grader-nobody.csv").status_code == 404
+    assert c.get("/validation/export/..%2Fgrimace.csv").status_code == 404
+    with TestClient(create_app(station)) as anon:
+        assert anon.get("/validation/export/model.csv", follow_redirects=False).status_code == 303
+    eval_io = pytest.importorskip("train.evaluation.io")
+    from edge.scales import RGS
+
+    tables = {}
+    for t, text in exports.items():
+        f = station.data / f"{t}.csv"
+        f.write_text(text, encoding="utf-8")
+        if t != "subjects":
+            tables[t] = eval_io.read_grade_csv(f, RGS, integer_grades=t != "model")
+    assert (
+        sorted(tables["model"].images)
+        == sorted(tables["grader-alice"].images)
+        == sorted(tables["grader-bob"].images)
+    )
+    assert len(tables["model"].images) == 8
+    alice = tables["grader-alice"]
+    eye = alice.units["eye"]
+    assert set(eye[~np.isnan(eye)].astype(int)) <= {0, 1, 2} and np.isnan(alice.units["whiskers"]).all()
+    from train.data.format import read_subjects
+
+    groups = read_subjects(station.data / "subjects.csv")  # what `eval grades --groups` reads
+    assert set(groups) == set(tables["model"].images)
+    subj = exports["subjects"].splitlines()
+    assert subj[0] == "image,subject,group,timepoint" and len(subj) == 9
+    assert {tuple(x.split(",")[1:]) for x in subj[1:]} == {
+        ("R1", "sham", "baseline"),
+        ("R2", "surgery", "baseline"),
+    }
     # XLSX export in the frame-record columns
     from openpyxl import load_workbook
 

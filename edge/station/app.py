@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from edge.records import csv_text
 from edge.station import auth, views
 from edge.station.chambers import Station
 from edge.station.study import ID_PATTERN, Protocol, Study, StudyError
@@ -421,6 +422,22 @@ def create_app(station: Station) -> FastAPI:
     def validation_page(request: Request) -> Response:
         u = page_user(request)
         return render(request, "validation.html", u, **views.validation_view(store(), spec))
+
+    @app.get("/validation/export/{table}.csv")
+    def validation_export(request: Request, table: str) -> Response:
+        """The model's and each grader's grades of the graded frames, and the subjects table, as CSV
+        files for ``grimace eval grades --pred model.csv --human grader-*.csv --groups subjects.csv``."""
+        page_user(request)
+        tables = views.validation_tables(store(), spec)
+        key = table if table in ("model", "subjects") else f"grader:{table.removeprefix('grader-')}"
+        if not table.startswith(("model", "subjects", "grader-")) or key not in tables:
+            raise HTTPException(404, "no such export")
+        cols, rows = tables[key]
+        return Response(
+            csv_text(rows, cols),  # formula-like cells escaped, as in every table we write
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{table}.csv"'},
+        )
 
     # ------------------------------------------------------------------------------ users
     @app.get("/users", response_class=HTMLResponse)

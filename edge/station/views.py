@@ -217,7 +217,7 @@ def study_rows(store: Store, study_id: str, spec: ScaleSpec) -> tuple[list[str],
             rec = record_from_sql(
                 f,
                 spec,
-                name=f"{sid}@{int(f['frame_index']):06d}",
+                name=frame_name(sid, int(f["frame_index"])),
                 source=source,
                 subject=s["animal_id"],
                 session=sid,
@@ -467,4 +467,69 @@ def validation_view(store: Store, spec: ScaleSpec) -> dict[str, Any]:
         "progress": progress,
         "n_gradable": len(gradable_frames(store)),
         "fmt": _fmt,
+        "exports": ["model", "subjects", *[f"grader-{gr}" for gr in graders]],
     }
+
+
+# ------------------------------------------------------------------------- validation exports
+def frame_name(session_id: str, frame_index: int) -> str:
+    """The ``Filename`` of a station frame in every export (study, model, graders, subjects)."""
+    return f"{session_id}@{int(frame_index):06d}"
+
+
+def validation_tables(store: Store, spec: ScaleSpec) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
+    """Tables for ``grimace eval grades`` over the graded frames (one row per frame, one ``Filename``).
+
+    Returns:
+        ``"model"``: the model's frame records (:mod:`edge.records` columns); ``"subjects"``: ``image,
+        subject, group, timepoint`` (``--groups``); ``"grader:<name>"``: that grader's grades under the
+        units' labels (empty where the grader marked a unit not visible).
+    """
+    graded = sorted({int(r[0]) for r in store.db.execute("SELECT DISTINCT frame_id FROM grades")})
+    study = {
+        r[0]: (r[1], r[2], r[3])
+        for r in store.db.execute(
+            "SELECT ss.session_id, ss.animal_id, a.grp, ss.timepoint_id FROM study_sessions ss "
+            "LEFT JOIN animals a ON a.study_id = ss.study_id AND a.id = ss.animal_id"
+        )
+    }
+    names: dict[int, str] = {}
+    model_rows, subject_rows = [], []
+    for fid in graded:
+        cur = store.db.execute("SELECT * FROM frames WHERE id=?", (fid,))
+        row = cur.fetchone()
+        if row is None:
+            continue
+        f = dict(zip([c[0] for c in cur.description], row, strict=True))
+        sid = str(f["session_id"])
+        names[fid] = frame_name(sid, int(f["frame_index"]))
+        animal, grp, tp = study.get(sid, ("", "", ""))
+        rec = record_from_sql(
+            f,
+            spec,
+            name=names[fid],
+            source=str(store.session_row(sid).get("source", "")),
+            subject=animal or sid,
+            session=sid,
+            group=grp or "",
+            timepoint=tp or "",
+        )
+        model_rows.append(table_row(rec, spec))
+        subject_rows.append({"image": names[fid], "subject": animal or sid, "group": grp or "",
+                             "timepoint": tp or ""})  # fmt: skip
+    out: dict[str, tuple[list[str], list[dict[str, Any]]]] = {
+        "model": (frame_columns(spec), model_rows),
+        "subjects": (["image", "subject", "group", "timepoint"], subject_rows),
+    }
+    by: dict[str, dict[int, dict[str, int | None]]] = defaultdict(dict)
+    for fid, grader, unit, grade in store.db.execute("SELECT frame_id, grader, unit, grade FROM grades"):
+        by[grader].setdefault(int(fid), {})[unit] = grade
+    cols = ["Filename", *[u.label for u in spec.units]]
+    for grader, frames in sorted(by.items()):
+        rows = []
+        for fid in sorted(frames):
+            if fid in names:
+                g = frames[fid]
+                rows.append({"Filename": names[fid], **{u.label: g.get(u.name) for u in spec.units}})
+        out[f"grader:{grader}"] = (cols, rows)
+    return out
