@@ -6,6 +6,7 @@ tensorrt are imported inside the commands, so ``grimace --help`` works without t
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import NoReturn
 
@@ -78,7 +79,7 @@ def onnx_cmd(
     int8_format: str = typer.Option(
         "s8", help="s8: INT8 activations, FP32 biases (TensorRT, ARM CPUs); u8: UINT8 activations (x86 CPUs)."
     ),
-    calib_method: str = typer.Option("percentile", help="Calibration: minmax, entropy or percentile."),
+    calib_method: str = typer.Option("minmax", help="Calibration: minmax, entropy or percentile."),
     percentile: float = typer.Option(99.999, help="Percentile of the percentile calibration."),
     keep_fp32: str = typer.Option(
         "outputs", help="Head parts kept FP32: none, decode, outputs, grade-branch or head."
@@ -211,6 +212,11 @@ def _int8_step(
     typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, QDQ {int8_format}, {opts.method} "
                f"calibration, {len(res.fp32_nodes)} node(s) kept FP32); one CPU thread: FP32 {t32:.1f} ms, "
                f"INT8 {t8:.1f} ms ({t32 / t8:.2f}x)")
+    if int8_format == "s8" and t8 >= t32 and platform.machine().lower() in ("x86_64", "amd64"):
+        typer.echo("note: on x86 CPUs ONNX Runtime fuses only UINT8-activation Q/DQ graphs into integer "
+                   "kernels, so this TensorRT-form (s8) model is not faster here; for an x86 box without a "
+                   "GPU use --int8-format u8 (fast on x86, not TensorRT-ready). s8 is for TensorRT and "
+                   "ARM64 CPUs.", err=True)
     ready = check_trt_readiness(out)
     typer.echo(f"TensorRT-readiness: {'PASS' if ready.ok else 'FAIL'}"
                + ("" if ready.ok else f" ({ready.errors[0]}{'; ...' if len(ready.errors) > 1 else ''})"))

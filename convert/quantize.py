@@ -53,7 +53,7 @@ KEEP_FP32 = ("none", "decode", "outputs", "grade-branch", "head")
 * ``head``: the whole detect head.
 """
 INT8_FORMATS = ("s8", "u8")
-DEFAULT_METHOD = "percentile"
+DEFAULT_METHOD = "minmax"
 DEFAULT_KEEP = "outputs"
 DEFAULT_PERCENTILE = 99.999
 DEFAULT_MIN_AGREE = 0.95
