@@ -8,7 +8,7 @@ every row alike), and the agreement with FP32 on held-out frames (box match, uni
 agreement, frame-score ICC(2,1)). Run::
 
     python -m bench.bench_int8 [--model edge/assets/demo_model.onnx] [--calib DIR --holdout DIR]
-        [--variants s8:percentile:outputs u8:percentile:outputs ...] [--rounds 15]
+        [--variants s8:minmax:outputs u8:minmax:outputs ...] [--rounds 15]
 
 Without ``--calib``/``--holdout`` it renders a synthetic RGS study with ``grimace synth`` (needs the
 ``train`` package): its train split calibrates, its test split (other animals) is held out.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_VARIANTS = ("s8:percentile:outputs", "u8:percentile:outputs", "u8:minmax:grade-branch")
+DEFAULT_VARIANTS = ("s8:minmax:outputs", "u8:minmax:outputs")
 
 
 def synth_frames(folder: Path, n: int = 320, imgsz: int = 320, seed: int = 11) -> tuple[Path, Path]:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calib-n", type=int, default=200)
     ap.add_argument("--holdout-n", type=int, default=60)
     ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
-                    help="FORMAT:METHOD:KEEP_FP32, e.g. s8:percentile:outputs")  # fmt: skip
+                    help="FORMAT:METHOD:KEEP_FP32, e.g. s8:minmax:outputs")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--per-round", type=int, default=4)
     args = ap.parse_args(argv)

@@ -301,3 +301,17 @@ def test_top_k_stable_is_the_stable_sort_prefix() -> None:
         got = top_k_stable(s, k)
         want = np.sort(np.argsort(-s, kind="stable")[:k])
         assert np.array_equal(got, want)
+
+
+def test_predictor_carries_max_nms(tmp_path) -> None:
+    """The cap is a Predictor setting next to conf/iou/max_det: a cap of 1 leaves one box."""
+    from edge.predictor import Predictor, load_model
+    from tests.tiny_onnx import build_tiny_onnx, face_image
+
+    path = build_tiny_onnx(tmp_path / "tiny.onnx", RGS, imgsz=320)
+    img = face_image(RGS)
+    with load_model(path) as m:
+        full = Predictor(m).detect([img])[0]
+        one = Predictor(m, max_nms=1).detect([img])[0]
+    assert len(full) > 1 and len(one) == 1
+    assert one.confidence[0] == full.confidence.max()
