@@ -132,6 +132,9 @@ def test_cli_int8_writes_or_refuses_with_exit_code(tiny: Path, tmp_path: Path) -
     assert res.exit_code == 0, res.output
     assert "INT8 vs FP32 on 4 held-out frame(s)" in res.output and "TensorRT-readiness: PASS" in res.output
     assert out.is_file() and q.read_quantization_record(out)["calibration"]["frames"] == 12
+    shown = runner.invoke(_cli(), ["convert", "inspect", str(out)])
+    assert shown.exit_code == 0 and "quantized    QDQ s8" in shown.output
+    assert "4 held-out frames: box match" in shown.output
     bad = tmp_path / "bad.int8.onnx"
     res = runner.invoke(_cli(), [*args[:-6], "--int8-out", str(bad), "--keep-fp32", "none", "--calib-method",
                                  "minmax"])  # fmt: skip
