@@ -314,28 +314,21 @@ def quantize_graph(
     }
     if opts.method == "percentile":
         extra["CalibPercentile"] = opts.percentile
-    dst = str(Path(out_path).resolve())
     with tempfile.TemporaryDirectory(prefix="grimace-int8-") as tmp:
-        src = str(Path(tmp) / "fp32_named.onnx")
+        src = str(Path(tmp) / "fp32_named.onnx")  # the input with every node named
         onnx.save(proto, src)
-        # the calibrator writes an augmented model; keep it out of the user's folders
-        cwd = os.getcwd()
-        os.chdir(tmp)
-        try:
-            quantize_static(
-                src,
-                dst,
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=opts.per_channel,
-                activation_type=QuantType.QInt8 if s8 else QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded,
-                calibrate_method=method,
-                extra_options=extra,
-            )
-        finally:
-            os.chdir(cwd)
+        quantize_static(  # calibrates in its own temporary folder
+            src,
+            str(out_path),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=opts.per_channel,
+            activation_type=QuantType.QInt8 if s8 else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            calibrate_method=method,
+            extra_options=extra,
+        )
     return excluded
 
 
