@@ -177,8 +177,9 @@ def fp32_nodes(proto: Any, keep: str) -> list[str]:
     module; its branches ``cv2`` boxes, ``cv3`` units, ``cv4`` grades). In a graph without that
     naming, the decode tail is found by structure instead: every node after the last weighted
     operation (Conv, ConvTranspose, MatMul, Gemm) on all of its paths; ``outputs`` and wider policies
-    add those last weighted operations. Nodes must be named (:func:`quantize_graph` names unnamed
-    ones ``OpType_index`` first).
+    add those last weighted operations. That structural tail (an in-graph NMS tail included) is kept
+    FP32 by every policy but ``none``. Nodes must be named (:func:`quantize_graph` names unnamed ones
+    ``OpType_index`` first).
     """
     if keep not in KEEP_FP32:
         raise QuantizationError(f"keep-fp32 must be one of {', '.join(KEEP_FP32)}, got {keep!r}")
@@ -215,7 +216,8 @@ def fp32_nodes(proto: Any, keep: str) -> list[str]:
             or (keep == "grade-branch" and branch[n.name] == "cv4")
         ):
             out.append(n.name)
-    return out
+    seen = set(out)  # and whatever follows the head (an in-graph NMS tail)
+    return out + [n for n in _tail_nodes(proto, with_last_weighted=False) if n not in seen]
 
 
 _WEIGHTED = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
@@ -487,14 +489,12 @@ class Int8Result:
         agreement: Agreement with the FP32 model on the held-out frames.
         record: The ``grimace_quantization`` metadata record.
         fp32_nodes: Nodes kept in FP32.
-        problems: Inputs that could not be read (skipped).
     """
 
     path: Path
     agreement: Int8Agreement
     record: dict[str, Any]
     fp32_nodes: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
 
 
 def quantize_model(
