@@ -185,11 +185,18 @@ def _int8_step(
     out = int8_out or fp32_path.with_name(fp32_path.stem + ".int8.onnx")
     if out.resolve() == fp32_path.resolve():
         _fail(f"--int8-out {out} is the FP32 model itself; choose another name")
-    frames, problems = q.read_frames(calib, calib_n, fps=calib_fps)
+    from convert.export import read_onnx_metadata
+    from edge.artifact import ArtifactError
+
+    try:
+        fit = q.fit_to_input(read_onnx_metadata(fp32_path))
+    except (ArtifactError, OSError) as e:
+        _fail(str(e))
+    frames, problems = q.read_frames(calib, calib_n, fps=calib_fps, transform=fit)
     for p in problems:
         typer.echo(f"warning: {p}", err=True)
     if holdout:
-        hold, problems = q.read_frames(holdout, holdout_n, fps=calib_fps)
+        hold, problems = q.read_frames(holdout, holdout_n, fps=calib_fps, transform=fit)
         for p in problems:
             typer.echo(f"warning: {p}", err=True)
         note = f"{len(frames)} frame(s) from --calib; agreement on {len(hold)} from --holdout"

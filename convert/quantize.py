@@ -1,10 +1,16 @@
 """INT8 quantization of an exported FP32 ONNX model for CPUs (``grimace convert onnx --int8``).
 
-ONNX Runtime static quantization in QDQ format: per-channel symmetric INT8 weights, symmetric INT8
-activations, FP32 biases (``QuantizeBias=False``), calibrated on the user's own frames. These are
-the settings of TensorRT's explicit quantization (INT8 Q/DQ with zero point 0, no INT32 bias
-tensors), so the same file passes :func:`convert.trt_readiness.check_trt_readiness` and can be built
-into a TensorRT engine, while ONNX Runtime's CPU provider fuses the Q/DQ pairs into integer kernels.
+ONNX Runtime static quantization in QDQ format, calibrated on the user's own frames, with INT8
+weights (symmetric, one scale per output channel) in one of two forms (``QuantOptions.format``):
+
+* ``s8`` (default): INT8 activations with zero point 0 and FP32 biases (``QuantizeBias=False``).
+  These are the rules of TensorRT's explicit quantization (its parser refuses UINT8 Q/DQ and the
+  INT32 DequantizeLinear of a quantized bias), so the file passes
+  :func:`convert.trt_readiness.check_trt_readiness`; ONNX Runtime on ARM64 runs INT8 activations
+  natively. On x86, ONNX Runtime does not fuse this form and it runs slower than FP32 (measured).
+* ``u8``: UINT8 asymmetric activations and INT32 biases, the form ONNX Runtime's x86 CPU provider
+  fuses into ``QLinearConv`` / ``QLinearSigmoid`` / ``QLinearMul`` (1.85x FP32 at one thread on the
+  demo model); TensorRT refuses it.
 
 Steps of :func:`quantize_model`:
 
@@ -21,8 +27,8 @@ Steps of :func:`quantize_model`:
    otherwise it is written atomically with the FP32 model's ``grimace`` metadata unchanged plus a
    ``grimace_quantization`` record (settings, calibration, agreement).
 
-Which layers stay FP32 and which calibration method is the default were chosen by measurement on the
-demo model (``docs/experiments/int8.md``).
+The format, which layers stay FP32 and the calibration method were chosen by measurement on the demo
+model (``docs/experiments/int8.md``).
 """
 
 from __future__ import annotations
@@ -121,9 +127,19 @@ class QuantOptions:
 
 # ------------------------------------------------------------------------------------------ frames
 def read_frames(
-    paths: Iterable[str | Path], limit: int, fps: float | None = 1.0
+    paths: Iterable[str | Path],
+    limit: int,
+    fps: float | None = 1.0,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], list[str]]:
     """Up to ``limit`` BGR frames of images and videos (read by :func:`edge.sources.iter_inputs`).
+
+    Args:
+        paths: Image/video files and folders.
+        limit: Most frames kept.
+        fps: Frames per second sampled from videos.
+        transform: Applied to each frame as it is read (:func:`fit_to_input` keeps memory at the
+            network's input size instead of the camera's).
 
     Returns:
         ``(frames, problems)``: the frames and one line per input that could not be read.
@@ -136,10 +152,26 @@ def read_frames(
         if isinstance(item, ItemError):
             problems.append(str(item))
             continue
-        frames.append(item.image)
+        frames.append(item.image if transform is None else transform(item.image))
         if len(frames) >= limit:
             break
     return frames, problems
+
+
+def fit_to_input(meta: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """A frame transform that letterboxes to the model's input with the runtime's own letterbox.
+
+    :meth:`edge.predictor.Predictor.prepare` of the result is exactly that of the original frame
+    (letterboxing an image that already has the input size changes nothing), so calibration and the
+    agreement check see the same network inputs while 200 phone-video frames take 200 x 1.2 MB at
+    640 px instead of 200 x 6 MB at 1080p.
+    """
+    from edge.postprocess import letterbox
+
+    def fit(img: np.ndarray) -> np.ndarray:
+        return letterbox(img, meta.imgsz, stride=meta.stride, pad_value=meta.pad_value)[0]
+
+    return fit
 
 
 def split_holdout(frames: Sequence[np.ndarray], every: int = 4) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -573,7 +605,12 @@ def quantize_model(
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            excluded = quantize_graph(fp32_path, tmp, inputs, opts)
+            try:
+                excluded = quantize_graph(fp32_path, tmp, inputs, opts)
+            except QuantizationError:
+                raise
+            except Exception as e:  # ONNX Runtime's quantizer rejecting the graph: say so, no traceback
+                raise QuantizationError(f"{fp32_path}: ONNX Runtime could not quantize it: {e}") from e
             say(f"checking agreement on {len(holdout_frames)} held-out frame(s)")
             int8 = load_model(tmp)
             with int8:

@@ -110,6 +110,16 @@ def test_calibration_frames_come_from_edge_sources(tmp_path: Path) -> None:
     frames, problems = q.read_frames([tmp_path], limit=10)
     assert len(frames) == 5 and np.array_equal(frames[0], imgs[0])
     assert len(problems) == 1 and "broken.jpg" in problems[0]
+    # frames are kept at the network's input size; prepare() of that is prepare() of the original
+    with load_model(build_tiny_onnx(tmp_path / "m.onnx", RGS, imgsz=320)) as m:
+        fit, pred = q.fit_to_input(m.meta), Predictor(m)
+        for shape in ((480, 640), (1080, 1920), (333, 517), (320, 320), (100, 90)):
+            img = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+            small = fit(img)
+            assert small.shape == (320, 320, 3)
+            assert np.array_equal(pred.prepare([small])[0], pred.prepare([img])[0])
+        fitted, _ = q.read_frames([tmp_path], limit=2, transform=fit)
+        assert [f.shape for f in fitted] == [(320, 320, 3)] * 2
     calib, hold = q.split_holdout(list(range(9)))
     assert hold == [3, 7] and not set(hold) & set(calib)
 
