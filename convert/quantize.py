@@ -181,14 +181,30 @@ def split_holdout(frames: Sequence[np.ndarray], every: int = 4) -> tuple[list[np
     return calib, hold
 
 
-def _prepared(predictor: Any, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Network inputs of frames, one per frame, repeated to a fixed batch axis when the model has one."""
-    b = predictor.model.backend.input_shape[0]
-    out = []
-    for f in frames:
-        x, _ = predictor.prepare([f])
-        out.append(np.repeat(x, b, axis=0) if isinstance(b, int) and b > 1 else x)
-    return out
+class _Prepared(Sequence):
+    """Network inputs of frames, made one at a time (200 float inputs at 640 px would take 1 GB).
+
+    Each is :meth:`edge.predictor.Predictor.prepare` of one frame, repeated to a fixed batch axis
+    when the model has one.
+    """
+
+    def __init__(self, predictor: Any, frames: Sequence[np.ndarray]) -> None:
+        self.predictor = predictor
+        self.frames = frames
+        b = predictor.model.backend.input_shape[0]
+        self.repeat = b if isinstance(b, int) and b > 1 else 1
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        x, _ = self.predictor.prepare([self.frames[i]])
+        return np.repeat(x, self.repeat, axis=0) if self.repeat > 1 else x
+
+
+def _prepared(predictor: Any, frames: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+    """The network inputs of ``frames`` (made lazily, see :class:`_Prepared`)."""
+    return _Prepared(predictor, frames)
 
 
 # ------------------------------------------------------------------------------------- graph parts
@@ -290,7 +306,7 @@ class _Reader:
 
     def __init__(self, name: str, inputs: Sequence[np.ndarray]) -> None:
         self.name = name
-        self.inputs = list(inputs)
+        self.inputs = inputs
         self.i = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
