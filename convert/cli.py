@@ -226,8 +226,9 @@ def _int8_step(
                    "ARM64 CPUs.", err=True)
     ready = check_trt_readiness(out)
     if int8_format == "u8" and not ready.ok:
-        typer.echo(f"TensorRT-readiness: FAIL, as expected for --int8-format u8 ({len(ready.errors)} UINT8/INT32 "
-                   "Q/DQ nodes); this file is for ONNX Runtime on x86 CPUs, use --int8-format s8 for TensorRT")
+        typer.echo(f"TensorRT-readiness: FAIL, as expected for --int8-format u8 ({len(ready.errors)} "
+                   "UINT8/INT32 Q/DQ nodes); this file is for ONNX Runtime on x86 CPUs, use --int8-format s8 "
+                   "for TensorRT")
     else:
         typer.echo(f"TensorRT-readiness: {'PASS' if ready.ok else 'FAIL'}"
                    + ("" if ready.ok else f" ({ready.errors[0]}{'; ...' if len(ready.errors) > 1 else ''})"))
