@@ -6,6 +6,7 @@ tensorrt are imported inside the commands, so ``grimace --help`` works without t
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import NoReturn
 
@@ -35,10 +36,18 @@ def _images(folder: Path | None, limit: int, what: str) -> list:
     return imgs
 
 
+REFUSED_EXIT = 3
+"""Exit code of ``convert onnx --int8`` when the INT8 model agrees too little with the FP32 one."""
+
+
 @app.command("onnx")
 def onnx_cmd(
-    checkpoint: Path = typer.Argument(..., help="Fused model checkpoint."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .onnx file."),
+    checkpoint: Path = typer.Argument(
+        ..., help="Fused model checkpoint, or (with --int8) an FP32 .onnx exported by this command."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Output .onnx file (the FP32 export of a checkpoint)."
+    ),
     imgsz: int | None = typer.Option(None, help="Square input size (default: the checkpoint's)."),
     batch: int = typer.Option(1, help="Fixed batch size."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch axis (spatial dims stay fixed)."),
@@ -52,9 +61,58 @@ def onnx_cmd(
     n_images: int = typer.Option(8, help="Images used by the parity check."),
     atol: float = typer.Option(1e-4, help="Raw-output tolerance of the FP32 parity check."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify with onnxslim."),
+    int8: bool = typer.Option(False, "--int8", help="Also write an INT8 (QDQ) model calibrated on --calib."),
+    calib: list[Path] | None = typer.Option(
+        None, help="Calibration images/videos/folders of your own animals (repeatable)."
+    ),
+    calib_n: int = typer.Option(
+        200, help="Calibration frames read at most (every 4th is held out unless --holdout is given)."
+    ),
+    calib_fps: float = typer.Option(1.0, help="Frames per second sampled from calibration videos."),
+    holdout: list[Path] | None = typer.Option(
+        None, help="Frames for the INT8 agreement check (default: every 4th --calib frame, not calibrated)."
+    ),
+    holdout_n: int = typer.Option(64, help="Held-out frames read at most from --holdout."),
+    int8_out: Path | None = typer.Option(
+        None, help="INT8 model path (default: NAME.int8.onnx beside the FP32 model)."
+    ),
+    int8_format: str = typer.Option(
+        "s8", help="s8: INT8 activations, FP32 biases (TensorRT, ARM CPUs); u8: UINT8 activations (x86 CPUs)."
+    ),
+    calib_method: str = typer.Option("minmax", help="Calibration: minmax, entropy or percentile."),
+    percentile: float = typer.Option(99.999, help="Percentile of the percentile calibration."),
+    keep_fp32: str = typer.Option(
+        "outputs", help="Head parts kept FP32: none, decode, outputs, grade-branch or head."
+    ),
+    min_agree: float = typer.Option(
+        0.95, help="Refuse INT8 below this box match, unit or argmax-grade agreement with FP32."
+    ),
+    min_icc: float = typer.Option(0.95, help="Refuse INT8 below this frame-score ICC(2,1) against FP32."),
 ) -> None:
-    """Export a fused checkpoint to ONNX (with metadata), then check parity against PyTorch."""
+    """Export a fused checkpoint to ONNX (with metadata), then check parity against PyTorch.
+
+    With --int8, also quantize it to INT8 (ONNX Runtime static quantization, QDQ) on your own frames and
+    refuse the INT8 model (exit code 3, nothing written) when it agrees too little with the FP32 one.
+    Given an FP32 .onnx instead of a checkpoint, only the INT8 step runs.
+    """
     from dataclasses import replace
+
+    if checkpoint.suffix.lower() == ".onnx":
+        if not int8:
+            _fail(f"{checkpoint} is an ONNX file: give a fused checkpoint to export, or --int8 --calib "
+                  "FRAMES to quantize it")
+        if out is not None:
+            _fail("--out names the FP32 export of a checkpoint; with an ONNX input name the INT8 file with "
+                  "--int8-out")
+        if not checkpoint.is_file():
+            _fail(f"{checkpoint}: no such file")
+        _int8_step(checkpoint, int8_out, calib, calib_n, calib_fps, holdout, holdout_n, int8_format,
+                   calib_method, percentile, keep_fp32, min_agree, min_icc, conf, iou)
+        return
+    if out is None:
+        _fail("--out is required: the .onnx file to write")
+    if int8 and not calib:
+        _fail("--int8 needs --calib: images or videos of your own animals to calibrate on")
 
     try:
         require("torch", "grimace convert onnx")
@@ -96,6 +154,84 @@ def onnx_cmd(
     if not rep.ok:
         _fail(f"{path}: ONNX Runtime disagrees with PyTorch: {'; '.join(rep.failures)}. "
               "Do not deploy this file.")
+    if int8:
+        _int8_step(path, int8_out, calib, calib_n, calib_fps, holdout, holdout_n, int8_format,
+                   calib_method, percentile, keep_fp32, min_agree, min_icc, conf, iou)
+
+
+def _int8_step(
+    fp32_path: Path, int8_out: Path | None, calib: list[Path] | None, calib_n: int, calib_fps: float,
+    holdout: list[Path] | None, holdout_n: int, int8_format: str, calib_method: str, percentile: float,
+    keep_fp32: str, min_agree: float, min_icc: float, conf: float, iou: float,
+) -> None:
+    """``convert onnx --int8``: calibrate, quantize, check agreement, write or refuse."""
+    try:
+        require("onnxruntime", "grimace convert onnx --int8")
+        require("onnx", "grimace convert onnx --int8")
+    except MissingDependencyError as e:
+        _fail(str(e))
+    from convert import quantize as q
+    from convert.trt_readiness import check_trt_readiness
+
+    if not calib:
+        _fail("--int8 needs --calib: images or videos of your own animals to calibrate on")
+    if calib_n < 2:
+        _fail(f"--calib-n must be at least 2, got {calib_n}")
+    try:
+        opts = q.QuantOptions(method=calib_method, percentile=percentile, keep_fp32=keep_fp32,
+                              format=int8_format)
+    except q.QuantizationError as e:
+        _fail(str(e))
+    out = int8_out or fp32_path.with_name(fp32_path.stem + ".int8.onnx")
+    if out.resolve() == fp32_path.resolve():
+        _fail(f"--int8-out {out} is the FP32 model itself; choose another name")
+    from convert.export import read_onnx_metadata
+    from edge.artifact import ArtifactError
+
+    try:
+        fit = q.fit_to_input(read_onnx_metadata(fp32_path))
+    except (ArtifactError, OSError) as e:
+        _fail(str(e))
+    frames, problems = q.read_frames(calib, calib_n, fps=calib_fps, transform=fit)
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
+    if holdout:
+        hold, problems = q.read_frames(holdout, holdout_n, fps=calib_fps, transform=fit)
+        for p in problems:
+            typer.echo(f"warning: {p}", err=True)
+        note = f"{len(frames)} frame(s) from --calib; agreement on {len(hold)} from --holdout"
+    else:
+        frames, hold = q.split_holdout(frames)
+        note = f"{len(frames)} frame(s) from --calib; agreement on every 4th frame ({len(hold)}), held out"
+    try:
+        res = q.quantize_model(fp32_path, out, frames, hold, opts, conf=conf, iou=iou, min_agree=min_agree,
+                               min_icc=min_icc, calib_note=note, progress=lambda s: typer.echo(s, err=True))
+    except q.QuantizationRefused as e:
+        for line in e.agreement.lines():
+            typer.echo(line)
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(REFUSED_EXIT) from None
+    except q.QuantizationError as e:
+        _fail(str(e))
+    for line in res.agreement.lines():
+        typer.echo(line)
+    t32, t8 = q.time_model(fp32_path, 1, 20), q.time_model(out, 1, 20)
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, QDQ {int8_format}, {opts.method} "
+               f"calibration, {len(res.fp32_nodes)} node(s) kept FP32); one CPU thread: FP32 {t32:.1f} ms, "
+               f"INT8 {t8:.1f} ms ({t32 / t8:.2f}x)")
+    if int8_format == "s8" and t8 >= t32 and platform.machine().lower() in ("x86_64", "amd64"):
+        typer.echo("note: on x86 CPUs ONNX Runtime fuses only UINT8-activation Q/DQ graphs into integer "
+                   "kernels, so this TensorRT-form (s8) model is not faster here; for an x86 box without a "
+                   "GPU use --int8-format u8 (fast on x86, not TensorRT-ready). s8 is for TensorRT and "
+                   "ARM64 CPUs.", err=True)
+    ready = check_trt_readiness(out)
+    if int8_format == "u8" and not ready.ok:
+        typer.echo(f"TensorRT-readiness: FAIL, as expected for --int8-format u8 ({len(ready.errors)} "
+                   "UINT8/INT32 Q/DQ nodes); this file is for ONNX Runtime on x86 CPUs, use --int8-format s8 "
+                   "for TensorRT")
+    else:
+        typer.echo(f"TensorRT-readiness: {'PASS' if ready.ok else 'FAIL'}"
+                   + ("" if ready.ok else f" ({ready.errors[0]}{'; ...' if len(ready.errors) > 1 else ''})"))
 
 
 @app.command("inspect")

@@ -33,6 +33,10 @@ def inspect_model(path: str | Path) -> dict[str, Any]:
         props = {p.key: p.value for p in proto.metadata_props}
         info["kind"] = "onnx"
         info["metadata"] = ModelMetadata.from_onnx_props(props, source=str(path))
+        if "grimace_quantization" in props:  # convert.quantize.QUANT_KEY (INT8 exports)
+            import json
+
+            info["quantization"] = json.loads(props["grimace_quantization"])
         info["opset"] = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
         info["producer"] = f"{proto.producer_name} {proto.producer_version}".strip()
         inits = {t.name for t in proto.graph.initializer}
@@ -95,6 +99,22 @@ def format_inspection(info: dict[str, Any]) -> list[str]:
         lines += [f"  graph output {n}: {t} {d}" for n, t, d in info["outputs"]]
         lines.append(f"  nodes        {info['nodes']}, parameters {info['parameters']:,}")
         lines.append("  ops          " + ", ".join(f"{k} {v}" for k, v in info["op_counts"].items()))
+    qr = info.get("quantization")
+    if qr:
+        ag = qr.get("agreement", {})
+        lines.append(
+            f"  quantized    {qr.get('format')} {qr.get('int8_format')}: weights {qr.get('weights')}, "
+            f"activations {qr.get('activations')}, bias {qr.get('bias')}; {qr['calibration']['method']} "
+            f"calibration on {qr['calibration']['frames']} frames; {len(qr.get('fp32_nodes', []))} nodes "
+            f"FP32 ({qr.get('keep_fp32')})"
+        )
+        if ag.get("frames"):
+            icc = ag.get("icc")
+            lines.append(
+                f"  vs FP32      {ag['frames']} held-out frames: box match {ag['box_match']:.1%}, argmax "
+                f"grade {ag['grade_agreement']:.1%}, frame-score ICC "
+                f"{'-' if icc is None else f'{icc:.4f}'}; created {qr.get('created', '-')}"
+            )
     if md.engine is not None:
         e = md.engine
         lines.append(

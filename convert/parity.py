@@ -227,6 +227,7 @@ def check_onnx_parity(
 
     from edge.artifact import ArtifactError
     from edge.backends import OnnxRuntimeBackend
+    from edge.postprocess import MAX_NMS
     from edge.predictor import Model, Predictor
     from train.fused.backend import TorchBackend
 
@@ -240,8 +241,10 @@ def check_onnx_parity(
             return rep
         raise
     raw_meta = replace(meta, output="raw", half=False)
+    # the in-graph NMS has no pre-NMS cap, so the reference of an --nms export runs uncapped too
+    max_nms = 1 << 31 if meta.output == "nms" else MAX_NMS
     ref = Predictor(Model(Path("<pytorch>"), raw_meta, TorchBackend(model.float(), raw_meta)), conf, iou,
-                    max_det=meta.max_det)  # fmt: skip
+                    max_det=meta.max_det, max_nms=max_nms)  # fmt: skip
     test = Predictor(Model(Path(onnx_path), meta, ort_backend), conf, iou, max_det=meta.max_det)
     raw_side = None
     if meta.output == "nms" and raw_proto is not None:

@@ -19,7 +19,13 @@ What is checked:
   symbolic, and every output dim except the batch is static (TensorRT profiles fix one range per
   dynamic axis; data-dependent intermediate shapes such as NonMaxSuppression's are supported in 10);
 * per-op restrictions: TopK ``K`` a constant below 3840 with ``sorted=1``; Resize modes; 2D/3D pooling
-  without dilation or MaxPool ``Indices``; constant reduction/squeeze axes; ScatterND ``reduction=none``.
+  without dilation or MaxPool ``Indices``; constant reduction/squeeze axes; ScatterND ``reduction=none``;
+* Q/DQ graphs (``grimace convert onnx --int8``) as TensorRT explicit quantization: every
+  QuantizeLinear/DequantizeLinear quantizes to INT8 (or FP8/INT4 weights) with a constant zero point
+  of all zeros (TensorRT's quantization is symmetric) and a constant, positive scale; per-channel
+  scales only on constants (weights); no INT32 DequantizeLinear (a quantized bias: TensorRT takes
+  biases in FP32 and rejects it, "only activation types allowed as input to this layer") and no
+  UINT8 Q/DQ. Such a graph is built with the INT8 flag and no calibrator: its scales are in the graph.
 
 This does not prove TensorRT will build the engine (only a build on the target does); it catches the
 graph features the parser is documented to reject, before a model is shipped to a Jetson.
@@ -142,6 +148,7 @@ class ReadinessReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
+    qdq: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -160,6 +167,12 @@ class ReadinessReport:
         out += [f"  input  {s}" for s in self.inputs]
         out += [f"  output {s}" for s in self.outputs]
         out += [f"  plugin: {p}" for p in self.plugins]
+        if self.qdq:
+            out.append(
+                f"  explicit quantization: {self.qdq.get('QuantizeLinear', 0)} QuantizeLinear, "
+                f"{self.qdq.get('DequantizeLinear', 0)} DequantizeLinear (Q/DQ scales are in the graph: "
+                "build with the INT8 flag and no calibrator)"
+            )
         out += [f"  warning: {w}" for w in self.warnings]
         out += [f"  ERROR: {e}" for e in self.errors]
         out.append("  result: " + ("PASS (TensorRT 10's ONNX parser accepts every op, dtype and shape)"
@@ -268,6 +281,10 @@ def check_trt_readiness(model: str | Path | Any) -> ReadinessReport:
             rep.errors.append(f"{where}: op {op!r} is {why} the TensorRT 10 ONNX operator matrix")
             continue
         allowed = SUPPORTED_OPS[op]
+        if op in ("QuantizeLinear", "DequantizeLinear"):
+            rep.qdq[op] = rep.qdq.get(op, 0) + 1
+            _check_qdq(node, where, consts, dtypes, rep)
+            continue
         if op == "Cast":
             dt = _DTYPE_NAMES.get(int(_attr(node, "to", 1)), "UNKNOWN")
             if dt not in allowed:
@@ -341,3 +358,51 @@ def _check_restrictions(node: Any, where: str, consts: dict[str, Any], rep: Read
                 rep.warnings.append(
                     f"{where}: input {i} is not a constant (TensorRT 8.x required constants here)"
                 )
+
+
+_QDQ_TYPES = frozenset({"INT8", "FP8", "INT4"})
+
+
+def _check_qdq(
+    node: Any, where: str, consts: dict[str, Any], dtypes: dict[str, str], rep: ReadinessReport
+) -> None:
+    """TensorRT explicit quantization rules for one QuantizeLinear / DequantizeLinear node."""
+    import numpy as np
+
+    op = node.op_type
+    x = node.input[0]
+    scale = node.input[1] if len(node.input) > 1 else ""
+    zp = node.input[2] if len(node.input) > 2 else ""
+    if op == "QuantizeLinear":
+        qtype = dtypes.get(zp, "UNKNOWN") if zp else "UINT8"  # no zero point: ONNX quantizes to UINT8
+        xtype = dtypes.get(x)
+        if xtype is not None and xtype not in ("FP32", "FP16", "BF16", "UNKNOWN"):
+            rep.errors.append(f"{where}: input {x!r} is {xtype}; TensorRT quantizes FP32/FP16/BF16")
+    else:
+        qtype = dtypes.get(x, dtypes.get(zp, "UNKNOWN") if zp else "UNKNOWN")
+    if qtype == "UINT8":
+        rep.errors.append(f"{where}: UINT8 quantization; TensorRT's explicit quantization takes INT8 "
+                          "with zero point 0 (quantize with --int8-format s8)")
+    elif qtype == "INT32":
+        rep.errors.append(f"{where}: INT32 DequantizeLinear (a quantized bias); TensorRT takes biases in "
+                          "FP32 and rejects it (quantize with --int8-format s8, which keeps biases FP32)")
+    elif qtype not in _QDQ_TYPES and qtype != "UNKNOWN":
+        rep.errors.append(f"{where}: {qtype} quantization is not supported (INT8, FP8, INT4)")
+    s = consts.get(scale) if scale else None
+    if s is None:
+        rep.errors.append(f"{where}: scale must be a build-time constant")
+    else:
+        s = np.asarray(s, dtype=np.float64)
+        if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+            rep.errors.append(f"{where}: scale must be finite and > 0")
+        if s.size > 1 and x not in consts and op == "QuantizeLinear":
+            rep.errors.append(f"{where}: per-channel scales on an activation; TensorRT quantizes activations "
+                              "per tensor (per-channel only for weights)")
+    if zp:
+        z = consts.get(zp)
+        if z is None:
+            rep.errors.append(f"{where}: zero point must be a build-time constant")
+        elif np.any(np.asarray(z) != 0):
+            rep.errors.append(f"{where}: zero point must be 0 (TensorRT's quantization is symmetric)")
+    if int(_attr(node, "block_size", 0) or 0) and qtype != "INT4":
+        rep.errors.append(f"{where}: block quantization is supported for INT4 weights only")

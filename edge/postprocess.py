@@ -12,9 +12,14 @@ This is the single implementation shared by the edge runtime and the PyTorch pre
 
   - raw layout ``(N, 4 + nc + nc*ng)``: ``x1 y1 x2 y2`` in letterboxed input pixels, ``nc`` unit scores,
     ``nc*ng`` grade probabilities (unit-major). Candidates whose best unit score is above ``conf`` are
-    kept, NMS runs per unit (OpenCV's ``cv2.dnn.NMSBoxesBatched``, which gives the same kept set as
-    ``torchvision.ops.batched_nms``), at most ``max_det`` boxes remain (highest confidence first), and
-    each box keeps the ``ng`` grade columns of its chosen unit.
+    kept, at most ``max_nms`` of them (the highest scores, ties by candidate order) go into NMS, NMS runs
+    per unit (OpenCV, the same kept set as ``torchvision.ops.batched_nms``), at most ``max_det`` boxes
+    remain (highest confidence first), and each box keeps the ``ng`` grade columns of its chosen unit.
+    The ``max_nms`` cap bounds the worst case (a frame where every candidate passes the threshold):
+    greedy NMS costs up to candidates × kept box comparisons, so 8,400 candidates that all pass and
+    mostly survive take ~100x longer than a realistic frame. Below the cap the result is exactly the
+    uncapped one; above it, only candidates ranked below the cap can be lost, and none is when NMS
+    already keeps ``max_det`` boxes among the capped ones.
   - in-graph NMS layout ``(max_det, 6 + ng)``: ``x1 y1 x2 y2 conf unit | grade probs``; rows whose
     confidence is not above ``conf`` (including zero padding rows) are dropped.
 
@@ -34,8 +39,37 @@ from edge.artifact import ModelMetadata
 from edge.results import Detections
 from edge.scales import ScaleSpec
 
-MAX_NMS = 30000
-"""Most candidates passed to NMS (highest scores first), as ultralytics' ``max_nms``."""
+MAX_NMS = 256
+"""Default of ``max_nms``: most candidates passed to NMS (highest scores first), as ultralytics'
+``max_nms`` (30,000 there, where it never binds at 8,400 candidates). 256 is above the few dozen to
+few hundred candidates a trained detector passes over ``conf`` 0.25 on a frame (so those frames are
+decoded exactly as without a cap) and keeps the worst case of an 8,400-candidate head (every candidate
+over ``conf``, none suppressed) under 1 ms on one CPU core; measured in ``bench/bench_postprocess.py``
+and ``docs/benchmarks.md``."""
+
+
+def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, in ascending index order, in O(n).
+
+    The same set as ``np.argsort(-scores, kind="stable")[:k]`` (ties at the cut go to the lower
+    index), found with a partition instead of a full sort.
+
+    Args:
+        scores: float ``(n,)`` scores (no NaN).
+        k: How many to keep (``>= 1``).
+
+    Returns:
+        int64 ``(min(k, n),)`` indices, ascending.
+    """
+    n = len(scores)
+    if n <= k:
+        return np.arange(n, dtype=np.int64)
+    v = np.partition(scores, n - k)[n - k]  # the k-th highest value
+    above = np.flatnonzero(scores > v)
+    ties = np.flatnonzero(scores == v)[: k - len(above)]
+    out = np.concatenate([above, ties])
+    out.sort()
+    return out.astype(np.int64, copy=False)
 
 
 @dataclass(frozen=True)
@@ -263,7 +297,7 @@ def scale_boxes(xyxy: np.ndarray, info: LetterboxInfo, clip: bool = True) -> np.
     return b
 
 
-PER_UNIT_NMS_FROM = 512
+PER_UNIT_NMS_FROM = 128
 """From this many candidates on, NMS runs as one ``cv2.dnn.NMSBoxes`` call per unit (each box is then
 compared only with kept boxes of its own unit); below it, one ``cv2.dnn.NMSBoxesBatched`` call."""
 
@@ -341,6 +375,7 @@ def postprocess(
     *,
     input_shape: Sequence[int] | None = None,
     layout: str = "auto",
+    max_nms: int = MAX_NMS,
 ) -> Detections:
     """Decode one image's fused-model output into detections in original image pixels.
 
@@ -358,6 +393,8 @@ def postprocess(
         orig_shape: Original image ``(height, width)``: clipping bound (defaults to the info's).
         input_shape: Network input ``(height, width)`` (only to recompute the letterbox).
         layout: ``"raw"``, ``"nms"`` or ``"auto"`` (by the number of columns).
+        max_nms: Most candidates (highest scores first) passed to NMS (raw layout only); bounds the
+            worst-case time (:data:`MAX_NMS`).
 
     Returns:
         :class:`Detections` sorted by descending confidence, grade columns ``(K, spec.ng)``.
@@ -370,6 +407,8 @@ def postprocess(
         raw = raw[0]
     if raw.ndim != 2:
         raise ValueError(f"postprocess: expected one image's output (N, C), got shape {tuple(raw.shape)}")
+    if max_nms < 1:
+        raise ValueError(f"postprocess: max_nms must be >= 1, got {max_nms}")
     nc, ng = spec.nc, spec.ng
     kind = _layout(raw, spec) if layout == "auto" else layout
     if kind not in ("raw", "nms"):
@@ -383,8 +422,8 @@ def postprocess(
         for j in range(1, nc):
             np.maximum(best, scores_all[:, j], out=best)
         cand = np.flatnonzero(best > conf)
-        if cand.size > MAX_NMS:
-            cand = cand[np.argsort(-best[cand], kind="stable")[:MAX_NMS]]
+        if cand.size > max_nms:
+            cand = cand[top_k_stable(best[cand], max_nms)]
         unit = scores_all[cand].argmax(axis=1)
         score = best[cand]
         boxes = raw[cand, :4].astype(np.float32)

@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.artifact import ArtifactError, ModelMetadata
 from edge.backends import Backend, OnnxRuntimeBackend, TensorRTBackend, read_sidecar
-from edge.postprocess import LetterboxInfo, postprocess, preprocess
+from edge.postprocess import MAX_NMS, LetterboxInfo, postprocess, preprocess
 from edge.results import Detections, FrameResult
 from edge.scales import ScaleSpec, load_scale
 from edge.scoring import score_frame
@@ -171,6 +171,8 @@ class Predictor:
         conf: Confidence threshold.
         iou: Per-unit NMS IoU threshold.
         max_det: Most boxes per frame.
+        max_nms: Most candidates (highest scores first) passed to NMS
+            (:data:`edge.postprocess.MAX_NMS`; bounds the worst-case post-processing time).
         min_quality: Frames whose quality is below this abstain.
         quality_fn: ``f(image_bgr, detections, spec)`` giving frame quality in ``[0, 1]`` as a float or
             a :class:`~edge.quality.QualityReport` (its parts go to ``result.meta``); ``None`` leaves
@@ -189,11 +191,12 @@ class Predictor:
         quality_fn: Any = None,
         min_units: int = 1,
         batch: int = DEFAULT_BATCH,
+        max_nms: int = MAX_NMS,
     ) -> None:
         self.model = model
         self.meta = model.meta
         self.spec = model.spec
-        self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.conf, self.iou, self.max_det, self.max_nms = conf, iou, max_det, max_nms
         self.min_quality = min_quality
         self.quality_fn = quality_fn
         self.min_units = min_units
@@ -219,7 +222,14 @@ class Predictor:
         layout = self.meta.output if self.meta.output in ("raw", "nms") else "auto"
         return [
             postprocess(
-                raw[i], self.spec, self.conf, self.iou, self.max_det, letterbox_info=inf, layout=layout
+                raw[i],
+                self.spec,
+                self.conf,
+                self.iou,
+                self.max_det,
+                letterbox_info=inf,
+                layout=layout,
+                max_nms=self.max_nms,
             )
             for i, inf in enumerate(infos)
         ]

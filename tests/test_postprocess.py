@@ -8,6 +8,7 @@ import pytest
 
 from edge.artifact import ModelMetadata
 from edge.postprocess import (
+    MAX_NMS,
     LetterboxInfo,
     batched_nms,
     letterbox,
@@ -15,6 +16,7 @@ from edge.postprocess import (
     postprocess,
     preprocess,
     scale_boxes,
+    top_k_stable,
 )
 from edge.scales import GOAT, MGS, RGS, ScaleSpec
 
@@ -98,12 +100,22 @@ def _raw(spec: ScaleSpec, n: int, imgsz: int = 640, seed: int = 0, clusters: int
     return np.concatenate([xyxy, scores, p.reshape(n, nc * ng)], 1).astype(np.float32)
 
 
-def _torch_reference(raw: np.ndarray, spec: ScaleSpec, conf: float, iou: float, max_det: int, orig, imgsz):
+def _torch_reference(
+    raw: np.ndarray,
+    spec: ScaleSpec,
+    conf: float,
+    iou: float,
+    max_det: int,
+    orig,
+    imgsz,
+    max_nms: int = MAX_NMS,
+):
     t = torch.from_numpy(raw)
     nc, ng = spec.nc, spec.ng
     best, unit = t[:, 4 : 4 + nc].max(1)
     m = best > conf
     idx = torch.nonzero(m).squeeze(1)
+    idx = idx[torch.argsort(best[idx], descending=True, stable=True)[:max_nms]]  # ultralytics' max_nms
     keep = torchvision.ops.batched_nms(t[idx, :4], best[idx], unit[idx], iou)[:max_det]
     rows = idx[keep]
     u = unit[rows]
@@ -145,7 +157,7 @@ def test_postprocess_matches_ultralytics_non_max_suppression() -> None:
     xywh[:, :2] = (t[:, :2] + t[:, 2:4]) / 2
     xywh[:, 2:] = t[:, 2:4] - t[:, :2]
     pred = torch.cat([xywh, t[:, 4:]], 1).T[None]
-    out = non_max_suppression(pred, 0.25, 0.45, nc=spec.nc, max_det=300)[0].numpy()
+    out = non_max_suppression(pred, 0.25, 0.45, nc=spec.nc, max_det=300, max_nms=MAX_NMS)[0].numpy()
     dets = postprocess(raw, spec, conf=0.25, iou=0.45, max_det=300)
     assert len(dets) == len(out)
     assert np.array_equal(dets.unit, out[:, 5].astype(np.int64))
@@ -214,3 +226,92 @@ def test_letterbox_info_roundtrip_of_box_corners() -> None:
     back = scale_boxes(box, info)
     np.testing.assert_allclose(back[0], [200, 100, 260, 150], atol=1.0)
     assert isinstance(info, LetterboxInfo) and info.pad == (0, 128)
+
+
+def _realistic_raw(spec: ScaleSpec, n: int, n_over: int, seed: int) -> np.ndarray:
+    """Mostly background (scores < conf) with ``n_over`` candidates over conf 0.25 in a few clusters,
+    as a trained detector outputs on a frame with one face."""
+    raw = _raw(spec, n, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    raw[:, 4 : 4 + spec.nc] *= 0.2  # everything under 0.25
+    hot = rng.choice(n, n_over, replace=False)
+    raw[hot, 4 + rng.integers(0, spec.nc, n_over)] = rng.uniform(0.26, 0.99, n_over)
+    return raw
+
+
+def _same(a, b) -> bool:
+    return (
+        np.array_equal(a.xyxy, b.xyxy)
+        and np.array_equal(a.unit, b.unit)
+        and np.array_equal(a.confidence, b.confidence)
+        and np.array_equal(a.grade_probs, b.grade_probs)
+    )
+
+
+@pytest.mark.parametrize("n_over", [5, 40, 120, MAX_NMS])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_max_nms_cap_changes_nothing_on_realistic_counts(n_over: int, seed: int) -> None:
+    """Up to MAX_NMS candidates over conf (a trained detector passes a few dozen to a few hundred of
+    8,400), the capped post-processing gives exactly the uncapped (pre-cap) result."""
+    spec = RGS
+    raw = _realistic_raw(spec, 8400, n_over, seed)
+    info, _, _ = letterbox_params((480, 640), 640)
+    capped = postprocess(raw, spec, 0.25, 0.45, 300, letterbox_info=info)
+    uncapped = postprocess(raw, spec, 0.25, 0.45, 300, letterbox_info=info, max_nms=len(raw))
+    assert len(capped) > 0 and _same(capped, uncapped)
+
+
+@pytest.mark.parametrize("units", ["one unit", "all units"])
+def test_max_nms_cap_worst_case_is_a_prefix_of_the_uncapped_result(units: str) -> None:
+    """Every candidate over conf: the capped result is the uncapped one cut short (NMS kept the same
+    boxes among the top ``max_nms``; only boxes ranked below the cap are lost), and it is exact when
+    NMS already keeps ``max_det`` boxes among the capped candidates."""
+    spec = RGS
+    rng = np.random.default_rng(5)
+    n = 2000
+    raw = _raw(spec, n, seed=5, clusters=40)
+    raw[:, 4 : 4 + spec.nc] = rng.uniform(0.0, 0.2, (n, spec.nc))
+    unit = np.zeros(n, np.int64) if units == "one unit" else rng.integers(0, spec.nc, n)
+    raw[np.arange(n), 4 + unit] = rng.uniform(0.26, 0.99, n)
+    for max_det, cap in ((300, 64), (300, MAX_NMS), (300, 1000), (10, 200)):
+        capped = postprocess(raw, spec, 0.25, 0.45, max_det, max_nms=cap)
+        full = postprocess(raw, spec, 0.25, 0.45, max_det, max_nms=n)
+        k = len(capped)
+        assert 0 < k <= len(full)
+        assert np.array_equal(capped.xyxy, full.xyxy[:k]) and np.array_equal(capped.unit, full.unit[:k])
+        assert np.array_equal(capped.confidence, full.confidence[:k])
+        assert np.array_equal(capped.grade_probs, full.grade_probs[:k])
+        if k == max_det:
+            assert k == len(full)  # NMS filled max_det from the capped candidates: exact
+        # k is what NMS keeps among the cap's candidates (nothing lower can enter)
+        score = raw[:, 4 : 4 + spec.nc].max(1)
+        top = np.argsort(-score, kind="stable")[:cap]
+        kept = batched_nms(raw[top, :4], score[top], raw[top, 4 : 4 + spec.nc].argmax(1), 0.45)
+        assert k == min(max_det, len(kept))
+    with pytest.raises(ValueError, match="max_nms must be >= 1"):
+        postprocess(raw, spec, max_nms=0)
+
+
+def test_top_k_stable_is_the_stable_sort_prefix() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        n = int(rng.integers(1, 300))
+        s = np.round(rng.uniform(0, 1, n), 1).astype(np.float32)  # many ties at the cut
+        k = int(rng.integers(1, n + 5))
+        got = top_k_stable(s, k)
+        want = np.sort(np.argsort(-s, kind="stable")[:k])
+        assert np.array_equal(got, want)
+
+
+def test_predictor_carries_max_nms(tmp_path) -> None:
+    """The cap is a Predictor setting next to conf/iou/max_det: a cap of 1 leaves one box."""
+    from edge.predictor import Predictor, load_model
+    from tests.tiny_onnx import build_tiny_onnx, face_image
+
+    path = build_tiny_onnx(tmp_path / "tiny.onnx", RGS, imgsz=320)
+    img = face_image(RGS)
+    with load_model(path) as m:
+        full = Predictor(m).detect([img])[0]
+        one = Predictor(m, max_nms=1).detect([img])[0]
+    assert len(full) > 1 and len(one) == 1
+    assert one.confidence[0] == full.confidence.max()
