@@ -24,6 +24,7 @@ from typing import Any
 
 from edge import __version__
 from edge.aggregate import SubjectMap, aggregate, load_subject_map, summary_rows
+from edge.pipeline import prepared_stream
 from edge.predictor import Predictor, StageTimes, load_model
 from edge.quality import frame_quality
 from edge.records import (
@@ -138,8 +139,10 @@ def score_inputs(
         used: set[Path] = set()
         videos: dict[str, AnnotatedVideo] = {}
         bar = tqdm(unit="frame", desc="scoring", disable=not progress, dynamic_ncols=True)
+        # decode and pre-processing of the next frames run in threads while this one is inferred
+        stream = prepared_stream(iter_inputs(paths, fps=fps), pred.prepare)
         try:
-            for item in iter_inputs(paths, fps=fps):
+            for item, prepared in stream:
                 if isinstance(item, ItemError):
                     run.errors.append(item)
                     jsonl.write(
@@ -164,9 +167,11 @@ def score_inputs(
                     annotate_images,
                     annotate_video,
                     fps,
+                    prepared,
                 )
                 bar.update(1)
         finally:
+            stream.close()  # stops the decode/pre-processing threads (also on Ctrl-C)
             bar.close()
             jsonl.close()
             for v in videos.values():
@@ -195,10 +200,14 @@ def _score_frame(
     annotate_images: bool,
     annotate_video: bool,
     fps: float | None,
+    prepared: tuple[Any, float] | None = None,
 ) -> None:
     kind = item.meta.get("kind", "image")
     pred.times.add("decode", item.decode_s)
-    res = pred([item.image], [item.source])[0]
+    if prepared is not None:  # pre-processed in the pipeline's thread
+        res = pred.score_prepared([item.image], prepared[0], [item.source], pre_s=prepared[1])[0]
+    else:
+        res = pred([item.image], [item.source])[0]
     rec = record_from_frame(res, spec, item, smap)
     run.records.append(rec)
     jsonl.write(json_line(rec, spec, res))
