@@ -29,6 +29,7 @@ import re
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ class WatchResult:
         db: The SQLite path.
         events: Camera events of this run.
         images_skipped: Selected frames of this run whose images were not written (low disk space).
+        frames_dropped: Frames due at ``fps`` that the camera delivered while the model was still busy
+            (the newest frame wins; see :class:`~edge.sources.CameraSource`).
+        latency_s: Seconds from capture to committed row of this run's frames (the last 100,000).
     """
 
     session_id: str
@@ -76,6 +80,8 @@ class WatchResult:
     db: str = ""
     events: list[CameraEvent] = field(default_factory=list)
     images_skipped: int = 0
+    frames_dropped: int = 0
+    latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 def _slug(text: str) -> str:
@@ -110,6 +116,7 @@ def watch(
     status: bool = True,
     stream: Any = None,
     guard: DiskGuard | None = None,
+    drop_late: bool | None = None,
 ) -> WatchResult:
     """Run (or resume) a live scoring session.
 
@@ -137,6 +144,8 @@ def watch(
         guard: Disk-space guard asked before each image write; default: one on ``out/selected`` (so
             rotation deletes only selected-frame images, never other images kept in ``out``) with
             :meth:`GuardConfig.from_env` thresholds.
+        drop_late: Newest frame wins (see :class:`~edge.sources.CameraSource`): ``None`` = live cameras
+            only; ``True`` with a video file and ``realtime`` makes the file behave like a camera.
 
     Returns:
         The :class:`WatchResult`.
@@ -220,6 +229,7 @@ def watch(
                 max_backoff_s=max_backoff_s,
                 max_retries=max_retries,
                 on_event=on_event,
+                drop_late=drop_late,
             )
             stop["source"] = src
             t_run = time.perf_counter()
@@ -285,6 +295,7 @@ def watch(
                         wall_time=frame.meta.get("wall_time"),
                     )
                     result.frames += 1
+                    _note_latency(result, frame.meta)
                     last_t = t
                     rank = _rank(res.scored, res.quality)
                     if k not in best or rank > best[k][0]:
@@ -331,6 +342,7 @@ def watch(
                     result.stopped = stop["why"]
             if status and tty:
                 stream.write("\n")
+            _note_dropped(store, session_id, last_t, result, src.frames_dropped)
             if result.complete:
                 store.complete(session_id, last_t)
             _finish(store, result, session_id, out, spec)
@@ -339,6 +351,25 @@ def watch(
     finally:
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
+
+
+def _note_latency(result: WatchResult, meta: dict[str, Any]) -> None:
+    """Capture-to-commit latency of the frame just committed."""
+    captured = meta.get("captured")
+    if captured is not None:
+        result.latency_s.append(time.monotonic() - float(captured))
+
+
+def _note_dropped(store: Store, session_id: str, t: float, result: WatchResult, dropped: int) -> None:
+    """Dropped frames of this run into ``result`` and, when any, a ``frames_dropped`` event."""
+    result.frames_dropped = dropped
+    if dropped:
+        store.event(
+            session_id,
+            t,
+            "frames_dropped",
+            f"{dropped} frame(s) due at the sampling rate were dropped: scoring was slower than the camera",
+        )
 
 
 def _finish(store: Store, result: WatchResult, session_id: str, out: Path, spec: Any) -> None:

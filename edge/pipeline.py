@@ -148,13 +148,20 @@ class NewestWins:
         source: The capture iterator (a generator is closed in the grabber thread at the end).
         stopped: Polled by both threads; when it returns ``True`` they stop (e.g. a camera's ``closed``).
         name: Thread name.
+        idle: Called in the consumer's thread about every 0.1 s while no item is there (a camera
+            hands over its reconnect events meanwhile).
     """
 
     def __init__(
-        self, source: Iterable[Any], stopped: Callable[[], bool] | None = None, name: str = "grabber"
+        self,
+        source: Iterable[Any],
+        stopped: Callable[[], bool] | None = None,
+        name: str = "grabber",
+        idle: Callable[[], None] | None = None,
     ) -> None:
         self._source = source
         self._stopped = stopped or (lambda: False)
+        self._idle = idle
         self._cond = threading.Condition()
         self._slot: list[Any] = []  # 0 or 1 item
         self._end: Any = None  # _END or _Raised when the source finished
@@ -190,17 +197,22 @@ class NewestWins:
         self._thread.start()
         while True:
             with self._cond:
-                while not self._slot and self._end is None:
-                    if self._halted():
-                        return
+                if not self._slot and self._end is None and not self._halted():
                     self._cond.wait(0.1)
                 if self._slot:
                     item = self._slot.pop()
-                else:
-                    end = self._end
-                    if isinstance(end, _Raised):
-                        raise end.exc
+                elif self._end is not None:
+                    if isinstance(self._end, _Raised):
+                        raise self._end.exc
                     return
+                elif self._halted():
+                    return
+                else:
+                    item = _END  # nothing yet
+            if item is _END:
+                if self._idle is not None:
+                    self._idle()
+                continue
             self.delivered += 1
             yield item
 

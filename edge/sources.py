@@ -25,7 +25,9 @@ A bad input (zero-byte, undecodable, truncated JPEG, unopenable or truncated vid
 from __future__ import annotations
 
 import bisect
+import collections
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -765,6 +767,13 @@ class CameraSource:
     ``max_retries`` failed attempts in a row (``None`` = forever) the iteration ends with a
     ``gave_up`` event. A file source ends at its last frame (``ended``).
 
+    A live camera is read in a grabber thread
+    (:class:`edge.pipeline.NewestWins`) as fast as it delivers; the frames due at ``fps`` wait in a
+    one-frame slot and the newest wins: a due frame that a newer one replaces before the caller took
+    it is counted in :attr:`frames_dropped`, so a slow model never builds a backlog. Frames carry
+    ``meta["captured"]`` (``time.monotonic()`` when read) for latency figures; events raised in the
+    grabber thread reach ``on_event`` in the caller's thread.
+
     Args:
         src: Camera index, ``/dev/videoN``, ``csi[:N]``, GStreamer pipeline, RTSP/HTTP URL or video file.
         fps: Frames per second to deliver (``None`` = every frame read).
@@ -777,6 +786,10 @@ class CameraSource:
         on_event: Callback for :class:`CameraEvent`.
         opener: ``f(arg, api) -> cv2.VideoCapture``-like object (tests inject a flaky camera).
         sleep: Sleep function for the backoff (default: a sleep that :meth:`close` interrupts).
+        drop_late: Newest frame wins (a grabber thread; frames the caller was too slow for are
+            dropped and counted). ``None``: for live cameras, not for files: every due frame of a
+            recording is kept however slow scoring is. ``True`` with a file and ``realtime > 0``
+            makes the file behave exactly like a camera (latency benchmarks).
     """
 
     def __init__(
@@ -792,8 +805,10 @@ class CameraSource:
         on_event: Callable[[CameraEvent], None] | None = None,
         opener: Callable[[Any, int], Any] | None = None,
         sleep: Callable[[float], None] | None = None,
+        drop_late: bool | None = None,
     ) -> None:
         self.src = str(src)
+        self.drop_late = drop_late
         self.kind, self._arg, self._api = describe_camera(self.src)
         self.fps = fps
         self.realtime = realtime
@@ -808,10 +823,16 @@ class CameraSource:
         self._t0 = time.monotonic()
         self.frames_read = 0
         self.closed = False
+        self._grabber: Any = None  # edge.pipeline.NewestWins while a grabber thread reads
+        self._consumer = 0
+        self._pending: collections.deque[CameraEvent] = collections.deque()
 
     # -- events
     def _emit(self, kind: str, message: str, attempt: int = 0, wait_s: float = 0.0) -> None:
         ev = CameraEvent(kind, message, self._now(), attempt, wait_s)
+        if self._grabber is not None and threading.get_ident() != self._consumer:
+            self._pending.append(ev)  # delivered by the consumer (:meth:`_deliver_events`)
+            return
         self.events.append(ev)
         if self.on_event is not None:
             self.on_event(ev)
@@ -859,8 +880,13 @@ class CameraSource:
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
     def close(self) -> None:
-        """Stop iterating and release the camera."""
+        """Stop iterating and release the camera (after the grabber thread, if any, has ended)."""
         self.closed = True
+        grabber = self._grabber
+        if grabber is not None:
+            grabber.close()
+            if grabber.alive:  # stuck in a driver read: the thread releases the camera when it returns
+                return
         if self._cap is not None:
             self._cap.release()
             self._cap = None
@@ -871,42 +897,89 @@ class CameraSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def newest_wins(self) -> bool:
+        """Whether frames are grabbed in a thread that keeps only the newest (``drop_late``; by default
+        live cameras do, files are read in the caller's thread and lose no frame)."""
+        return self.kind != "file" if self.drop_late is None else self.drop_late
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames due at ``fps`` that a newer frame replaced before they were taken (scoring slower
+        than the camera delivers)."""
+        return self._grabber.dropped if self._grabber is not None else 0
+
     def __iter__(self) -> Iterator[Frame]:
-        if self.kind == "file":
-            yield from self._iter_file()
+        inner = self._iter_file() if self.kind == "file" else self._iter_live()
+        if not self.newest_wins:
+            yield from inner
             return
+        from edge.pipeline import NewestWins
+
+        self._consumer = threading.get_ident()
+        self._grabber = NewestWins(
+            inner, stopped=lambda: self.closed, name=f"grabber {self.src}", idle=self._deliver_events
+        )
+        try:
+            for frame in self._grabber:
+                self._deliver_events()
+                yield frame
+        finally:
+            self._grabber.close()
+            self._deliver_events()
+
+    def _deliver_events(self) -> None:
+        """Hand events the grabber thread raised to ``on_event`` in the consumer's thread (a callback
+        may write to a database connection that belongs to that thread)."""
+        while self._pending:
+            ev = self._pending.popleft()
+            self.events.append(ev)
+            if self.on_event is not None:
+                self.on_event(ev)
+
+    def _iter_live(self) -> Iterator[Frame]:
         step = 1.0 / self.fps if self.fps else 0.0
         next_t = 0.0
         index = 0
         if not self._reconnect():
             return
-        while not self.closed:
-            t0 = time.perf_counter()
-            ok, img = self._cap.read() if self._cap is not None else (False, None)
-            if not ok or img is None:
-                self._emit(
-                    "lost", f"{self.src}: camera read failed (unplugged, network loss or driver error)"
+        try:
+            while not self.closed:
+                t0 = time.perf_counter()
+                ok, img = self._cap.read() if self._cap is not None else (False, None)
+                if not ok or img is None:
+                    self._emit(
+                        "lost", f"{self.src}: camera read failed (unplugged, network loss or driver error)"
+                    )
+                    if self._cap is not None:
+                        self._cap.release()
+                        self._cap = None
+                    if not self._reconnect():
+                        return
+                    continue
+                t = self._now()
+                index += 1
+                if step and t + 1e-6 < next_t:
+                    continue
+                next_t = t + step if step else 0.0
+                self.frames_read += 1
+                yield Frame(
+                    to_bgr8(img, self.src),
+                    self.src,
+                    index,
+                    t,
+                    time.perf_counter() - t0,
+                    {
+                        "kind": "camera",
+                        "camera": self.kind,
+                        "wall_time": time.time(),
+                        "captured": time.monotonic(),
+                    },
                 )
-                if self._cap is not None:
-                    self._cap.release()
-                    self._cap = None
-                if not self._reconnect():
-                    return
-                continue
-            t = self._now()
-            index += 1
-            if step and t + 1e-6 < next_t:
-                continue
-            next_t = t + step if step else 0.0
-            self.frames_read += 1
-            yield Frame(
-                to_bgr8(img, self.src),
-                self.src,
-                index,
-                t,
-                time.perf_counter() - t0,
-                {"kind": "camera", "camera": self.kind, "wall_time": time.time()},
-            )
+        finally:
+            if self._grabber is not None and self._cap is not None:  # released in the thread that reads
+                self._cap.release()
+                self._cap = None
 
     def _iter_file(self) -> Iterator[Frame]:
         for item in iter_video(self.src, fps=self.fps, start_frame=self.start_frame, realtime=self.realtime):
@@ -917,6 +990,7 @@ class CameraSource:
             item.meta["kind"] = "camera"
             item.meta["camera"] = "file"
             item.meta["wall_time"] = time.time()
+            item.meta["captured"] = time.monotonic()
             yield item
             if self.closed:
                 return
