@@ -98,6 +98,7 @@ def score_inputs(
     threads: int = 0,
     progress: bool = True,
     log: Any = print,
+    pipelined: bool = True,
 ) -> ScoreRun:
     """Score images and videos; see the module docstring for the outputs.
 
@@ -116,6 +117,8 @@ def score_inputs(
         threads: ONNX Runtime threads (0 = default).
         progress: Show a progress bar.
         log: ``f(str)`` for messages (errors, notes).
+        pipelined: Decode and pre-process in threads (:func:`edge.pipeline.prepared_stream`) while
+            the model works; ``False`` reads, prepares and scores one frame after the other.
 
     Returns:
         The :class:`ScoreRun`.
@@ -140,7 +143,11 @@ def score_inputs(
         videos: dict[str, AnnotatedVideo] = {}
         bar = tqdm(unit="frame", desc="scoring", disable=not progress, dynamic_ncols=True)
         # decode and pre-processing of the next frames run in threads while this one is inferred
-        stream = prepared_stream(iter_inputs(paths, fps=fps), pred.prepare)
+        stream = (
+            prepared_stream(iter_inputs(paths, fps=fps), pred.prepare)
+            if pipelined
+            else ((item, None) for item in iter_inputs(paths, fps=fps))
+        )
         try:
             for item, prepared in stream:
                 if isinstance(item, ItemError):

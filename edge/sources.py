@@ -429,6 +429,7 @@ def _iter_video_pyav(
     """:func:`iter_video` with PyAV: only the packets needed are decoded (see the module docstring)."""
     av = _pyav()
     src = str(path)
+    t_open = time.perf_counter()  # the demux-only pass counts as decoding time of the first frame
     try:
         index = _av_index(path) if (fps and fps > 0) or start_frame > 0 else None
         container, stream = _av_open(path)
@@ -462,7 +463,7 @@ def _iter_video_pyav(
         first_pts: int | None = None
         wall0 = time.perf_counter()
         t_ref: float | None = None
-        t0 = time.perf_counter()
+        t0 = t_open
 
         def frames_of(packet: Any) -> list[Any]:
             nonlocal bad
@@ -531,6 +532,10 @@ def _iter_video_pyav(
             yield ItemError(src, f"video data is corrupt or truncated after frame {read}", yielded)
         elif bad:
             yield ItemError(src, f"{bad} packet(s) could not be decoded (corrupt data?)", yielded)
+        elif index is not None and yielded < len(wanted):
+            yield ItemError(
+                src, f"{len(wanted) - yielded} sampled frame(s) were not decoded (corrupt data?)", yielded
+            )
         elif read == 0:
             yield ItemError(src, "video has no decodable frames", 0)
     finally:
