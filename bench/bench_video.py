@@ -8,7 +8,9 @@ content panning across the frame so the decoder has real work), then in ONE run:
    at ``--fps 1``, three ways, interleaved over ``--repeats`` rounds: *old* = the OpenCV reader, one
    frame after the other (the code before issue 20); *pyav* = the new reader without the pipeline;
    *new* = the new reader with the decode/pre-processing threads. Scored frames/s (frames over wall
-   time) and the decode share (decode time over decode + pre + infer + post, per scored frame).
+   time) and the decode share (decode time over decode + pre + infer + post, per scored frame); then
+   the pipelined loop alone (no output files) with the share of its time the model's thread waited
+   for decoded input.
 2. **Pipeline**: a folder of clips scored with the pipeline, against each stage alone on the same
    frames: decode (iterating the inputs, nothing else), pre-processing (letterbox + normalise of the
    decoded frames), inference + post-processing (on the prepared inputs). Ratio: pipelined wall time
@@ -115,13 +117,53 @@ def bench_readers(clip: Path, model: Path, work: Path, fps: float, repeats: int)
     """Old reader vs new reader on the same clip, interleaved rounds."""
     ways = {"old": ("opencv", False), "pyav": ("pyav", False), "new": ("pyav", True)}
     _score([clip], model, work / "warm", fps, "pyav", True)  # warm caches and the ONNX session code
-    res: dict[str, list[dict]] = {k: [] for k in ways}
+    res: dict[str, list[dict]] = {k: [] for k in [*ways, "loop"]}
     for r in range(repeats):
         order = list(ways) if r % 2 == 0 else list(reversed(ways))
         for k in order:
             reader, pipe = ways[k]
             res[k].append(_score([clip], model, work / f"o_{k}", fps, reader, pipe))
+        res["loop"].append(pipelined_loop(clip, model, fps))
     return res
+
+
+def pipelined_loop(clip: Path, model: Path, fps: float) -> dict:
+    """The pipelined scoring loop alone (``prepared_stream`` + ``Predictor.score_prepared``, no output
+    files), timing how long the model's thread waits for the next decoded, prepared frame."""
+    from edge.pipeline import prepared_stream
+    from edge.predictor import Predictor, load_model
+    from edge.quality import frame_quality
+    from edge.sources import iter_inputs
+
+    os.environ["GRIMACE_VIDEO_READER"] = "pyav"
+    try:
+        with load_model(model) as m:
+            pred = Predictor(m, quality_fn=frame_quality)
+            t0 = time.perf_counter()
+            wait = 0.0
+            n = 0
+            stream = prepared_stream(iter_inputs([clip], fps=fps), pred.prepare)
+            try:
+                tw = time.perf_counter()
+                for item, prepared in stream:
+                    wait += time.perf_counter() - tw
+                    pred.times.add("decode", item.decode_s)
+                    if prepared is not None:
+                        pred.score_prepared([item.image], prepared[0], [item.source], pre_s=prepared[1])
+                    n += 1
+                    tw = time.perf_counter()
+            finally:
+                stream.close()
+            wall = time.perf_counter() - t0
+    finally:
+        os.environ.pop("GRIMACE_VIDEO_READER", None)
+    return {
+        "frames": n,
+        "wall_s": wall,
+        "fps": n / wall,
+        "wait_share": wait / wall,
+        "ms": pred.times.per_frame_ms(),
+    }
 
 
 def bench_stages(folder: Path, model: Path, fps: float) -> dict[str, float]:
@@ -171,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--videos", type=int, default=3, help="Clips in the folder of the pipeline part.")
     ap.add_argument("--pipe-fps", default="1,5", help="Sampling rates of the pipeline part (comma list).")
     ap.add_argument("--skip-readers", action="store_true", help="Only the pipeline part.")
+    ap.add_argument("--skip-pipeline", action="store_true", help="Only the reader part.")
     ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the demo model).")
     ap.add_argument("--workdir", type=Path, default=None, help="Keep the clips here (reused when present).")
     a = ap.parse_args(argv)
@@ -189,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if not a.skip_readers:
         _print_readers(bench_readers(clip, model, work, a.fps, a.repeats), a)
-    _print_pipeline(clip, model, work, a)
+    if not a.skip_pipeline:
+        _print_pipeline(clip, model, work, a)
 
 
 def _print_readers(res: dict[str, list[dict]], a: argparse.Namespace) -> None:
@@ -200,6 +244,8 @@ def _print_readers(res: dict[str, list[dict]], a: argparse.Namespace) -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k, rows in res.items():
+        if k == "loop":
+            continue
         ms = {
             s: statistics.median(r["ms"].get(s, 0.0) for r in rows)
             for s in ("decode", "pre", "infer", "post")
@@ -210,6 +256,12 @@ def _print_readers(res: dict[str, list[dict]], a: argparse.Namespace) -> None:
             f"{ms['pre']:.1f} | {ms['infer']:.1f} | {ms['post']:.1f} | "
             f"{100 * _med(rows, 'decode_share'):.0f}% | {100 * ms['decode'] / wall_ms:.0f}% |"
         )
+    loop = res["loop"]
+    print(
+        f"\npipelined loop alone (no output files): {_med(loop, 'fps'):.2f} scored frames/s; the model's "
+        f"thread waited for decoded input {100 * _med(loop, 'wait_share'):.0f}% of the time "
+        "(decode and pre-processing run in their threads meanwhile)"
+    )
     ratio = [n["fps"] / o["fps"] for n, o in zip(res["new"], res["old"], strict=True)]
     print(
         f"\nnew / old scored frames/s: median {statistics.median(ratio):.2f}x (rounds: "
