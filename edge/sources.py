@@ -13,7 +13,8 @@ Everything yields :class:`Frame` objects holding an 8-bit BGR image, whatever th
   flag; when ``fps`` is at or below the stream's keyframe rate only keyframes are decoded, each the
   nearest keyframe at or before the frame the rule asks for (less than one sampling period earlier;
   its own time and index are reported, the asked time is in ``meta["asked_s"]``); otherwise every
-  frame is decoded with FFmpeg's threads and only the kept ones are converted to BGR. Without PyAV
+  frame is decoded with FFmpeg's threads and only the kept ones are converted to BGR. Portrait phone
+  video (a display rotation in the file) is turned upright, as OpenCV's reader does. Without PyAV
   (or with ``GRIMACE_VIDEO_READER=opencv``) OpenCV grabs every frame and decodes the kept ones.
 * cameras are read live; when the camera is lost the source reconnects with exponential backoff,
   reports each attempt through a callback and never raises.
@@ -423,6 +424,15 @@ def _plan_packets(
     return wanted, send
 
 
+def _upright(img: np.ndarray, rotation: float | None) -> np.ndarray:
+    """Apply a video's display rotation (degrees counter-clockwise, as phones store portrait video),
+    as OpenCV's reader does."""
+    turn = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}.get(
+        round(rotation or 0) % 360
+    )
+    return img if turn is None else cv2.rotate(img, turn)
+
+
 def _iter_video_pyav(
     path: str | Path, fps: float | None, start_frame: int, realtime: float
 ) -> Iterator[Frame | ItemError]:
@@ -508,7 +518,7 @@ def _iter_video_pyav(
                         continue
                     if step:
                         next_t += step * max(1, math.floor((t - next_t) / step + 1e-9) + 1)
-                img = f.to_ndarray(format="bgr24")
+                img = _upright(f.to_ndarray(format="bgr24"), f.rotation)
                 if t_ref is None:
                     t_ref = t
                 if realtime > 0:

@@ -168,3 +168,23 @@ def test_reader_choice_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "cannot open as a video" in items[0].message and items[0].source == str(bad)
     items = list(iter_video(bad, reader="nonsense"))
     assert isinstance(items[0], ItemError) and "unknown video reader" in items[0].message
+
+
+@pytest.mark.parametrize("degrees", [90, 180, -90])
+def test_portrait_phone_video_is_turned_upright_like_opencv(tmp_path: Path, degrees: int) -> None:
+    vid = tmp_path / f"portrait{degrees}.mp4"
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:10, :20] = (0, 0, 255)  # a red block top-left
+    with av.open(str(vid), "w") as out:
+        s = out.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.set_display_rotation(degrees)  # what a phone held upright writes
+        for _ in range(5):
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    old = frames(vid, reader="opencv")
+    new = frames(vid, reader="pyav")
+    assert new[0].image.shape == old[0].image.shape == ((48, 64, 3) if degrees == 180 else (64, 48, 3))
+    assert np.abs(new[0].image.astype(int) - old[0].image.astype(int)).mean() < 2
