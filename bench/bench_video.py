@@ -86,7 +86,7 @@ def _score(paths: list[Path], model: Path, out: Path, fps: float, reader: str, p
 
     os.environ["GRIMACE_VIDEO_READER"] = reader
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run = score_inputs(
             paths,
             model,
@@ -97,7 +97,7 @@ def _score(paths: list[Path], model: Path, out: Path, fps: float, reader: str, p
             log=lambda s: None,
             pipelined=pipelined,
         )
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         os.environ.pop("GRIMACE_VIDEO_READER", None)
     shutil.rmtree(out, ignore_errors=True)
@@ -107,6 +107,7 @@ def _score(paths: list[Path], model: Path, out: Path, fps: float, reader: str, p
         "frames": len(run.records),
         "errors": len(run.errors),
         "wall_s": wall,
+        "cpu_s": cpu,
         "fps": len(run.records) / wall,
         "ms": ms,
         "decode_share": ms.get("decode", 0.0) / work if work else 0.0,
@@ -176,24 +177,32 @@ def bench_stages(folder: Path, model: Path, fps: float, sample: int = 20) -> dic
 
     kept: list[Frame] = []
     n = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for f in iter_inputs([folder], fps=fps):
         if isinstance(f, Frame):
             n += 1
             if len(kept) < sample:
                 kept.append(f)
-    decode = time.perf_counter() - t0
+    decode, decode_cpu = time.perf_counter() - t0, time.process_time() - c0
     with load_model(model) as m:
         pred = Predictor(m, quality_fn=frame_quality)
         pred([kept[0].image])  # warm-up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         prepared = [pred.prepare([f.image]) for f in kept]
         pre = (time.perf_counter() - t0) * n / len(kept)
-        t0 = time.perf_counter()
+        pre_cpu = (time.process_time() - c0) * n / len(kept)
+        t0, c0 = time.perf_counter(), time.process_time()
         for f, p in zip(kept, prepared, strict=True):
             pred.score_prepared([f.image], p, [f.source])
         infer = (time.perf_counter() - t0) * n / len(kept)
-    return {"frames": n, "decode": decode, "pre": pre, "infer+post": infer}
+        infer_cpu = (time.process_time() - c0) * n / len(kept)
+    return {
+        "frames": n,
+        "decode": decode,
+        "pre": pre,
+        "infer+post": infer,
+        "cpu": decode_cpu + pre_cpu + infer_cpu,
+    }
 
 
 def _med(rows: list[dict], key: str) -> float:
@@ -288,9 +297,9 @@ def _print_pipeline(clip: Path, model: Path, work: Path, a: argparse.Namespace) 
     print(f"\n## folder of {a.videos} clips: pipelined `score` vs each stage alone (medians of {a.repeats})")
     print(
         "| --fps | frames | decode alone s | pre alone s | infer+post alone s | sequential s | pipelined s "
-        "| pipelined / slowest stage |"
+        "| pipelined / slowest stage | CPU s of the stages alone | CPU s pipelined |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for fps in (float(x) for x in a.pipe_fps.split(",") if x.strip()):
         stages, seq, pipe = [], [], []
         for _ in range(a.repeats):
@@ -307,7 +316,8 @@ def _print_pipeline(clip: Path, model: Path, work: Path, a: argparse.Namespace) 
             f"| {fps:g} | {stages[0]['frames']} | {st['decode']:.2f} | {st['pre']:.2f} | "
             f"{st['infer+post']:.2f} | "
             f"{_med(seq, 'wall_s'):.2f} | {_med(pipe, 'wall_s'):.2f} | {statistics.median(ratios):.2f} "
-            f"(slowest: {max(st, key=st.get)}, {slow:.2f} s) |"
+            f"(slowest: {max(st, key=st.get)}, {slow:.2f} s) | {_med(stages, 'cpu'):.2f} "
+            f"| {_med(pipe, 'cpu_s'):.2f} |"
         )
 
 
