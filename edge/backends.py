@@ -142,6 +142,9 @@ class OnnxRuntimeBackend(Backend):
                 )
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # errors only: our own messages name the file and the problem
+        # idle worker threads sleep instead of spinning: the decode/pre-processing threads of the
+        # scoring pipeline (edge.pipeline) and a camera's grabber need those cores between inferences
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1

@@ -368,6 +368,10 @@ def watch_cmd(
         )
     )
     typer.echo(f"database: {res.db}")
+    if res.frames_dropped:
+        typer.echo(
+            f"{res.frames_dropped} frame(s) dropped: scoring was slower than the camera (newest frame wins)"
+        )
     if res.images_skipped:
         typer.secho(
             f"{res.images_skipped} selected-frame image(s) not saved: free disk space was below "

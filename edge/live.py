@@ -42,6 +42,7 @@ import re
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,9 @@ class WatchResult:
         db: The SQLite path.
         events: Camera events of this run.
         images_skipped: Selected frames of this run whose images were not written (low disk space).
+        frames_dropped: Frames due at ``fps`` that the camera delivered while the model was still busy
+            (the newest frame wins; see :class:`~edge.sources.CameraSource`).
+        latency_s: Seconds from capture to committed row of this run's frames (the last 100,000).
     """
 
     session_id: str
@@ -140,6 +144,8 @@ class WatchResult:
     db: str = ""
     events: list[CameraEvent] = field(default_factory=list)
     images_skipped: int = 0
+    frames_dropped: int = 0
+    latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 def _slug(text: str) -> str:
@@ -177,6 +183,7 @@ def watch(
     study: str | None = None,
     animal: str | None = None,
     timepoint: str | None = None,
+    drop_late: bool | None = None,
 ) -> WatchResult:
     """Run (or resume) a live scoring session.
 
@@ -211,6 +218,8 @@ def watch(
             timepoint added); in an existing study the animal and timepoint must exist.
         animal: Animal id (with ``study``).
         timepoint: Timepoint id (with ``study``).
+        drop_late: Newest frame wins (see :class:`~edge.sources.CameraSource`): ``None`` = live cameras
+            only; ``True`` with a video file and ``realtime`` makes the file behave like a camera.
 
     Returns:
         The :class:`WatchResult`.
@@ -298,6 +307,7 @@ def watch(
                 guard=guard,
                 control=control,
                 subject=subject,
+                drop_late=drop_late,
             )
     finally:
         for sig, h in old_handlers.items():
@@ -366,6 +376,7 @@ def record_session(
     on_frame: Callable[[Frame, FrameResult, int], None] | None = None,
     on_event: Callable[[CameraEvent], None] | None = None,
     opener: Callable[[Any, int], Any] | None = None,
+    drop_late: bool | None = None,
 ) -> WatchResult:
     """Create or resume one session and run it: the protocol clock, interval selection, crash-safe
     commits and camera reconnects of :func:`watch`, with scoring left to the caller (``watch`` runs
@@ -396,6 +407,7 @@ def record_session(
         on_frame: Called with ``(frame, result, frame_row_id)`` after each committed frame.
         on_event: Called with each camera event after it is stored.
         opener: Camera opener for :class:`~edge.sources.CameraSource` (tests: a flaky stand-in).
+        drop_late: Newest frame wins (:class:`~edge.sources.CameraSource`; ``None`` = live cameras only).
 
     Returns:
         The :class:`WatchResult`.
@@ -452,6 +464,7 @@ def record_session(
         max_retries=max_retries,
         on_event=_on_event,
         opener=opener,
+        drop_late=drop_late,
     )
     control.source = src
     if control.why:  # stopped before the camera opened
@@ -521,6 +534,7 @@ def record_session(
                 wall_time=frame.meta.get("wall_time"),
             )
             result.frames += 1
+            _note_latency(result, frame.meta)
             last_t = t
             rank = _rank(res.scored, res.quality)
             if k not in best or rank > best[k][0]:
@@ -589,11 +603,31 @@ def record_session(
             result.stopped = control.why
     if status and tty:
         stream.write("\n")
+    _note_dropped(store, session_id, last_t, result, src.frames_dropped)
     if result.complete:
         store.complete(session_id, last_t)
     _finish(store, result, session_id, out, spec, subject)
     result.events = list(src.events)
     return result
+
+
+def _note_latency(result: WatchResult, meta: dict[str, Any]) -> None:
+    """Capture-to-commit latency of the frame just committed."""
+    captured = meta.get("captured")
+    if captured is not None:
+        result.latency_s.append(time.monotonic() - float(captured))
+
+
+def _note_dropped(store: Store, session_id: str, t: float, result: WatchResult, dropped: int) -> None:
+    """Dropped frames of this run into ``result`` and, when any, a ``frames_dropped`` event."""
+    result.frames_dropped = dropped
+    if dropped:
+        store.event(
+            session_id,
+            t,
+            "frames_dropped",
+            f"{dropped} frame(s) due at the sampling rate were dropped: scoring was slower than the camera",
+        )
 
 
 def _finish(

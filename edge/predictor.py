@@ -274,6 +274,36 @@ class Predictor:
             self.times.add("post", t3 - t2)
         return out
 
+    def score_prepared(
+        self,
+        images: Sequence[np.ndarray],
+        prepared: tuple[np.ndarray, list[LetterboxInfo]],
+        sources: Sequence[str] | None = None,
+        pre_s: float = 0.0,
+    ) -> list[FrameResult]:
+        """As :meth:`__call__`, for a batch :meth:`prepare` already made (a pipelined caller prepares
+        the next frames in another thread, :func:`edge.pipeline.prepared_stream`).
+
+        Args:
+            images: The BGR images ``prepared`` was made from.
+            prepared: :meth:`prepare`'s output for them.
+            sources: Name of each frame.
+            pre_s: Seconds the preparation took (added to the ``pre`` stage).
+        """
+        x, infos = prepared
+        t1 = time.perf_counter()
+        raw = self.infer(x)
+        t2 = time.perf_counter()
+        dets = self.decode(raw, infos)
+        t3 = time.perf_counter()
+        self.times.add("pre", pre_s)
+        self.times.add("infer", t2 - t1)
+        self.times.add("post", t3 - t2)
+        results = self.score(images, dets, sources)
+        self.times.add("post", time.perf_counter() - t3)
+        self.times.frames += len(images)
+        return results
+
     def __call__(
         self, images: Sequence[np.ndarray], sources: Sequence[str] | None = None
     ) -> list[FrameResult]:

@@ -40,6 +40,7 @@ from typing import Any
 from edge import __version__
 from edge.aggregate import SubjectMap, aggregate, load_subject_map, summary_rows
 from edge.fileio import atomic_write_image, atomic_write_text, path_under
+from edge.pipeline import prepared_stream
 from edge.predictor import Predictor, StageTimes, load_model
 from edge.quality import frame_quality
 from edge.records import (
@@ -292,6 +293,7 @@ def score_inputs(
     log: Any = print,
     existing: str = "overwrite",
     handle_signals: bool = True,
+    pipelined: bool = True,
 ) -> ScoreRun:
     """Score images and videos; see the module docstring for the outputs.
 
@@ -316,6 +318,8 @@ def score_inputs(
             (:func:`prepare_out`).
         handle_signals: Turn SIGINT/SIGTERM into a clean stop (tables written, ``run.stopped`` set)
             while the run lasts (main thread only).
+        pipelined: Decode and pre-process in threads (:func:`edge.pipeline.prepared_stream`) while
+            the model works; ``False`` reads, prepares and scores one frame after the other.
 
     Returns:
         The :class:`ScoreRun`; ``run.stopped`` says why it ended early (empty when it did not).
@@ -386,12 +390,18 @@ def score_inputs(
             else:
                 log(msg)
 
+        # decode and pre-processing of the next frames run in threads while this one is inferred
+        stream = (
+            prepared_stream(iter_inputs(todo, fps=fps), pred.prepare)
+            if pipelined
+            else ((item, None) for item in iter_inputs(todo, fps=fps))
+        )
         try:
             for e in expand_errors:
                 if e.source not in done:
                     report(e)
                     finished(e.source)
-            for item in iter_inputs(todo, fps=fps):
+            for item, prepared in stream:
                 if stop["why"]:
                     break
                 if item.source != current:
@@ -414,6 +424,7 @@ def score_inputs(
                         annotate_images,
                         annotate_video,
                         fps,
+                        prepared,
                     )
                 except OSError:
                     raise
@@ -432,6 +443,7 @@ def score_inputs(
         except KeyboardInterrupt:
             stop["why"] = stop["why"] or "SIGINT"
         finally:
+            stream.close()  # stops the decode/pre-processing threads (also on Ctrl-C)
             bar.close()
             jsonl.close()
             progress_log.close()
@@ -483,10 +495,14 @@ def _score_frame(
     annotate_images: bool,
     annotate_video: bool,
     fps: float | None,
+    prepared: tuple[Any, float] | None = None,
 ) -> None:
     kind = item.meta.get("kind", "image")
     pred.times.add("decode", item.decode_s)
-    res = pred([item.image], [item.source])[0]
+    if prepared is not None:  # pre-processed in the pipeline's thread
+        res = pred.score_prepared([item.image], prepared[0], [item.source], pre_s=prepared[1])[0]
+    else:
+        res = pred([item.image], [item.source])[0]
     rec = record_from_frame(res, spec, item, smap)
     jsonl.write(json_line(rec, spec, res))
     run.records.append(rec)  # after the line is on disk: the tables hold what frames.jsonl holds

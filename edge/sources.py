@@ -6,9 +6,16 @@ Everything yields :class:`Frame` objects holding an 8-bit BGR image, whatever th
   expanded to BGR, alpha is dropped, 16-bit is scaled to 8-bit (full 16-bit range, or the 12-bit range
   when no value exceeds 4095, as machine-vision cameras store it), float images are scaled from
   ``[0, 1]``.
-* videos are sampled at ``fps`` frames per second of video time (``None`` = every frame); skipped frames
-  are only grabbed, not decoded. Frame times are the container's timestamps, so variable-frame-rate
-  phone video does not drift.
+* videos are sampled at ``fps`` frames per second of video time (``None`` = every frame): the first
+  frame at or after each multiple of ``1/fps`` seconds. Frame times are the stream's timestamps, so
+  variable-frame-rate phone video does not drift. With PyAV installed (the ``video`` extra) the
+  reader decodes only what it keeps: a demux-only pass reads every packet's timestamp and keyframe
+  flag; when ``fps`` is at or below the stream's keyframe rate only keyframes are decoded, each the
+  nearest keyframe at or before the frame the rule asks for (less than one sampling period earlier;
+  its own time and index are reported, the asked time is in ``meta["asked_s"]``); otherwise every
+  frame is decoded with FFmpeg's threads and only the kept ones are converted to BGR. Portrait phone
+  video (a display rotation in the file) is turned upright, as OpenCV's reader does. Without PyAV
+  (or with ``GRIMACE_VIDEO_READER=opencv``) OpenCV grabs every frame and decodes the kept ones.
 * cameras are read live; when the camera is lost the source reconnects with exponential backoff,
   reports each attempt through a callback and never raises.
 
@@ -18,6 +25,8 @@ A bad input (zero-byte, undecodable, truncated JPEG, unopenable or truncated vid
 
 from __future__ import annotations
 
+import bisect
+import collections
 import contextlib
 import math
 import os
@@ -457,12 +466,21 @@ def video_info(path: str | Path) -> dict[str, float]:
     Raises:
         SourceError: When the file cannot be opened as a video.
     """
-    cap = _open_video_file(path)
-    try:
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        n = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
-    finally:
-        cap.release()
+    if video_reader() == "pyav":
+        container, stream = _av_open(path)
+        try:
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 0.0
+            n = float(stream.frames or 0)
+        finally:
+            container.close()
+    else:
+        cap = _open_video_file(path)
+        try:
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            n = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        finally:
+            cap.release()
     fps = fps if math.isfinite(fps) and fps > 0 else 0.0
     return {"fps": fps, "frames": n, "duration_s": n / fps if fps else 0.0}
 
@@ -496,11 +514,337 @@ def sample_indices_due(t: float, next_t: float) -> bool:
     return t + 1e-6 >= next_t
 
 
+# ------------------------------------------------------------------------ videos: reader choice
+READER_ENV = "GRIMACE_VIDEO_READER"
+"""Environment variable choosing the video reader: ``auto`` (PyAV when installed, else OpenCV),
+``pyav`` or ``opencv``."""
+
+
+def _pyav() -> Any:
+    """The ``av`` module (PyAV, the ``video`` extra), or ``None`` when it is not installed.
+
+    Imported lazily so that ``grimace --help`` and image-only work never load FFmpeg twice.
+    """
+    try:
+        import av
+    except ImportError:
+        return None
+    return av
+
+
+def video_reader(reader: str | None = None) -> str:
+    """The video reader to use: ``"pyav"`` or ``"opencv"``.
+
+    Args:
+        reader: ``"auto"``/``None`` (PyAV when installed, else OpenCV; the ``GRIMACE_VIDEO_READER``
+            environment variable may force one), ``"pyav"`` or ``"opencv"``.
+
+    Raises:
+        SourceError: ``"pyav"`` asked for but PyAV is not installed, or an unknown reader name.
+    """
+    import os
+
+    choice = (reader or os.environ.get(READER_ENV) or "auto").strip().lower()
+    if choice not in ("auto", "pyav", "opencv"):
+        raise SourceError(f"unknown video reader {choice!r} ({READER_ENV}); use auto, pyav or opencv")
+    if choice == "opencv":
+        return "opencv"
+    if _pyav() is None:
+        if choice == "pyav":
+            raise SourceError(
+                "the PyAV video reader needs the 'video' extra: pip install 'grimace-edge[video]'"
+            )
+        return "opencv"
+    return "pyav"
+
+
+# ------------------------------------------------------------------------------ videos: PyAV
+@dataclass
+class _StreamIndex:
+    """What a demux-only pass over a video stream learns (no frame is decoded).
+
+    Attributes:
+        pts: Packet timestamps in decode order.
+        key: Whether each packet (decode order) holds a keyframe.
+        times: Presentation times in seconds, sorted (frame ``i`` is at ``times[i]``).
+        rank: Packet timestamp -> frame index in presentation order.
+        complete: Whether the demuxer reached the end without an error.
+    """
+
+    pts: list[int]
+    key: list[bool]
+    times: list[float]
+    rank: dict[int, int]
+    complete: bool
+
+    @property
+    def key_times(self) -> list[float]:
+        return sorted(self.times[self.rank[p]] for p, k in zip(self.pts, self.key, strict=True) if k)
+
+
+def _av_open(path: str | Path) -> tuple[Any, Any]:
+    """Open a video with PyAV: ``(container, video stream)``; raises :class:`SourceError`."""
+    av = _pyav()
+    p = Path(path)
+    if not p.is_file():
+        raise SourceError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise SourceError(f"{p}: empty file (0 bytes)")
+    try:
+        container = av.open(str(p), "r")
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise SourceError(
+            f"{p}: cannot open as a video (corrupt, truncated or unsupported container/codec: {e})"
+        ) from None
+    if not container.streams.video:
+        container.close()
+        raise SourceError(f"{p}: cannot open as a video (the file holds no video stream)")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # frame + slice threads; FFmpeg releases the GIL while decoding
+    return container, stream
+
+
+def _av_index(path: str | Path) -> _StreamIndex | None:
+    """Demux every packet of the video stream (reading, not decoding); ``None`` when the packets have
+    no usable timestamps (then frames are counted while decoding)."""
+    av = _pyav()
+    container, stream = _av_open(path)
+    pts: list[int] = []
+    key: list[bool] = []
+    complete = True
+    tb = float(stream.time_base) if stream.time_base else 0.0
+    start = stream.start_time
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the flush packet at the end
+                continue
+            if packet.pts is None:
+                return None
+            pts.append(int(packet.pts))
+            key.append(bool(packet.is_keyframe))
+    except av.FFmpegError:
+        complete = False  # a truncated or corrupt tail: keep what was read
+    finally:
+        container.close()
+    if not pts or len(set(pts)) != len(pts) or not tb:
+        return None
+    origin = min(pts) if start is None else min(int(start), min(pts))
+    order = sorted(pts)
+    return _StreamIndex(
+        pts, key, [(p - origin) * tb for p in order], {p: i for i, p in enumerate(order)}, complete
+    )
+
+
+def _sample_plan(times: list[float], step: float, start_frame: int) -> list[int]:
+    """Frame indices today's ``--fps`` rule keeps: from ``start_frame`` on, the first frame at or after
+    each multiple of ``step`` seconds (:func:`sample_indices_due`)."""
+    if start_frame >= len(times):
+        return []
+    if not step:
+        return list(range(start_frame, len(times)))
+    next_t = math.ceil(times[start_frame] / step - 1e-9) * step if start_frame else 0.0
+    keep = []
+    for i in range(start_frame, len(times)):
+        t = times[i]
+        if sample_indices_due(t, next_t):
+            keep.append(i)
+            next_t += step * max(1, math.floor((t - next_t) / step + 1e-9) + 1)
+    return keep
+
+
+def keyframe_mode(index: _StreamIndex, fps: float | None) -> bool:
+    """Whether sampling at ``fps`` may use keyframes: the rate is at or below the stream's keyframe rate
+    (keyframes per second of video)."""
+    if not fps or fps <= 0 or len(index.times) < 2:
+        return False
+    kt = index.key_times
+    span = index.times[-1] - index.times[0]
+    if len(kt) < 2 or span <= 0:
+        return False
+    per_frame = span / (len(index.times) - 1)
+    return len(kt) / (span + per_frame) + 1e-9 >= fps
+
+
+def _plan_packets(
+    index: _StreamIndex, fps: float | None, start_frame: int, use_keyframes: bool
+) -> tuple[dict[int, tuple[int, float]], list[bool]]:
+    """Which frames to keep and which packets to send to the decoder.
+
+    Returns:
+        ``(wanted, send)``: presentation timestamp -> ``(frame index, time today's rule asked for)`` of
+        every frame to yield, and per packet (decode order) whether it is decoded.
+    """
+    step = 1.0 / fps if fps and fps > 0 else 0.0
+    targets = _sample_plan(index.times, step, start_frame)
+    by_index = {i: p for p, i in index.rank.items()}
+    pos = {p: k for k, p in enumerate(index.pts)}  # decode position of each packet
+    key_pos = [k for k, is_key in enumerate(index.key) if is_key]
+    wanted: dict[int, tuple[int, float]] = {}
+    send = [False] * len(index.pts)
+
+    def keyframe_before(k: int) -> int:
+        """Decode position of the last keyframe at or before decode position ``k``."""
+        j = bisect.bisect_right(key_pos, k) - 1
+        return key_pos[j] if j >= 0 else 0
+
+    if not use_keyframes:  # every packet from the keyframe before the first wanted frame
+        if targets:
+            first = keyframe_before(pos[by_index[targets[0]]])
+            send[first:] = [True] * (len(send) - first)
+        wanted = {by_index[i]: (i, index.times[i]) for i in targets}
+        return wanted, send
+    key_frames = sorted(index.rank[index.pts[k]] for k in key_pos)  # frame indices of the keyframes
+    used = -1
+    for i in targets:
+        j = bisect.bisect_right(key_frames, i) - 1
+        kf = key_frames[j] if j >= 0 else -1
+        if kf > used and kf >= 0 and index.times[i] - index.times[kf] < step - 1e-9:
+            use = kf  # the nearest keyframe at or before the target: decode that packet alone
+            send[pos[by_index[kf]]] = True
+        else:  # no fresh keyframe close enough: decode from the keyframe before up to the target
+            use = i
+            k = pos[by_index[i]]
+            lo = keyframe_before(k)
+            send[lo : k + 1] = [True] * (k + 1 - lo)
+        wanted[by_index[use]] = (use, index.times[i])
+        used = use
+    return wanted, send
+
+
+def _upright(img: np.ndarray, rotation: float | None) -> np.ndarray:
+    """Apply a video's display rotation (degrees counter-clockwise, as phones store portrait video),
+    as OpenCV's reader does."""
+    turn = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}.get(
+        round(rotation or 0) % 360
+    )
+    return img if turn is None else cv2.rotate(img, turn)
+
+
+def _iter_video_pyav(
+    path: str | Path, fps: float | None, start_frame: int, realtime: float
+) -> Iterator[Frame | ItemError]:
+    """:func:`iter_video` with PyAV: only the packets needed are decoded (see the module docstring)."""
+    av = _pyav()
+    src = str(path)
+    t_open = time.perf_counter()  # the demux-only pass counts as decoding time of the first frame
+    try:
+        index = _av_index(path) if (fps and fps > 0) or start_frame > 0 else None
+        container, stream = _av_open(path)
+    except SourceError as e:
+        yield ItemError(src, str(e).removeprefix(f"{path}: "))
+        return
+    try:
+        rate = stream.average_rate or stream.guessed_rate
+        vfps = float(rate) if rate else 0.0
+        vfps = vfps if math.isfinite(vfps) and vfps > 0 else 0.0
+        total = int(stream.frames or 0)
+        step = 1.0 / fps if fps and fps > 0 else 0.0
+        tb = float(stream.time_base) if stream.time_base else 0.0
+        use_keys = index is not None and keyframe_mode(index, fps)
+        if index is not None:
+            wanted, send = _plan_packets(index, fps, start_frame, use_keys)
+            t_of = {p: index.times[i] for p, i in index.rank.items()}
+        else:
+            wanted, send, t_of = {}, [], {}
+        codec = stream.codec_context
+        meta = {
+            "kind": "video",
+            "video_fps": vfps,
+            "reader": "pyav",
+            "mode": "keyframes" if use_keys else "all",
+        }
+        yielded = bad = 0
+        count = 0  # frames decoded (index when there is no packet index)
+        next_t = 0.0
+        last_t = -math.inf
+        first_pts: int | None = None
+        wall0 = time.perf_counter()
+        t_ref: float | None = None
+        t0 = t_open
+
+        def frames_of(packet: Any) -> list[Any]:
+            nonlocal bad
+            try:
+                return list(codec.decode(packet))
+            except av.FFmpegError:
+                bad += 1
+                return []
+
+        def packets() -> Iterator[Any]:
+            try:
+                for k, packet in enumerate(container.demux(stream)):
+                    if packet.size == 0:
+                        continue
+                    if index is None or (k < len(send) and send[k]):
+                        yield packet
+            except av.FFmpegError:
+                pass  # truncated or corrupt tail: what was read is kept, the end is reported below
+            yield None  # flush the decoder
+
+        for packet in packets():
+            for f in frames_of(packet):
+                count += 1
+                if index is not None:
+                    if f.pts is None or f.pts not in wanted:
+                        continue
+                    i, asked = wanted[f.pts]
+                    t = t_of[f.pts]
+                else:  # no packet index: count frames, times from the frame timestamps
+                    i = count - 1
+                    if f.pts is not None and tb:
+                        if first_pts is None:
+                            first_pts = min(int(f.pts), int(stream.start_time or f.pts))
+                        t = (int(f.pts) - first_pts) * tb
+                    else:
+                        t = -1.0
+                    if t < 0 or t < last_t:
+                        t = i / vfps if vfps else max(last_t, 0.0)
+                    last_t = t
+                    asked = t
+                    if i < start_frame or (step and not sample_indices_due(t, next_t)):
+                        continue
+                    if step:
+                        next_t += step * max(1, math.floor((t - next_t) / step + 1e-9) + 1)
+                img = _upright(f.to_ndarray(format="bgr24"), f.rotation)
+                if t_ref is None:
+                    t_ref = t
+                if realtime > 0:
+                    lag = (t - t_ref) / realtime - (time.perf_counter() - wall0)
+                    if lag > 0:
+                        time.sleep(lag)
+                        t0 += lag  # pacing is not decoding
+                yielded += 1
+                m = dict(meta)
+                m["keyframe"] = bool(f.key_frame)
+                m["asked_s"] = asked
+                m["decoded"] = count
+                yield Frame(np.ascontiguousarray(img), src, i, t, time.perf_counter() - t0, m)
+                t0 = time.perf_counter()
+        read = len(index.pts) if index is not None else count
+        if total > 0 and read < total - 1:
+            yield ItemError(
+                src, f"video ended at frame {read} of {total} stated in its header (truncated file?)", yielded
+            )
+        elif index is not None and not index.complete:
+            yield ItemError(src, f"video data is corrupt or truncated after frame {read}", yielded)
+        elif bad:
+            yield ItemError(src, f"{bad} packet(s) could not be decoded (corrupt data?)", yielded)
+        elif index is not None and yielded < len(wanted):
+            yield ItemError(
+                src, f"{len(wanted) - yielded} sampled frame(s) were not decoded (corrupt data?)", yielded
+            )
+        elif read == 0:
+            yield ItemError(src, "video has no decodable frames", 0)
+    finally:
+        container.close()
+
+
 def iter_video(
     path: str | Path,
     fps: float | None = None,
     start_frame: int = 0,
     realtime: float = 0.0,
+    reader: str | None = None,
 ) -> Iterator[Frame | ItemError]:
     """Frames of a video file, sampled at ``fps`` per second of video time.
 
@@ -510,11 +854,28 @@ def iter_video(
         start_frame: Skip to this frame index first (resuming).
         realtime: Pace reading at ``realtime`` × the video's speed (0 = as fast as possible); used
             when a file stands in for a camera.
+        reader: ``"auto"`` (PyAV when installed, else OpenCV), ``"pyav"`` or ``"opencv"``; see
+            :func:`video_reader`.
 
     Yields:
         :class:`Frame` objects, then an :class:`ItemError` if the file cannot be opened or ends
         before its stated frame count (truncated).
     """
+    try:
+        which = video_reader(reader)
+    except SourceError as e:
+        yield ItemError(str(path), str(e))
+        return
+    if which == "pyav":
+        yield from _iter_video_pyav(path, fps, start_frame, realtime)
+    else:
+        yield from _iter_video_opencv(path, fps, start_frame, realtime)
+
+
+def _iter_video_opencv(
+    path: str | Path, fps: float | None, start_frame: int, realtime: float
+) -> Iterator[Frame | ItemError]:
+    """:func:`iter_video` with OpenCV (the fallback): every frame is grabbed, kept ones are decoded."""
     src = str(path)
     try:
         cap = _open_video_file(path)
@@ -568,7 +929,7 @@ def iter_video(
                     i,
                     t,
                     time.perf_counter() - t0,
-                    {"kind": "video", "video_fps": vfps},
+                    {"kind": "video", "video_fps": vfps, "reader": "opencv"},
                 )
                 yield frame
                 t0 = time.perf_counter()
@@ -757,6 +1118,13 @@ class CameraSource:
     ``max_retries`` failed attempts in a row (``None`` = forever) the iteration ends with a
     ``gave_up`` event. A file source ends at its last frame (``ended``).
 
+    A live camera is read in a grabber thread
+    (:class:`edge.pipeline.NewestWins`) as fast as it delivers; the frames due at ``fps`` wait in a
+    one-frame slot and the newest wins: a due frame that a newer one replaces before the caller took
+    it is counted in :attr:`frames_dropped`, so a slow model never builds a backlog. Frames carry
+    ``meta["captured"]`` (``time.monotonic()`` when read) for latency figures; events raised in the
+    grabber thread reach ``on_event`` in the caller's thread.
+
     Args:
         src: Camera index, ``/dev/videoN``, ``csi[:N]``, GStreamer pipeline, RTSP/HTTP URL or video file.
         fps: Frames per second to deliver (``None`` = every frame read).
@@ -769,6 +1137,10 @@ class CameraSource:
         on_event: Callback for :class:`CameraEvent`.
         opener: ``f(arg, api) -> cv2.VideoCapture``-like object (tests inject a flaky camera).
         sleep: Sleep function for the backoff (default: a sleep that :meth:`close` interrupts).
+        drop_late: Newest frame wins (a grabber thread; frames the caller was too slow for are
+            dropped and counted). ``None``: for live cameras, not for files: every due frame of a
+            recording is kept however slow scoring is. ``True`` with a file and ``realtime > 0``
+            makes the file behave exactly like a camera (latency benchmarks).
     """
 
     def __init__(
@@ -784,8 +1156,10 @@ class CameraSource:
         on_event: Callable[[CameraEvent], None] | None = None,
         opener: Callable[[Any, int], Any] | None = None,
         sleep: Callable[[float], None] | None = None,
+        drop_late: bool | None = None,
     ) -> None:
         self.src = str(src)
+        self.drop_late = drop_late
         self.kind, self._arg, self._api = describe_camera(self.src)
         self.fps = fps
         self.realtime = realtime
@@ -800,10 +1174,16 @@ class CameraSource:
         self._t0 = time.monotonic()
         self.frames_read = 0
         self.closed = False
+        self._grabber: Any = None  # edge.pipeline.NewestWins while a grabber thread reads
+        self._consumer = 0
+        self._pending: collections.deque[CameraEvent] = collections.deque()
 
     # -- events
     def _emit(self, kind: str, message: str, attempt: int = 0, wait_s: float = 0.0) -> None:
         ev = CameraEvent(kind, message, self._now(), attempt, wait_s)
+        if self._grabber is not None and threading.get_ident() != self._consumer:
+            self._pending.append(ev)  # delivered by the consumer (:meth:`_deliver_events`)
+            return
         self.events.append(ev)
         if self.on_event is not None:
             self.on_event(ev)
@@ -851,8 +1231,13 @@ class CameraSource:
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
     def close(self) -> None:
-        """Stop iterating and release the camera."""
+        """Stop iterating and release the camera (after the grabber thread, if any, has ended)."""
         self.closed = True
+        grabber = self._grabber
+        if grabber is not None:
+            grabber.close()
+            if grabber.alive:  # stuck in a driver read: the thread releases the camera when it returns
+                return
         if self._cap is not None:
             self._cap.release()
             self._cap = None
@@ -863,42 +1248,89 @@ class CameraSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def newest_wins(self) -> bool:
+        """Whether frames are grabbed in a thread that keeps only the newest (``drop_late``; by default
+        live cameras do, files are read in the caller's thread and lose no frame)."""
+        return self.kind != "file" if self.drop_late is None else self.drop_late
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames due at ``fps`` that a newer frame replaced before they were taken (scoring slower
+        than the camera delivers)."""
+        return self._grabber.dropped if self._grabber is not None else 0
+
     def __iter__(self) -> Iterator[Frame]:
-        if self.kind == "file":
-            yield from self._iter_file()
+        inner = self._iter_file() if self.kind == "file" else self._iter_live()
+        if not self.newest_wins:
+            yield from inner
             return
+        from edge.pipeline import NewestWins
+
+        self._consumer = threading.get_ident()
+        self._grabber = NewestWins(
+            inner, stopped=lambda: self.closed, name=f"grabber {self.src}", idle=self._deliver_events
+        )
+        try:
+            for frame in self._grabber:
+                self._deliver_events()
+                yield frame
+        finally:
+            self._grabber.close()
+            self._deliver_events()
+
+    def _deliver_events(self) -> None:
+        """Hand events the grabber thread raised to ``on_event`` in the consumer's thread (a callback
+        may write to a database connection that belongs to that thread)."""
+        while self._pending:
+            ev = self._pending.popleft()
+            self.events.append(ev)
+            if self.on_event is not None:
+                self.on_event(ev)
+
+    def _iter_live(self) -> Iterator[Frame]:
         step = 1.0 / self.fps if self.fps else 0.0
         next_t = 0.0
         index = 0
         if not self._reconnect():
             return
-        while not self.closed:
-            t0 = time.perf_counter()
-            ok, img = self._cap.read() if self._cap is not None else (False, None)
-            if not ok or img is None:
-                self._emit(
-                    "lost", f"{self.src}: camera read failed (unplugged, network loss or driver error)"
+        try:
+            while not self.closed:
+                t0 = time.perf_counter()
+                ok, img = self._cap.read() if self._cap is not None else (False, None)
+                if not ok or img is None:
+                    self._emit(
+                        "lost", f"{self.src}: camera read failed (unplugged, network loss or driver error)"
+                    )
+                    if self._cap is not None:
+                        self._cap.release()
+                        self._cap = None
+                    if not self._reconnect():
+                        return
+                    continue
+                t = self._now()
+                index += 1
+                if step and t + 1e-6 < next_t:
+                    continue
+                next_t = t + step if step else 0.0
+                self.frames_read += 1
+                yield Frame(
+                    to_bgr8(img, self.src),
+                    self.src,
+                    index,
+                    t,
+                    time.perf_counter() - t0,
+                    {
+                        "kind": "camera",
+                        "camera": self.kind,
+                        "wall_time": time.time(),
+                        "captured": time.monotonic(),
+                    },
                 )
-                if self._cap is not None:
-                    self._cap.release()
-                    self._cap = None
-                if not self._reconnect():
-                    return
-                continue
-            t = self._now()
-            index += 1
-            if step and t + 1e-6 < next_t:
-                continue
-            next_t = t + step if step else 0.0
-            self.frames_read += 1
-            yield Frame(
-                to_bgr8(img, self.src),
-                self.src,
-                index,
-                t,
-                time.perf_counter() - t0,
-                {"kind": "camera", "camera": self.kind, "wall_time": time.time()},
-            )
+        finally:
+            if self._grabber is not None and self._cap is not None:  # released in the thread that reads
+                self._cap.release()
+                self._cap = None
 
     def _iter_file(self) -> Iterator[Frame]:
         for item in iter_video(self.src, fps=self.fps, start_frame=self.start_frame, realtime=self.realtime):
@@ -909,6 +1341,7 @@ class CameraSource:
             item.meta["kind"] = "camera"
             item.meta["camera"] = "file"
             item.meta["wall_time"] = time.time()
+            item.meta["captured"] = time.monotonic()
             yield item
             if self.closed:
                 return

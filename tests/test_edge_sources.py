@@ -203,7 +203,8 @@ def test_camera_loss_reconnects_with_backoff_and_never_raises() -> None:
         "0", opener=opener, sleep=sleeps.append, backoff_s=0.5, max_backoff_s=2.0, max_retries=4
     )
     frames = list(cam)
-    assert len(frames) == 5
+    # read in a grabber thread, newest frame wins: every frame read is delivered or counted as dropped
+    assert cam.frames_read == 5 and len(frames) + cam.frames_dropped == 5 and len(frames) >= 1
     kinds = [e.kind for e in cam.events]
     assert kinds[0] == "opened" and "lost" in kinds and "reconnected" in kinds and kinds[-1] == "gave_up"
     # backoff doubles and is capped; reset after a successful reconnect

@@ -269,21 +269,24 @@ def test_read_only_out(setup: tuple[Path, Path], tmp_path: Path) -> None:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.parametrize("pipelined", [True, False])
 def test_a_frame_the_model_fails_on_is_reported_and_the_run_goes_on(
-    setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipelined: bool
 ) -> None:
     from edge import predictor, runner
 
     model, d = setup
-    real = predictor.Predictor.__call__
+    real_score = predictor.Predictor.score
 
-    def flaky(self, images, names=None):
-        if names and names[0].endswith("r3.jpg"):
+    def flaky(self, images, dets, sources=None):  # the scoring stage, shared by both loops
+        if sources and sources[0].endswith("r3.jpg"):
             raise RuntimeError("backend exploded")
-        return real(self, images, names)
+        return real_score(self, images, dets, sources)
 
-    monkeypatch.setattr(predictor.Predictor, "__call__", flaky)
-    run = runner.score_inputs([d], model, tmp_path / "o", progress=False, log=lambda s: None)
+    monkeypatch.setattr(predictor.Predictor, "score", flaky)
+    run = runner.score_inputs(
+        [d], model, tmp_path / "o", progress=False, log=lambda s: None, pipelined=pipelined
+    )
     assert len(run.records) == 5
     assert [(Path(e.source).name, e.message) for e in run.errors] == [
         ("r3.jpg", "scoring failed (RuntimeError: backend exploded)")
