@@ -36,8 +36,14 @@ def raw_export(fused, tmp_path_factory):
 @pytest.fixture(scope="module")
 def nms_export(fused, tmp_path_factory):
     """FP32 export with in-graph NMS and a dynamic batch axis."""
-    return export.export_onnx(fused.model, fused.meta, tmp_path_factory.mktemp("nms") / "nms.onnx", nms=True,
-                              dynamic=True, max_det=50)
+    return export.export_onnx(
+        fused.model,
+        fused.meta,
+        tmp_path_factory.mktemp("nms") / "nms.onnx",
+        nms=True,
+        dynamic=True,
+        max_det=50,
+    )
 
 
 def _cli():
@@ -141,8 +147,9 @@ def test_contract_mismatch_is_a_clear_error(fused, tmp_path):
     with pytest.raises(export.ExportError, match=r"expected \(1, N, 24\).*'mgs'"):
         export.export_onnx(model, wrong, tmp_path / "x.onnx")
     with pytest.raises(export.ExportError, match="multiple of the model stride"):
-        export.export_onnx(model, ModelMetadata(scale=RGS.to_dict(), imgsz=(100, 100), stride=32),
-                           tmp_path / "x.onnx")
+        export.export_onnx(
+            model, ModelMetadata(scale=RGS.to_dict(), imgsz=(100, 100), stride=32), tmp_path / "x.onnx"
+        )
     with pytest.raises(export.ExportError, match="opset 13"):
         export.export_onnx(model, meta, tmp_path / "x.onnx", opset=13)
 
@@ -184,8 +191,10 @@ def test_cli_onnx_then_inspect(fused, tmp_path):
     imgdir = tmp_path / "imgs"
     draw_images(imgdir, n=2)
     out = tmp_path / "cli.onnx"
-    res = runner.invoke(_cli(), ["convert", "onnx", str(fused.checkpoint), "--nms", "--images", str(imgdir),
-                                 "--out", str(out)])
+    res = runner.invoke(
+        _cli(),
+        ["convert", "onnx", str(fused.checkpoint), "--nms", "--images", str(imgdir), "--out", str(out)],
+    )
     print(res.output)
     assert res.exit_code == 0, res.output  # exit 0 needs identical post-NMS detections
     assert "parity: ONNX Runtime vs PyTorch on 2 image(s)" in res.output
@@ -211,9 +220,12 @@ def test_cli_onnx_then_inspect(fused, tmp_path):
 def test_cli_inspect_refuses_model_without_metadata(tmp_path):
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
     p = tmp_path / "plain.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(p))
     res = runner.invoke(_cli(), ["convert", "inspect", str(p)])
@@ -222,8 +234,9 @@ def test_cli_inspect_refuses_model_without_metadata(tmp_path):
 
 
 def test_cli_onnx_missing_checkpoint(tmp_path):
-    res = runner.invoke(_cli(), ["convert", "onnx", str(tmp_path / "nope.pt"),
-                                 "--out", str(tmp_path / "x.onnx")])
+    res = runner.invoke(
+        _cli(), ["convert", "onnx", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.onnx")]
+    )
     assert res.exit_code == 1
     assert "no such checkpoint" in res.output
 
@@ -234,8 +247,8 @@ def test_cli_onnx_warns_when_imgsz_differs_from_training(fused, tmp_path):
     draw_images(imgdir, n=1, seed=1)
     other = IMGSZ + 32
     out = tmp_path / "other.onnx"
-    res = runner.invoke(_cli(), ["convert", "onnx", str(fused.checkpoint), "--imgsz", str(other),
-                                 "--images", str(imgdir), "--out", str(out)])
+    args = ["convert", "onnx", str(fused.checkpoint), "--imgsz", str(other), "--images", str(imgdir)]
+    res = runner.invoke(_cli(), [*args, "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert f"at {other}x{other}, but it was trained at {IMGSZ}x{IMGSZ}" in res.output
     assert export.read_onnx_metadata(out).imgsz == (other, other)
