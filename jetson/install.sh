@@ -134,16 +134,18 @@ run_systemctl() {
 # Installed version of a distribution in the virtual environment ("" when absent or no venv yet).
 dist_version() {
     [[ -x "${VENV}/bin/python" ]] || return 0
-    "${VENV}/bin/python" -c 'import importlib.metadata as m, sys
+    "${VENV}/bin/python" -I -c 'import importlib.metadata as m, sys
 try:
     print(m.version(sys.argv[1]))
 except m.PackageNotFoundError:
     pass' "$1" 2>/dev/null || true
 }
 
-# Requirements of grimace-edge[EXTRAS] as installed, without onnxruntime (one per line).
+# Requirements of grimace-edge[EXTRAS] as installed, without onnxruntime (one per line). Python runs
+# isolated (-I): run from a checkout, the current folder would otherwise put that checkout's metadata
+# (grimace_edge.egg-info of an editable install) before the installed package's.
 requirements_without_ort() {
-    "${VENV}/bin/python" -c 'import importlib.metadata as m, re, sys
+    "${VENV}/bin/python" -I -c 'import importlib.metadata as m, re, sys
 extras = set(sys.argv[1].split(","))
 for req in m.requires("grimace-edge") or []:
     spec, _, marker = req.partition(";")
@@ -360,7 +362,7 @@ run_systemctl daemon-reload
 
 step "Check the installation (grimace --version, backends, disk guard)"
 run "${VENV}/bin/grimace" --version
-run "${VENV}/bin/python" -c "import importlib.util as u; print('backends:', ', '.join(m for m in ('onnxruntime', 'tensorrt') if u.find_spec(m)) or 'none')"
+run "${VENV}/bin/python" -I -c "import importlib.util as u; print('backends:', ', '.join(m for m in ('onnxruntime', 'tensorrt') if u.find_spec(m)) or 'none')"
 run "${VENV}/bin/python" -m edge.diskguard status "${OUT_DIR}"
 
 step "Enable the services (grimace-diskguard.timer, grimace-watch.service)"
