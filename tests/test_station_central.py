@@ -235,3 +235,21 @@ def test_the_connection_refuses_writes(facility: dict) -> None:
         with pytest.raises(sa.exc.DBAPIError, match="read-only transaction"), eng.begin() as conn:
             conn.execute(sa.text(stmt))
     assert CentralReader(eng).stations() == n
+
+
+def test_cli_binds_loopback_until_a_password_and_names_an_unreachable_database(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge.station.cli import app
+
+    run = CliRunner().invoke
+    url = "postgresql://reader@127.0.0.1:9/none"  # port 9 (discard): nothing listens
+    r = run(app, ["--data", str(tmp_path / "v"), "--central", url, "--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "needs an admin password first" in r.output
+    with Store(tmp_path / "v" / "grimace.sqlite") as s:
+        auth.create_user(s, "admin", "admin", PW)
+    r = run(app, ["--data", str(tmp_path / "v"), "--central", url.replace("reader@", "reader:pw@")])
+    assert r.exit_code == 2 and "central database postgresql://reader:***@127.0.0.1:9/none" in r.output
+    assert "pw@" not in r.output
+    r = run(app, ["--data", str(tmp_path / "v"), "--model", "m.onnx", "--images", str(tmp_path)])
+    assert r.exit_code == 2 and "--images is for the facility view" in r.output
