@@ -35,7 +35,9 @@ from edge.scale.sync import (
     sync_once,
 )
 from edge.storage import Store
-from tests.pg_helpers import PgServer, add_frames
+
+pytest.register_assert_rewrite("tests.pg_helpers")  # before its import: it is also a plugin (below)
+from tests.pg_helpers import PgServer, add_frames  # noqa: E402
 
 pytest_plugins = ["tests.pg_helpers"]  # the pg and central fixtures
 

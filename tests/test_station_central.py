@@ -24,7 +24,9 @@ from edge.station import auth, views
 from edge.station.central import CentralReader, create_central_app, read_only_engine
 from edge.station.study import Protocol, Study
 from edge.storage import Store
-from tests.pg_helpers import PgServer, add_frames
+
+pytest.register_assert_rewrite("tests.pg_helpers")  # before its import: it is also a plugin (below)
+from tests.pg_helpers import PgServer, add_frames  # noqa: E402
 
 pytest_plugins = ["tests.pg_helpers"]  # the pg and central fixtures
 
