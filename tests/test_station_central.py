@@ -62,10 +62,10 @@ def make_study_station(folder: Path, seed: int, complete: dict[tuple[str, str], 
     return folder
 
 
-def login(client: TestClient) -> None:
+def login(client: TestClient, name: str = "viewer") -> None:
     r = client.get("/login")
     pre = re.search(r'name="csrf" value="([^"]+)"', r.text).group(1)
-    r = client.post("/login", data={"name": "viewer", "password": PW, "csrf": pre}, follow_redirects=False)
+    r = client.post("/login", data={"name": name, "password": PW, "csrf": pre}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/stations", r.text
 
 
@@ -92,7 +92,7 @@ def facility(central: sa.Engine, pg: PgServer, tmp_path: Path):
         auth.create_user(s, "viewer", "admin", PW)
     engine = read_only_engine(pg.url)
     client = TestClient(create_central_app(data, engine, images))
-    yield {"a": a, "b": b, "images": images, "engine": engine, "client": client, "pg": pg}
+    yield {"a": a, "b": b, "images": images, "engine": engine, "client": client, "pg": pg, "data": data}
     engine.dispose()
 
 
@@ -112,6 +112,12 @@ def test_every_page_needs_a_login(facility: dict) -> None:
     login(c)
     for url in urls[:-1]:
         assert c.get(url).status_code == 200, url
+    # graders stay blinded: the view (scores per animal and group) is for admins only
+    with Store(facility["data"] / "grimace.sqlite") as s:
+        auth.create_user(s, "ann", "grader", PW)
+    g = TestClient(c.app)
+    login(g, "ann")
+    assert all(g.get(url).status_code == 403 for url in urls[1:])
     # the view has no forms but login/logout: nothing to post to
     assert c.post("/stations/cage-a/studies/S1/animals", data={}).status_code in (404, 405)
 

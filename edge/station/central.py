@@ -295,17 +295,17 @@ def create_central_app(data: Path, engine: Any, images: Path | None = None) -> F
 
     @app.get("/")
     def home(request: Request) -> Response:
-        page_user(request, role="any")
+        page_user(request)
         return RedirectResponse("/stations", status_code=303)
 
     @app.get("/stations")
     def stations_page(request: Request) -> Response:
-        u = page_user(request, role="any")
+        u = page_user(request)
         return render(request, "central_stations.html", u, stations=reader.stations())
 
     @app.get("/stations/{station}")
     def station_page(request: Request, station: str) -> Response:
-        u = page_user(request, role="any")
+        u = page_user(request)
         st = next((s for s in reader.stations() if s["station_id"] == _station(station)), None)
         if st is None:
             raise HTTPException(404, "no such station")
@@ -315,7 +315,7 @@ def create_central_app(data: Path, engine: Any, images: Path | None = None) -> F
 
     @app.get("/stations/{station}/studies/{study_id}")
     def study_page(request: Request, station: str, study_id: str) -> Response:
-        u = page_user(request, role="any")
+        u = page_user(request)
         if not ID_PATTERN.match(study_id):
             raise HTTPException(404, "no such study")
         v = reader.study(_station(station), study_id)
@@ -326,7 +326,7 @@ def create_central_app(data: Path, engine: Any, images: Path | None = None) -> F
 
     @app.get("/stations/{station}/sessions/{session_id}")
     def session_page(request: Request, station: str, session_id: str) -> Response:
-        u = page_user(request, role="any")
+        u = page_user(request)
         if len(session_id) > 200 or not all(c.isalnum() or c in "_.-@" for c in session_id):
             raise HTTPException(404, "no such session")
         v = reader.session(_station(station), session_id)
@@ -339,7 +339,7 @@ def create_central_app(data: Path, engine: Any, images: Path | None = None) -> F
     def frame_image(request: Request, station: str, frame_id: int) -> Response:
         """A selected frame's image by id; the path comes from the central row and must lie in the
         image folder."""
-        page_user(request, role="any")
+        page_user(request)
         if root is None:
             raise HTTPException(404, "no image folder given (--images)")
         rel = reader.image_path(_station(station), frame_id)
