@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +44,181 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+def templates() -> Environment:
+    """The Jinja2 environment of the station's templates (autoescaping on for every template)."""
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html", "xml"], default_for_string=True, default=True),
+    )
+    env.globals["fmt"] = views._fmt
+    return env
+
+
+class WebCore:
+    """What every grimace web app shares: rendering, the login cookie, CSRF and same-site checks,
+    and the ``/login``, ``/logout`` and ``/setup`` routes (users and logins live in a local
+    :class:`~edge.storage.Store`, see :mod:`edge.station.auth`).
+
+    Args:
+        app: The FastAPI app the routes are added to.
+        store: ``f()`` returning this thread's store.
+        spec: Scale of the pages (``None``: none; templates then show no scale).
+        home: ``f(user)`` returning the page a login lands on.
+        env_globals: Extra template globals (``central``: the facility view's navigation).
+    """
+
+    def __init__(
+        self,
+        app: FastAPI,
+        store: Callable[[], Store],
+        spec: Any,
+        home: Callable[[dict[str, Any]], str],
+        **env_globals: Any,
+    ) -> None:
+        self.app, self.store, self.spec, self.home = app, store, spec, home
+        app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+        self.env = templates()
+        self.env.globals.update(env_globals)
+        self._routes()
+
+    def render(
+        self, request: Request, name: str, user: dict[str, Any] | None, status: int = 200, **ctx: Any
+    ) -> HTMLResponse:
+        """A template rendered as a no-store HTML response."""
+        ctx.setdefault("spec", self.spec)
+        html = self.env.get_template(name).render(request=request, user=user, **ctx)
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    def current(self, request: Request) -> dict[str, Any] | None:
+        """The logged-in user of a request, or ``None``."""
+        return auth.session_user(self.store(), request.cookies.get(COOKIE))
+
+    def page_user(self, request: Request, role: str = "admin") -> dict[str, Any]:
+        """The logged-in user of a page; redirect to the login page otherwise."""
+        u = self.current(request)
+        if u is None:
+            raise HTTPException(303, headers={"Location": "/login"})
+        if role == "admin" and u["role"] != "admin":
+            raise HTTPException(403, "this page is for the station's admin")
+        return u
+
+    @staticmethod
+    def same_origin(request: Request) -> bool:
+        """Whether the ``Origin``/``Referer`` of a post (if any) is this site."""
+        host = request.headers.get("host", "")
+        for h in ("origin", "referer"):
+            v = request.headers.get(h)
+            if v and v != "null" and urlsplit(v).netloc != host:
+                return False
+            if v == "null":
+                return False
+        return True
+
+    def form_user(self, request: Request, csrf: str | None, role: str = "admin") -> dict[str, Any]:
+        """The user of a form post: logged in, same-site and with the login's CSRF token; 403 otherwise."""
+        if not self.same_origin(request):
+            raise HTTPException(403, "cross-site form post refused")
+        u = self.current(request)
+        if u is None:
+            raise HTTPException(403, "not logged in")
+        if not auth.csrf_ok(u["csrf"], csrf):
+            raise HTTPException(403, "missing or wrong CSRF token; reload the page")
+        if role == "admin" and u["role"] != "admin":
+            raise HTTPException(403, "this form is for the station's admin")
+        return u
+
+    @staticmethod
+    def back(url: str, msg: str = "") -> RedirectResponse:
+        """A 303 redirect to ``url`` with a message shown there."""
+        from urllib.parse import quote
+
+        return RedirectResponse(url + (f"?msg={quote(msg)}" if msg else ""), status_code=303)
+
+    def _routes(self) -> None:
+        app, store, render, back, same_origin = self.app, self.store, self.render, self.back, self.same_origin
+
+        @app.get("/login", response_class=HTMLResponse)
+        def login_page(request: Request) -> Response:
+            import secrets
+
+            if not auth.has_admin(store()):
+                return RedirectResponse("/setup", status_code=303)
+            pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
+            resp = render(request, "login.html", None, pre=pre, msg=request.query_params.get("msg", ""))
+            resp.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="strict")
+            return resp
+
+        @app.post("/login")
+        def login_post(
+            request: Request, name: str = Form(""), password: str = Form(""), csrf: str = Form("")
+        ) -> Response:
+            if not same_origin(request) or not auth.csrf_ok(request.cookies.get(PRE_COOKIE, ""), csrf):
+                raise HTTPException(403, "cross-site or stale login form refused; reload the page")
+            got = auth.login(store(), name.strip(), password)
+            if got is None:
+                return back("/login", "wrong name or password")
+            u = auth.session_user(store(), got[0])
+            resp = RedirectResponse(self.home(u or {}), status_code=303)
+            resp.set_cookie(
+                COOKIE, got[0], httponly=True, samesite="strict", max_age=int(auth.LOGIN_HOURS * 3600)
+            )
+            resp.delete_cookie(PRE_COOKIE)
+            return resp
+
+        @app.post("/logout")
+        def logout_post(request: Request, csrf: str = Form("")) -> Response:
+            self.form_user(request, csrf, role="any")
+            auth.logout(store(), request.cookies.get(COOKIE))
+            resp = RedirectResponse("/login", status_code=303)
+            resp.delete_cookie(COOKIE)
+            return resp
+
+        @app.get("/setup", response_class=HTMLResponse)
+        def setup_page(request: Request) -> Response:
+            import secrets
+
+            if auth.has_admin(store()):
+                return RedirectResponse("/login", status_code=303)
+            if not _is_loopback(request.client.host if request.client else None):
+                raise HTTPException(
+                    403, "set the admin password on the station itself (or with grimace station passwd)"
+                )
+            pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
+            resp = render(request, "setup.html", None, pre=pre, msg=request.query_params.get("msg", ""))
+            resp.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="strict")
+            return resp
+
+        @app.post("/setup")
+        def setup_post(
+            request: Request, password: str = Form(""), password2: str = Form(""), csrf: str = Form("")
+        ) -> Response:
+            if auth.has_admin(store()) or not _is_loopback(request.client.host if request.client else None):
+                raise HTTPException(403, "the admin password is set already")
+            if not same_origin(request) or not auth.csrf_ok(request.cookies.get(PRE_COOKIE, ""), csrf):
+                raise HTTPException(403, "cross-site or stale form refused; reload the page")
+            if password != password2:
+                return back("/setup", "the passwords differ")
+            try:
+                auth.create_user(store(), "admin", "admin", password)
+            except StudyError as e:
+                return back("/setup", str(e))
+            return back("/login", "admin password set; log in as admin")
+
+
+def local_store(path: Path) -> Callable[[], Store]:
+    """``f()`` returning a :class:`Store` of ``path`` opened once per thread (SQLite connections are
+    not shared between threads)."""
+    local = threading.local()
+
+    def store() -> Store:
+        s = getattr(local, "store", None)
+        if s is None:
+            s = local.store = Store(path)
+        return s
+
+    return store
+
+
 def create_app(station: Station) -> FastAPI:
     """The web app of a station.
 
@@ -53,134 +229,10 @@ def create_app(station: Station) -> FastAPI:
         The FastAPI app.
     """
     app = FastAPI(title="grimace station", docs_url=None, redoc_url=None, openapi_url=None)
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    env = Environment(
-        loader=FileSystemLoader(HERE / "templates"),
-        autoescape=select_autoescape(["html", "xml"], default_for_string=True, default=True),
-    )
-    env.globals["fmt"] = views._fmt
     spec = station.spec
-    local = threading.local()
-
-    def store() -> Store:
-        s = getattr(local, "store", None)
-        if s is None:
-            s = local.store = Store(station.db_path)
-        return s
-
-    def render(
-        request: Request, name: str, user: dict[str, Any] | None, status: int = 200, **ctx: Any
-    ) -> HTMLResponse:
-        html = env.get_template(name).render(request=request, user=user, spec=spec, **ctx)
-        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
-
-    def current(request: Request) -> dict[str, Any] | None:
-        return auth.session_user(store(), request.cookies.get(COOKIE))
-
-    def page_user(request: Request, role: str = "admin") -> dict[str, Any]:
-        """The logged-in user of a page; redirect to the login page otherwise."""
-        u = current(request)
-        if u is None:
-            raise HTTPException(303, headers={"Location": "/login"})
-        if role == "admin" and u["role"] != "admin":
-            raise HTTPException(403, "this page is for the station's admin")
-        return u
-
-    def same_origin(request: Request) -> bool:
-        host = request.headers.get("host", "")
-        for h in ("origin", "referer"):
-            v = request.headers.get(h)
-            if v and v != "null" and urlsplit(v).netloc != host:
-                return False
-            if v == "null":
-                return False
-        return True
-
-    def form_user(request: Request, csrf: str | None, role: str = "admin") -> dict[str, Any]:
-        """The user of a form post: logged in, same-site and with the login's CSRF token; 403 otherwise."""
-        if not same_origin(request):
-            raise HTTPException(403, "cross-site form post refused")
-        u = current(request)
-        if u is None:
-            raise HTTPException(403, "not logged in")
-        if not auth.csrf_ok(u["csrf"], csrf):
-            raise HTTPException(403, "missing or wrong CSRF token; reload the page")
-        if role == "admin" and u["role"] != "admin":
-            raise HTTPException(403, "this form is for the station's admin")
-        return u
-
-    def back(url: str, msg: str = "") -> RedirectResponse:
-        from urllib.parse import quote
-
-        return RedirectResponse(url + (f"?msg={quote(msg)}" if msg else ""), status_code=303)
-
-    # ----------------------------------------------------------------------------- login
-    @app.get("/login", response_class=HTMLResponse)
-    def login_page(request: Request) -> Response:
-        import secrets
-
-        if not auth.has_admin(store()):
-            return RedirectResponse("/setup", status_code=303)
-        pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
-        resp = render(request, "login.html", None, pre=pre, msg=request.query_params.get("msg", ""))
-        resp.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="strict")
-        return resp
-
-    @app.post("/login")
-    def login_post(
-        request: Request, name: str = Form(""), password: str = Form(""), csrf: str = Form("")
-    ) -> Response:
-        if not same_origin(request) or not auth.csrf_ok(request.cookies.get(PRE_COOKIE, ""), csrf):
-            raise HTTPException(403, "cross-site or stale login form refused; reload the page")
-        got = auth.login(store(), name.strip(), password)
-        if got is None:
-            return back("/login", "wrong name or password")
-        u = auth.session_user(store(), got[0])
-        resp = RedirectResponse("/grade" if u and u["role"] == "grader" else "/chambers", status_code=303)
-        resp.set_cookie(
-            COOKIE, got[0], httponly=True, samesite="strict", max_age=int(auth.LOGIN_HOURS * 3600)
-        )
-        resp.delete_cookie(PRE_COOKIE)
-        return resp
-
-    @app.post("/logout")
-    def logout_post(request: Request, csrf: str = Form("")) -> Response:
-        form_user(request, csrf, role="any")
-        auth.logout(store(), request.cookies.get(COOKIE))
-        resp = RedirectResponse("/login", status_code=303)
-        resp.delete_cookie(COOKIE)
-        return resp
-
-    @app.get("/setup", response_class=HTMLResponse)
-    def setup_page(request: Request) -> Response:
-        import secrets
-
-        if auth.has_admin(store()):
-            return RedirectResponse("/login", status_code=303)
-        if not _is_loopback(request.client.host if request.client else None):
-            raise HTTPException(
-                403, "set the admin password on the station itself (or with grimace station passwd)"
-            )
-        pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
-        resp = render(request, "setup.html", None, pre=pre, msg=request.query_params.get("msg", ""))
-        resp.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="strict")
-        return resp
-
-    @app.post("/setup")
-    def setup_post(
-        request: Request, password: str = Form(""), password2: str = Form(""), csrf: str = Form("")
-    ) -> Response:
-        if auth.has_admin(store()) or not _is_loopback(request.client.host if request.client else None):
-            raise HTTPException(403, "the admin password is set already")
-        if not same_origin(request) or not auth.csrf_ok(request.cookies.get(PRE_COOKIE, ""), csrf):
-            raise HTTPException(403, "cross-site or stale form refused; reload the page")
-        if password != password2:
-            return back("/setup", "the passwords differ")
-        try:
-            auth.create_user(store(), "admin", "admin", password)
-        except StudyError as e:
-            return back("/setup", str(e))
-        return back("/login", "admin password set; log in as admin")
+    store = local_store(station.db_path)
+    core = WebCore(app, store, spec, lambda u: "/grade" if u.get("role") == "grader" else "/chambers")
+    render, page_user, form_user, back = core.render, core.page_user, core.form_user, core.back
 
     @app.get("/")
     def root(request: Request) -> Response:

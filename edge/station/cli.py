@@ -6,6 +6,7 @@ Examples::
     grimace station --data /var/lib/grimace --set-password          # admin password (prompted)
     grimace station --data /var/lib/grimace --add-grader alice      # grader login (prompted)
     grimace station --data ... --model ... --host 0.0.0.0           # other PCs of the lab (needs a password)
+    grimace station --data /var/lib/grimace-view --central postgresql://reader@db/grimace --images /srv/imgs
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def station_cmd(
         None, "--add-grader", help="Add a grader (or new password) and exit."
     ),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume sessions that were running."),
+    central: str | None = typer.Option(
+        None,
+        "--central",
+        help="postgresql://reader@host/db: serve a read-only view of every station's studies in the "
+        "central database (grimace sync --to) instead of a station; no --model needed.",
+    ),
+    images: Path | None = typer.Option(
+        None, "--images", help="With --central: the grimace sync --images folder (selected frames' images)."
+    ),
 ) -> None:
     """Serve the lab station: chambers, studies, sessions, blinded grading and validation in a browser."""
     import ipaddress
@@ -85,8 +95,10 @@ def station_cmd(
             except StudyError as e:
                 raise _fail(str(e)) from None
         return
-    if model is None:
-        raise _fail("--model is needed to serve the station")
+    if model is None and central is None:
+        raise _fail("--model is needed to serve the station (or --central URL for the facility view)")
+    if images is not None and central is None:
+        raise _fail("--images is for the facility view (--central URL)")
     missing = [m for m in STATION_MODULES if not _available(m)]
     if missing:
         raise _fail(
@@ -104,6 +116,9 @@ def station_cmd(
             f"listening on {host} (reachable from other machines) needs an admin password first: "
             f"grimace station --data {data} --set-password"
         )
+    if central is not None:
+        _serve_central(central, data, images, host, port, admin)
+        return
     pairs = []
     for c in chamber:
         cid, sep, cam = c.partition("=")
@@ -142,6 +157,37 @@ def station_cmd(
         uvicorn.run(create_app(station), host=host, port=port, log_level="warning")
     finally:
         station.close()
+
+
+def _serve_central(url: str, data: Path, images: Path | None, host: str, port: int, admin: bool) -> None:
+    """Serve the read-only facility view of the central database (:mod:`edge.station.central`)."""
+    from edge.scale.sync import SyncError, redact
+
+    if images is not None and not images.is_dir():
+        raise _fail(f"--images {images}: no such folder")
+    from edge.station.central import CentralReader, create_central_app, read_only_engine
+
+    try:
+        engine = read_only_engine(url)
+    except SyncError as e:
+        raise _fail(str(e)) from None
+    import sqlalchemy as sa
+
+    try:
+        n = len(CentralReader(engine).stations())
+    except sa.exc.DBAPIError as e:
+        engine.dispose()
+        raise _fail(f"central database {redact(url)}: {str(e.orig or e).strip().splitlines()[0]}") from None
+    import uvicorn
+
+    where = f"http://{host}:{port}/"
+    typer.echo(f"grimace facility view (read-only) on {where}: {n} station(s) in {redact(url)}")
+    if not admin:
+        typer.echo(f"first start: open {where}setup on this machine to set the admin password")
+    try:
+        uvicorn.run(create_central_app(data, engine, images), host=host, port=port, log_level="warning")
+    finally:
+        engine.dispose()
 
 
 def _available(module: str) -> bool:

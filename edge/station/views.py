@@ -136,9 +136,27 @@ def session_view(store: Store, session_id: str, spec: ScaleSpec) -> dict[str, An
     row = store.session_row(session_id)
     if not row:
         return {}
-    study = Study(store).study_session(session_id)
-    frames = store.frames(session_id)
-    intervals = store.intervals(session_id)
+    return {
+        **session_figures(row, store.frames(session_id), store.intervals(session_id), spec),
+        "study": Study(store).study_session(session_id),
+        "events": store.events(session_id)[-30:],
+    }
+
+
+def session_figures(
+    row: dict[str, Any], frames: list[dict[str, Any]], intervals: list[dict[str, Any]], spec: ScaleSpec
+) -> dict[str, Any]:
+    """The session page's figures from its rows (a station store's or the central database's).
+
+    Args:
+        row: The ``sessions`` row.
+        frames: Its ``frames`` rows in time order.
+        intervals: Its ``intervals`` rows (selected frames).
+        spec: The scale.
+
+    Returns:
+        ``session``, ``selected``, ``n_frames``, abstentions, scores, ``plot`` (SVG) and ``units``.
+    """
     by_id = {int(f["id"]): f for f in frames}
     units = [u.name for u in spec.units]
     selected = []
@@ -188,7 +206,6 @@ def session_view(store: Store, session_id: str, spec: ScaleSpec) -> dict[str, An
     )
     return {
         "session": row,
-        "study": study,
         "selected": selected,
         "n_frames": len(frames),
         "abstentions": sorted(reasons.items(), key=lambda kv: -kv[1]),
@@ -197,7 +214,6 @@ def session_view(store: Store, session_id: str, spec: ScaleSpec) -> dict[str, An
         "sem": sem,
         "continuous": cont,
         "plot": plot,
-        "events": store.events(session_id)[-30:],
         "units": units,
     }
 
@@ -254,6 +270,29 @@ def study_view(store: Store, study_id: str, spec: ScaleSpec) -> dict[str, Any]:
     animals = st.animals(study_id)
     tps = st.timepoints(study_id)
     scores = session_scores(store, study_id)
+    return {
+        "study": study,
+        **study_figures(animals, tps, scores, spec),
+        "missing": st.missing(study_id),
+    }
+
+
+def study_figures(
+    animals: list[dict[str, Any]], tps: list[str], scores: list[dict[str, Any]], spec: ScaleSpec
+) -> dict[str, Any]:
+    """The study page's table, group means and plot from its rows (a station store's or the central
+    database's).
+
+    Args:
+        animals: ``animals`` rows (``id``, ``grp``, ...), in display order.
+        tps: Timepoint ids in order.
+        scores: Sessions as :func:`session_scores` gives them (``animal_id``, ``timepoint_id``,
+            ``score``, ...) oldest first: the latest of an animal at a timepoint fills its cell.
+        spec: The scale.
+
+    Returns:
+        ``animals``, ``timepoints``, ``table``, ``groups``, ``sessions`` and ``plot`` (SVG).
+    """
     cell: dict[tuple[str, str], dict[str, Any]] = {}
     for s in scores:  # the latest session of an animal at a timepoint
         cell[(s["animal_id"], s["timepoint_id"])] = s
@@ -299,12 +338,10 @@ def study_view(store: Store, study_id: str, spec: ScaleSpec) -> dict[str, Any]:
         else ""
     )
     return {
-        "study": study,
         "animals": animals,
         "timepoints": tps,
         "table": table,
         "groups": group_rows,
-        "missing": st.missing(study_id),
         "sessions": scores,
         "plot": plot,
     }
