@@ -137,16 +137,21 @@ class WebCore:
     def _routes(self) -> None:
         app, store, render, back, same_origin = self.app, self.store, self.render, self.back, self.same_origin
 
-        @app.get("/login", response_class=HTMLResponse)
-        def login_page(request: Request) -> Response:
+        def pre_login_form(request: Request, template: str) -> Response:
+            """A form shown before any login (login, first-start setup), with its pre-login CSRF
+            token in a cookie."""
             import secrets
 
-            if not auth.has_admin(store()):
-                return RedirectResponse("/setup", status_code=303)
             pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
-            resp = render(request, "login.html", None, pre=pre, msg=request.query_params.get("msg", ""))
+            resp = render(request, template, None, pre=pre, msg=request.query_params.get("msg", ""))
             resp.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="strict")
             return resp
+
+        @app.get("/login", response_class=HTMLResponse)
+        def login_page(request: Request) -> Response:
+            if not auth.has_admin(store()):
+                return RedirectResponse("/setup", status_code=303)
+            return pre_login_form(request, "login.html")
 
         @app.post("/login")
         def login_post(
@@ -175,18 +180,13 @@ class WebCore:
 
         @app.get("/setup", response_class=HTMLResponse)
         def setup_page(request: Request) -> Response:
-            import secrets
-
             if auth.has_admin(store()):
                 return RedirectResponse("/login", status_code=303)
             if not _is_loopback(request.client.host if request.client else None):
                 raise HTTPException(
                     403, "set the admin password on the station itself (or with grimace station passwd)"
                 )
-            pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
-            resp = render(request, "setup.html", None, pre=pre, msg=request.query_params.get("msg", ""))
-            resp.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="strict")
-            return resp
+            return pre_login_form(request, "setup.html")
 
         @app.post("/setup")
         def setup_post(
