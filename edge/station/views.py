@@ -531,6 +531,7 @@ def validation_tables(store: Store, spec: ScaleSpec) -> dict[str, tuple[list[str
         )
     }
     names: dict[int, str] = {}
+    sources: dict[str, str] = {}  # session -> camera, read once per session
     model_rows, subject_rows = [], []
     for fid in graded:
         cur = store.db.execute("SELECT * FROM frames WHERE id=?", (fid,))
@@ -541,11 +542,13 @@ def validation_tables(store: Store, spec: ScaleSpec) -> dict[str, tuple[list[str
         sid = str(f["session_id"])
         names[fid] = frame_name(sid, int(f["frame_index"]))
         animal, grp, tp = study.get(sid, ("", "", ""))
+        if sid not in sources:
+            sources[sid] = str(store.session_row(sid).get("source", ""))
         rec = record_from_sql(
             f,
             spec,
             name=names[fid],
-            source=str(store.session_row(sid).get("source", "")),
+            source=sources[sid],
             subject=animal or sid,
             session=sid,
             group=grp or "",
