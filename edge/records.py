@@ -321,6 +321,32 @@ SQL_COLUMNS = (
 """Frame columns of the SQL store that come from the record (the store adds keys and times)."""
 
 
+def record_from_json_line(obj: dict[str, Any], spec: ScaleSpec) -> FrameRecord:
+    """A frame record from one of our JSON lines (the inverse of :func:`json_line`; used by
+    ``grimace score --resume``)."""
+    s = spec.score_name
+    pain = obj.get("pain")
+    return FrameRecord(
+        name=str(obj.get("Filename", "")),
+        source=str(obj.get("source", "")),
+        index=int(obj.get("frame_index") or 0),
+        time_s=float(obj.get("time_s") or 0.0),
+        subject=str(obj.get("animal") or ""),
+        session=str(obj.get("session") or ""),
+        score=obj.get(s),
+        score_argmax=obj.get(argmax_column(s)),
+        abstained=obj.get("abstained") or None,
+        quality=obj.get("quality"),
+        unit_scores={u.name: obj.get(u.label) for u in spec.units},
+        unit_argmax={u.name: obj.get(argmax_column(u.label)) for u in spec.units},
+        unit_counts={u.name: int(obj.get(f"{u.name}_count") or 0) for u in spec.units},
+        n_boxes=int(obj.get("n_boxes") or 0),
+        pain=None if pain is None else bool(pain),
+        group=str(obj.get("group") or ""),
+        timepoint=str(obj.get("timepoint") or ""),
+    )
+
+
 def sql_row(rec: FrameRecord) -> dict[str, Any]:
     """The record's values for :data:`SQL_COLUMNS` (per-unit dicts as JSON text keyed by unit name)."""
     return {

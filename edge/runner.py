@@ -47,11 +47,11 @@ from edge.records import (
     RECORD_SCHEMA,
     FrameRecord,
     JsonlWriter,
-    argmax_column,
     frame_column_types,
     frame_columns,
     json_line,
     record_from_frame,
+    record_from_json_line,
     table_row,
     write_csv,
     write_parquet,
@@ -171,31 +171,6 @@ def _under(path: Path, folder: Path) -> bool:
         return False
 
 
-def _record_from_line(obj: dict[str, Any], spec: Any) -> FrameRecord:
-    """A frame record from one of our JSON lines (the inverse of :func:`edge.records.json_line`)."""
-    s = spec.score_name
-    pain = obj.get("pain")
-    return FrameRecord(
-        name=str(obj.get("Filename", "")),
-        source=str(obj.get("source", "")),
-        index=int(obj.get("frame_index") or 0),
-        time_s=float(obj.get("time_s") or 0.0),
-        subject=str(obj.get("animal") or ""),
-        session=str(obj.get("session") or ""),
-        score=obj.get(s),
-        score_argmax=obj.get(argmax_column(s)),
-        abstained=obj.get("abstained") or None,
-        quality=obj.get("quality"),
-        unit_scores={u.name: obj.get(u.label) for u in spec.units},
-        unit_argmax={u.name: obj.get(argmax_column(u.label)) for u in spec.units},
-        unit_counts={u.name: int(obj.get(f"{u.name}_count") or 0) for u in spec.units},
-        n_boxes=int(obj.get("n_boxes") or 0),
-        pain=None if pain is None else bool(pain),
-        group=str(obj.get("group") or ""),
-        timepoint=str(obj.get("timepoint") or ""),
-    )
-
-
 def _load_resume(out: Path, spec: Any, run: ScoreRun) -> set[str]:
     """Inputs finished by an earlier run into ``out``; their records and errors go into ``run`` and
     ``frames.jsonl`` is rewritten without the lines of an input that was cut off mid-way."""
@@ -225,7 +200,7 @@ def _load_resume(out: Path, spec: Any, run: ScoreRun) -> set[str]:
             if "error" in obj:
                 run.errors.append(ItemError(src, str(obj["error"]), int(obj.get("frames_read") or 0)))
             else:
-                run.records.append(_record_from_line(obj, spec))
+                run.records.append(record_from_json_line(obj, spec))
     atomic_write_text(out / "frames.jsonl", "".join(x + "\n" for x in kept))
     return done
 
