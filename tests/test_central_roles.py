@@ -289,7 +289,7 @@ def test_reader_reads_every_station_and_writes_nothing(facility: dict, tmp_path:
         sync_once(tmp_path / "cage-a", reader_url, station_id="facility_view")
     # the facility view through the reader role
     view = read_only_engine(reader_url)
-    assert {s["station_id"]: s["frames"] for s in CentralReader(view).stations()[0]} == {
+    assert {s["station_id"]: s["frames"] for s in CentralReader(view).stations().rows} == {
         "cage-a": 6,
         "cage-b": 7,
     }
