@@ -345,3 +345,31 @@ def test_logins_names_passwords_and_reset(facility: dict, tmp_path: Path) -> Non
     assert r.exit_code == 2 and "must be new" in r.output
     r = run(central_app, ["add-reader", "facility_admin", "--db", facility["admin"], "--reset-password"])
     assert r.exit_code == 2 and "not a plain member of grimace_reader" in r.output
+
+
+def test_init_takes_over_tables_a_station_created(facility: dict, tmp_path: Path) -> None:
+    """Before ``central init``, the first station to sync created (so owned) the tables; init moves
+    them to the admin, after which that login is bound by row-level security like any other."""
+    with facility["su"].begin() as c:
+        c.execute(sa.text("CREATE ROLE early LOGIN PASSWORD 'early-pw'"))
+        c.execute(sa.text("GRANT CREATE ON SCHEMA public TO early"))
+    early = f"postgresql://early:early-pw@{facility['base']}"
+    st = make_station(tmp_path / "st", {"s1": (4, True)})
+    assert sync_once(st, early, station_id="early").rows["frames"] == 4  # unmanaged: it creates the tables
+    # the database owner is no member of 'early': the server refuses, and the message says who may
+    r = run(central_app, ["init", "--db", facility["admin"]])
+    assert r.exit_code == 2 and "refused `grimace central init`: permission denied" in r.output
+    assert "as a superuser" in r.output
+    su_url = f"postgresql://postgres@{facility['base']}"
+    r = run(central_app, ["init", "--db", su_url])
+    assert r.exit_code == 0 and "frames: owner early -> postgres" in r.output, r.output
+    with facility["su"].begin() as c:
+        c.execute(sa.text("GRANT grimace_station TO early"))
+        c.execute(sa.text("REVOKE CREATE ON SCHEMA public FROM early"))
+    assert not any(sync_once(st, early).rows.values())  # now a station login: as itself only, no DDL
+    with pytest.raises(SyncError, match="this credential is station 'early'"):
+        sync_once(st, early, station_id="other")
+    eng = sa.create_engine(sa_url(early))
+    with pytest.raises(sa.exc.DBAPIError, match="must be owner"), eng.begin() as c:
+        c.execute(sa.text("ALTER TABLE frames NO FORCE ROW LEVEL SECURITY"))
+    eng.dispose()
