@@ -152,6 +152,11 @@ def test_init_twice_changes_nothing(facility: dict) -> None:
     again = init(facility)
     assert "already set up, nothing changed" in again
     assert catalog(facility["su"]) == first
+    # a privilege granted by hand that stations must not have is taken back
+    with facility["su"].begin() as c:
+        c.execute(sa.text("GRANT DELETE, TRUNCATE ON frames TO grimace_station"))
+    assert "frames: revoked DELETE, TRUNCATE from grimace_station" in init(facility)
+    assert catalog(facility["su"]) == first
 
 
 def test_each_station_writes_and_sees_only_its_own_rows(facility: dict, tmp_path: Path) -> None:

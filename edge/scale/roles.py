@@ -283,14 +283,19 @@ def _grants(
     sql = _sql()
     for group, privs in want.items():
         g_id, t_id = sql.Identifier(group), sql.Identifier(table)
-        for p in privs:
-            if not _one(conn, "SELECT has_table_privilege(:g, to_regclass(:t), :p)", g=group, t=table, p=p):
-                _x(conn, sql.SQL("GRANT {} ON TABLE {} TO {}").format(sql.SQL(p), t_id, g_id))
-                changes.append(f"{table}: granted {p} to {group}")
-        for p in revoke:
-            if _one(conn, "SELECT has_table_privilege(:g, to_regclass(:t), :p)", g=group, t=table, p=p):
-                _x(conn, sql.SQL("REVOKE {} ON TABLE {} FROM {}").format(sql.SQL(p), t_id, g_id))
-                changes.append(f"{table}: revoked {p} from {group}")
+        held = {
+            p
+            for p in (*privs, *revoke)
+            if _one(conn, "SELECT has_table_privilege(:g, to_regclass(:t), :p)", g=group, t=table, p=p)
+        }
+        grant = [p for p in privs if p not in held]
+        drop = [p for p in revoke if p in held]
+        if grant:
+            _x(conn, sql.SQL("GRANT {} ON TABLE {} TO {}").format(sql.SQL(", ".join(grant)), t_id, g_id))
+            changes.append(f"{table}: granted {', '.join(grant)} to {group}")
+        if drop:
+            _x(conn, sql.SQL("REVOKE {} ON TABLE {} FROM {}").format(sql.SQL(", ".join(drop)), t_id, g_id))
+            changes.append(f"{table}: revoked {', '.join(drop)} from {group}")
 
 
 # ----------------------------------------------------------------------------------------- logins

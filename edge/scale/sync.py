@@ -320,7 +320,7 @@ def resolve_station_id(access: Access, station_id: str | None) -> str:
             raise SyncError(
                 f"this credential is station {access.user!r}: it cannot sync as station {station_id!r} "
                 f"(the central database lets a station write only its own rows); use --station "
-                f"{access.user} or leave --station out, or use station {station_id!r}'s own credential"
+                f"{access.user} or leave --station out, or sync with the credential of station {station_id!r}"
             )
         return check_station_id(access.user)
     return check_station_id(station_id if station_id is not None else default_station_id())
