@@ -59,6 +59,7 @@ _GROUPS: list[tuple[str, str, str | None, str]] = [
     ("convert.cli", "app", "convert", "Export to ONNX / TensorRT and check parity."),
     ("edge.cli_score", "app", None, "Score images, videos and cameras."),
     ("edge.scale.cli", "app", None, "Push a station's store to a central PostgreSQL."),
+    ("edge.scale.cli", "central_app", "central", "Central PostgreSQL: station logins, row security."),
     ("edge.station.cli", "app", None, "Lab station web app."),
     ("train.evaluation.cli", "eval_app", "eval", "Validation statistics against human graders."),
     ("train.evaluation.cli", "cv_app", None, "Cross-validation."),

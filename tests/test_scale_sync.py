@@ -296,9 +296,11 @@ def test_a_wrong_key_in_the_table_list_is_named(central: sa.Engine, pg: PgServer
         sync_once(st, pg.url, station_id="cage-f", tables=(SyncTable("grades", ("grade_id",)),))
 
 
-def test_per_station_roles_as_in_the_docs(pg: PgServer, tmp_path: Path) -> None:
-    """The role setup of docs/scale-out.md: one login per station acting as grimace_writer (every
-    table has one owner, a later station can add columns), a read-only reader."""
+def test_a_shared_writer_role_without_central_init_keeps_working(pg: PgServer, tmp_path: Path) -> None:
+    """A database set up by hand before ``grimace central init`` existed: one login per station
+    acting as a shared grimace_writer (one table owner, a later station can add columns), a read-only
+    reader. The sync still creates and extends tables there (no ``grimace_meta.access``); the
+    enforced setup is tests/test_central_roles.py."""
     admin = sa.create_engine(
         pg.url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
     )

@@ -261,3 +261,110 @@ def test_cli_binds_loopback_until_a_password_and_names_an_unreachable_database(t
     assert "pw@" not in r.output
     r = run(app, ["--data", str(tmp_path / "v"), "--model", "m.onnx", "--images", str(tmp_path)])
     assert r.exit_code == 2 and "--images is for the facility view" in r.output
+
+
+def test_long_lists_are_paged(facility: dict, central: sa.Engine) -> None:
+    """120 more stations, a station with 130 sessions and 60 studies, a session of 260 frames
+    (inserted directly): every list comes 50 rows at a time, with totals and next/previous links
+    that keep the other list's page, and no statement of a list page fetches more than a page."""
+    with central.begin() as c:
+        c.execute(
+            sa.text(
+                "INSERT INTO stations (station_id, host, first_sync_at, last_sync_at) "
+                "SELECT 'bulk-' || lpad(i::text, 3, '0'), 'h', 0, 0 FROM generate_series(1, 120) i"
+            )
+        )
+        c.execute(
+            sa.text(
+                "INSERT INTO sessions (station_id, id, status, scale, duration_s, started_at, updated_at, "
+                "synced_at) SELECT 'bulk-001', 'sess-' || lpad(i::text, 3, '0'), "
+                "CASE WHEN i % 3 = 0 THEN 'complete' ELSE 'running' END, 'rgs', 900, 1.7e9 + i, 1.7e9 + i, 0 "
+                "FROM generate_series(1, 130) i"
+            )
+        )
+        c.execute(
+            sa.text(
+                "INSERT INTO frames (station_id, id, session_id, frame_index, t_s, score, quality, n_boxes, "
+                "synced_at) SELECT 'bulk-001', i, 'sess-130', i - 1, (i - 1) * 0.5, (i % 5) * 0.4, 0.8, 1, 0 "
+                "FROM generate_series(1, 260) i"
+            )
+        )
+        c.execute(
+            sa.text(
+                "INSERT INTO studies (station_id, id, title, scale, synced_at) "
+                "SELECT 'bulk-001', 'ST' || lpad(i::text, 2, '0'), :t, 'rgs', 0 FROM generate_series(1, 60) i"
+            ),
+            {"t": XSS},
+        )
+    fetched: list[int] = []
+
+    def count(_conn, cursor, _stmt, _params, _ctx, _many) -> None:
+        fetched.append(cursor.rowcount)
+
+    eng = facility["engine"]
+    sa.event.listen(eng, "after_cursor_execute", count)
+    c = facility["client"]
+    login(c)
+
+    def nav(page: str, param: str) -> dict:
+        m = re.search(rf'<nav class="pager small" data-param="{param}"(.*?)</nav>', page, re.S)
+        body = m.group(1)
+        return {
+            "attrs": dict(re.findall(r'data-(page|pages|total)="(\d+)"', body)),
+            "prev": re.findall(r'rel="prev" href="([^"]+)"', body),
+            "next": re.findall(r'rel="next" href="([^"]+)"', body),
+            "text": re.sub(r"<[^>]+>|\s+", " ", body),
+        }
+
+    fetched.clear()
+    page = c.get("/stations").text
+    assert fetched and max(fetched) <= 50, fetched
+    ids = re.findall(r'<tr data-station="([^"]+)">', page)
+    assert len(ids) == 50 and ids == sorted(ids)
+    n = nav(page, "page")
+    assert n["attrs"] == {"page": "1", "pages": "3", "total": "122"} and "stations 1–50 of 122" in n["text"]
+    assert n["prev"] == [] and n["next"] == ["/stations?page=2"]
+    seen = list(ids)
+    for p in (2, 3):
+        page = c.get(f"/stations?page={p}").text
+        seen += re.findall(r'<tr data-station="([^"]+)">', page)
+    assert len(seen) == 122 == len(set(seen)) and {"cage-a", "cage-b", "bulk-120"} <= set(seen)
+    assert nav(page, "page")["next"] == [] and nav(page, "page")["prev"] == ["/stations?page=2"]
+    assert 'data-page="3"' in c.get("/stations?page=99").text  # past the end: the last page
+    assert c.get("/stations?page=0").status_code == 422
+    assert c.get("/stations?page=x").status_code == 422
+    row = dict(re.findall(r'<tr data-station="([^"]+)">(.*?)</tr>', c.get("/stations").text, re.S))[
+        "bulk-001"
+    ]
+    assert len(re.findall(r"/studies/ST\d\d", row)) == 5 and 'href="/stations/bulk-001">all 60</a>' in row
+
+    fetched.clear()
+    page = c.get("/stations/bulk-001").text
+    assert fetched and max(fetched) <= 50, fetched
+    sess = re.findall(r'href="/stations/bulk-001/sessions/(sess-\d+)"', page)
+    assert sess == [f"sess-{i:03d}" for i in range(130, 80, -1)]  # newest first
+    assert len(re.findall(r'href="/stations/bulk-001/studies/ST', page)) == 50
+    assert "<script>alert" not in page and page.count("&lt;script&gt;alert(") == 50
+    page = c.get("/stations/bulk-001?page=3&studies_page=2").text
+    assert re.findall(r'href="/stations/bulk-001/sessions/(sess-\d+)"', page) == [
+        f"sess-{i:03d}" for i in range(30, 0, -1)
+    ]
+    assert len(re.findall(r'href="/stations/bulk-001/studies/ST', page)) == 10
+    n, ns = nav(page, "page"), nav(page, "studies_page")
+    assert n["attrs"] == {"page": "3", "pages": "3", "total": "130"} and n["next"] == []
+    assert n["prev"] == ["/stations/bulk-001?page=2&amp;studies_page=2"]
+    assert ns["prev"] == ["/stations/bulk-001?page=3&amp;studies_page=1"] and ns["next"] == []
+
+    page = c.get("/stations/bulk-001/sessions/sess-130").text
+    assert "260 frames synced" in page  # the plot and counts cover the whole session
+    frames = re.findall(r'<tr data-frame="(\d+)">', page)
+    assert frames == [str(i) for i in range(1, 51)]
+    assert "frames 1–50 of 260" in nav(page, "page")["text"]
+    page = c.get("/stations/bulk-001/sessions/sess-130?page=6").text
+    assert re.findall(r'<tr data-frame="(\d+)">', page) == [str(i) for i in range(251, 261)]
+    sa.event.remove(eng, "after_cursor_execute", count)
+    reader = CentralReader(eng)
+    got = reader.station_sessions("bulk-001", page=2)
+    assert [r["id"] for r in got.rows] == [f"sess-{i:03d}" for i in range(80, 30, -1)]
+    assert (got.page.total, got.page.pages, got.page.first, got.page.last) == (130, 3, 51, 100)
+    assert len(reader.stations()) == 122

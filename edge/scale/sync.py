@@ -27,6 +27,14 @@ Central schema: versioned by :data:`CENTRAL_MIGRATIONS` (``grimace_meta.schema_v
 database of a newer version is refused. Data tables are created from the station's table definitions
 (column types mapped from SQLite affinities) and gain columns when a newer station store has more.
 
+**Per-station roles** (:mod:`edge.scale.roles`, ``grimace central init``): in a central database set
+up that way (``grimace_meta.access = 'roles'``) the sync runs no DDL at all (a table or column the
+station's store has and the central database lacks is an error naming ``grimace central init``,
+raised before anything is written), and a login that is a member of ``grimace_station`` syncs only as
+the station its role names (row-level security enforces it on the server; the sync refuses another
+``station_id`` up front with a clear message). Without ``central init``, an owner or superuser
+connection creates and extends the tables itself, as before.
+
 :func:`sync_continuous` repeats passes every ``interval`` seconds; an unreachable central database is
 retried with exponential backoff and the station is never affected (it only reads its own store).
 """
@@ -68,6 +76,16 @@ ROWID = "rowid"
 LOCK_ID = 0x67726D63  # "grmc": advisory lock serialising central schema changes between stations
 
 STATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+STATION_ROLE = "grimace_station"
+"""Group role of the stations' logins (``grimace central add-station``): row-level security limits a
+member to the rows whose ``station_id`` is its login name."""
+
+READER_ROLE = "grimace_reader"
+"""Group role of read-only logins (``grimace central add-reader``, the facility view): every row, no
+write."""
+
+INIT_HINT = "the facility admin runs `grimace central init --db URL` (as the database owner)"
 
 
 @dataclass(frozen=True)
@@ -227,6 +245,87 @@ def _central_name(col: str) -> str:
     return "local_rowid" if col == ROWID else col
 
 
+def default_station_id() -> str:
+    """The host name, made a valid station id (the id of a sync that names none and does not log in
+    as a station role)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", _hostname()).strip(".-") or "station"
+    return name[:64]
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who a central connection is, as far as the sync cares.
+
+    Attributes:
+        user: The login (``current_user``).
+        station: A member of :data:`STATION_ROLE` (not a superuser): may only sync as ``user``.
+        managed: ``grimace central init`` has set the database up: the sync runs no DDL.
+    """
+
+    user: str
+    station: bool
+    managed: bool
+
+    @property
+    def ddl(self) -> bool:
+        """Whether the sync may create and extend central tables itself."""
+        return not (self.station or self.managed)
+
+
+def connection_access(conn: Any) -> Access:
+    """The :class:`Access` of an open central connection (catalog reads only; works for any role).
+
+    Raises:
+        SyncError: A station login on a database that ``grimace central init`` did not set up.
+    """
+    import sqlalchemy as sa
+
+    row = conn.execute(
+        sa.text(
+            "SELECT current_user::text AS usr, "
+            "COALESCE((SELECT pg_has_role(current_user, r.oid, 'USAGE') FROM pg_roles r "
+            "WHERE r.rolname = :g), false) "
+            "AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS station, "
+            "to_regclass('grimace_meta') IS NOT NULL AS has_meta, "
+            "COALESCE(has_table_privilege(to_regclass('grimace_meta'), 'SELECT'), false) AS can_read"
+        ),
+        {"g": STATION_ROLE},
+    ).one()
+    managed = False
+    if row.has_meta and row.can_read:
+        managed = (
+            conn.execute(sa.text("SELECT value FROM grimace_meta WHERE key = 'access'")).scalar() == "roles"
+        )
+    if row.station and not managed:
+        raise SyncError(
+            f"the central database is not set up for station logins ({row.usr!r} is a member of "
+            f"{STATION_ROLE}); {INIT_HINT}"
+        )
+    return Access(str(row.usr), bool(row.station), managed)
+
+
+def resolve_station_id(access: Access, station_id: str | None) -> str:
+    """The station id a pass syncs as: a station login syncs as its own name only.
+
+    Args:
+        access: The connection's :class:`Access`.
+        station_id: The id asked for (``None``: the login's name for a station login, else the host
+            name).
+
+    Raises:
+        SyncError: A station login asked for another station's id.
+    """
+    if access.station:
+        if station_id is not None and station_id != access.user:
+            raise SyncError(
+                f"this credential is station {access.user!r}: it cannot sync as station {station_id!r} "
+                f"(the central database lets a station write only its own rows); use --station "
+                f"{access.user} or leave --station out, or sync with the credential of station {station_id!r}"
+            )
+        return check_station_id(access.user)
+    return check_station_id(station_id if station_id is not None else default_station_id())
+
+
 # ------------------------------------------------------------------------------- central schema
 def migrate_central(conn: Any) -> int:
     """Bring the central database's own tables to :data:`CENTRAL_SCHEMA_VERSION` (under an advisory
@@ -257,8 +356,42 @@ def migrate_central(conn: Any) -> int:
     return CENTRAL_SCHEMA_VERSION
 
 
-def _central_table(conn: Any, spec: SyncTable, local_cols: list[tuple[str, str]]) -> Any:
-    """The central table for ``spec``: created from the local columns, or given the columns it lacks."""
+def check_central_version(conn: Any) -> int:
+    """The central schema version of a database this connection may not change (a station login, or
+    one that ``grimace central init`` manages): it must be exactly :data:`CENTRAL_SCHEMA_VERSION`.
+
+    Raises:
+        SyncError: Not set up, older (the admin reruns ``central init``) or newer (upgrade the station).
+    """
+    import sqlalchemy as sa
+
+    if conn.execute(sa.text("SELECT to_regclass('grimace_meta') IS NULL")).scalar():
+        raise SyncError(f"the central database has no grimace tables yet; {INIT_HINT}")
+    got = conn.execute(sa.text("SELECT value FROM grimace_meta WHERE key='schema_version'")).scalar()
+    version = int(got or 0)
+    if version > CENTRAL_SCHEMA_VERSION:
+        raise SyncError(
+            f"the central database has schema version {version}, newer than this grimace-edge supports "
+            f"({CENTRAL_SCHEMA_VERSION}); upgrade grimace-edge on this station"
+        )
+    if version < CENTRAL_SCHEMA_VERSION:
+        raise SyncError(
+            f"the central database has schema version {version}, older than this station's "
+            f"({CENTRAL_SCHEMA_VERSION}); {INIT_HINT} with this grimace-edge version"
+        )
+    return version
+
+
+def _central_table(conn: Any, spec: SyncTable, local_cols: list[tuple[str, str]], *, ddl: bool = True) -> Any:
+    """The central table for ``spec``: created from the local columns, or given the columns it lacks.
+
+    Args:
+        conn: A central connection in a transaction.
+        spec: The table.
+        local_cols: The station table's ``(name, declared type)``.
+        ddl: Whether this connection may create or alter the table; without, a missing table or
+            column is a :class:`SyncError` naming ``grimace central init``.
+    """
     import sqlalchemy as sa
 
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_ID})
@@ -280,14 +413,28 @@ def _central_table(conn: Any, spec: SyncTable, local_cols: list[tuple[str, str]]
         sa.Column("synced_at", sa.Double(), nullable=False),
     )
     insp = sa.inspect(conn)
-    if not insp.has_table(spec.name):
+    exists = insp.has_table(spec.name)
+    have = {c["name"] for c in insp.get_columns(spec.name)} if exists else set()
+    lacking = [c.name for c in table.columns if c.name not in have]
+    if lacking and not ddl:
+        what = (
+            f"has no table {spec.name!r}" if not exists else f"table {spec.name!r} lacks column(s) {lacking}"
+        )
+        raise SyncError(
+            f"the central database {what} that this station's store has, and this login may not change "
+            f"the central schema; {INIT_HINT} with a grimace-edge at least as new as this station's, "
+            "then sync again (nothing was pushed)"
+        )
+    if not exists:
         table.create(conn)
     else:
-        have = {c["name"] for c in insp.get_columns(spec.name)}
+        prep = conn.dialect.identifier_preparer
         for c in table.columns:
             if c.name not in have:
-                ddl = c.type.compile(dialect=conn.dialect)
-                conn.execute(sa.text(f'ALTER TABLE "{spec.name}" ADD COLUMN "{c.name}" {ddl}'))
+                col_type = c.type.compile(dialect=conn.dialect)
+                conn.execute(
+                    sa.text(f"ALTER TABLE {prep.quote(spec.name)} ADD COLUMN {prep.quote(c.name)} {col_type}")
+                )
     return table
 
 
@@ -296,7 +443,7 @@ def sync_once(
     store: str | Path,
     url: str,
     *,
-    station_id: str,
+    station_id: str | None = None,
     images_dir: str | Path | None = None,
     batch: int = 1000,
     tables: Sequence[SyncTable] = SYNC_TABLES,
@@ -308,7 +455,9 @@ def sync_once(
     Args:
         store: The station's ``grimace.sqlite`` (or the ``grimace watch --out`` folder holding it).
         url: ``postgresql://user:password@host/db?sslmode=verify-full``.
-        station_id: This station's id (:func:`check_station_id`).
+        station_id: This station's id (:func:`check_station_id`); ``None``: the login's name when it
+            is a station role (:data:`STATION_ROLE`), else the host name. A station role must sync
+            as its own name.
         images_dir: Folder for selected frames' images (``None``: images are not copied, rows keep
             no central image path).
         batch: Rows per central transaction of append tables.
@@ -321,12 +470,14 @@ def sync_once(
 
     Raises:
         CentralUnavailable: The central database cannot be reached; nothing on the station changed.
-        SyncError: Bad arguments, unreadable store, central database too new.
+        SyncError: Bad arguments, unreadable store, central database too new or not set up for
+            this login, a station login syncing as another station.
     """
     sa = _require_sqlalchemy()
-    check_station_id(station_id)
+    if station_id is not None:
+        check_station_id(station_id)
     t0 = time.perf_counter()
-    report = SyncReport(station_id)
+    report = SyncReport(station_id or "?")
     own_engine = engine is None
     if own_engine:
         engine = make_engine(url)
@@ -342,7 +493,16 @@ def sync_once(
         held: dict[str, list[dict[str, Any]]] = {}
         try:
             with engine.begin() as conn:
-                migrate_central(conn)
+                access = connection_access(conn)
+                station_id = report.station_id = resolve_station_id(access, station_id)
+                if access.ddl:
+                    migrate_central(conn)
+                else:
+                    check_central_version(conn)
+                central = {
+                    t.name: _central_table(conn, t, _local_columns(local, t.name), ddl=access.ddl)
+                    for t in specs
+                }
                 now = time.time()
                 conn.execute(
                     sa.text(
@@ -352,7 +512,6 @@ def sync_once(
                     ),
                     {"s": station_id, "h": _hostname(), "v": store_version, "t": now},
                 )
-                central = {t.name: _central_table(conn, t, _local_columns(local, t.name)) for t in specs}
             for spec in specs:
                 n = _push_table(
                     engine, local, spec, central[spec.name], station_id, images_dir, base, batch, report, held
@@ -601,7 +760,7 @@ def sync_continuous(
     store: str | Path,
     url: str,
     *,
-    station_id: str,
+    station_id: str | None = None,
     interval_s: float = 60.0,
     images_dir: str | Path | None = None,
     batch: int = 1000,
@@ -611,7 +770,8 @@ def sync_continuous(
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Sync every ``interval_s`` seconds until ``should_stop()``; the central database being down is
-    retried with exponential backoff (``interval_s`` doubling up to ``max_backoff_s``).
+    retried with exponential backoff (``interval_s`` doubling up to ``max_backoff_s``). ``station_id``
+    as for :func:`sync_once`.
 
     Returns:
         Passes that completed.

@@ -14,14 +14,23 @@ recommended credential is a role with ``SELECT`` only (docs/scale-out.md, "A fac
 
 Images of selected frames are served only when an image folder (``grimace sync --images``) is given,
 by frame id: the relative path is read from the central row and must resolve inside that folder.
+
+**Paged lists.** The stations list, a station's studies and sessions and a session's frames are read
+:data:`PAGE_SIZE` rows at a time (``LIMIT``/``OFFSET`` with a total from ``COUNT(*)``; ``?page=N``,
+``?studies_page=N`` on a station page), so a facility of many stations and long sessions never loads
+a whole table. Counts are aggregated by the server for the rows of the page only. A session's plot
+reads only ``t_s``/``score``/``abstained`` of its frames (whole rows for the selected ones).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from markupsafe import Markup
 
@@ -31,6 +40,9 @@ from edge.scales import BUILTIN_SCALES, RGS, ScaleSpec
 from edge.station import views
 from edge.station.app import WebCore, local_store
 from edge.station.study import ID_PATTERN
+
+STUDIES_SHOWN = 5
+"""Studies linked per station on the stations page (the station page pages through all)."""
 
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
 """libpq ``options`` of every central connection: the server refuses writes in its transactions."""
@@ -61,6 +73,70 @@ def read_only_engine(url: str) -> Any:
     return eng.execution_options(postgresql_readonly=True)
 
 
+PAGE_SIZE = 50
+"""Rows per page of the facility view's lists."""
+
+MAX_PAGE = 10**6
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list.
+
+    Attributes:
+        number: 1-based page number (clamped to the pages there are).
+        size: Rows per page.
+        total: Rows in the whole list.
+    """
+
+    number: int
+    size: int
+    total: int
+
+    @classmethod
+    def of(cls, requested: int, total: int, size: int = PAGE_SIZE) -> Page:
+        """The page ``requested`` of ``total`` rows (past the last page: the last page)."""
+        pages = max(1, math.ceil(total / size))
+        return cls(min(max(1, int(requested)), pages), size, int(total))
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+    @property
+    def first(self) -> int:
+        """1-based index of the page's first row (0 for an empty list)."""
+        return self.offset + 1 if self.total else 0
+
+    @property
+    def last(self) -> int:
+        return min(self.total, self.offset + self.size)
+
+    @property
+    def has_prev(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+
+@dataclass(frozen=True)
+class Paged:
+    """A page of rows and where it lies in the list."""
+
+    rows: list[dict[str, Any]]
+    page: Page
+
+    def __len__(self) -> int:
+        """Rows in the whole list (``len(reader.stations())``: every station), not on this page."""
+        return self.page.total
+
+
 def scale_of(name: str | None) -> ScaleSpec:
     """The built-in scale a central row names (never a file path from the database); RGS when
     unknown."""
@@ -87,56 +163,127 @@ class CentralReader:
 
         return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
 
-    def stations(self) -> list[dict[str, Any]]:
-        """Every station that synced: id, host, last sync, sessions (complete and incomplete),
-        frames, last session time and its studies."""
+    def _paged(self, conn: Any, count_sql: str, rows_sql: str, page: int, size: int, **params: Any) -> Paged:
+        import sqlalchemy as sa
+
+        total = int(conn.execute(sa.text(count_sql), params).scalar() or 0)
+        pg = Page.of(page, total, size)
+        rows = self._rows(conn, rows_sql + " LIMIT :lim OFFSET :off", lim=pg.size, off=pg.offset, **params)
+        return Paged(rows, pg)
+
+    def _summaries(self, conn: Any, have: set[str], ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Per station of ``ids``: sessions (complete, incomplete), frames, last session time, studies
+        (count and the first :data:`STUDIES_SHOWN`), aggregated by the server."""
+        out: dict[str, dict[str, Any]] = {
+            i: {
+                "sessions": 0,
+                "complete": 0,
+                "incomplete": 0,
+                "frames": 0,
+                "last_session_at": None,
+                "n_studies": 0,
+                "studies": [],
+            }
+            for i in ids
+        }
+        if not ids:
+            return out
+        if "sessions" in have:
+            for r in self._rows(
+                conn,
+                "SELECT station_id, COUNT(*) AS n, COUNT(*) FILTER (WHERE status = 'complete') AS done, "
+                "MAX(updated_at) AS last FROM sessions WHERE station_id = ANY(:ids) GROUP BY station_id",
+                ids=ids,
+            ):
+                n, done = int(r["n"]), int(r["done"])
+                out[r["station_id"]].update(
+                    sessions=n, complete=done, incomplete=n - done, last_session_at=r["last"]
+                )
+        if "frames" in have:
+            for r in self._rows(
+                conn,
+                "SELECT station_id, COUNT(*) AS n FROM frames WHERE station_id = ANY(:ids) "
+                "GROUP BY station_id",
+                ids=ids,
+            ):
+                out[r["station_id"]]["frames"] = int(r["n"])
+        if "studies" in have:
+            for r in self._rows(
+                conn,
+                "SELECT station_id, id, title, n FROM (SELECT station_id, id, title, "
+                "ROW_NUMBER() OVER (PARTITION BY station_id ORDER BY id) AS k, "
+                "COUNT(*) OVER (PARTITION BY station_id) AS n FROM studies WHERE station_id = ANY(:ids)) s "
+                "WHERE k <= :k ORDER BY station_id, id",
+                ids=ids,
+                k=STUDIES_SHOWN,
+            ):
+                o = out[r["station_id"]]
+                o["n_studies"] = int(r["n"])
+                o["studies"].append({"id": r["id"], "title": r["title"]})
+        return out
+
+    def stations(self, page: int = 1, size: int = PAGE_SIZE) -> Paged:
+        """One page of the stations that synced (by id): host, last sync, sessions (complete and
+        incomplete), frames, last session time and their first studies."""
         with self.engine.connect() as conn:
             have = self._tables(conn)
             if "stations" not in have:
-                return []
-            out = self._rows(conn, "SELECT * FROM stations ORDER BY station_id")
-            sess: dict[str, dict[str, Any]] = {}
-            if "sessions" in have:
-                for r in self._rows(
-                    conn,
-                    "SELECT station_id, COUNT(*) AS n, "
-                    "COUNT(*) FILTER (WHERE status = 'complete') AS n_complete, "
-                    "MAX(updated_at) AS last_session_at FROM sessions GROUP BY station_id",
-                ):
-                    sess[r["station_id"]] = r
-            frames: dict[str, int] = {}
-            if "frames" in have:
-                for r in self._rows(conn, "SELECT station_id, COUNT(*) AS n FROM frames GROUP BY station_id"):
-                    frames[r["station_id"]] = int(r["n"])
-            studies: dict[str, list[dict[str, Any]]] = {}
-            if "studies" in have:
-                for r in self._rows(
-                    conn, "SELECT station_id, id, title FROM studies ORDER BY station_id, id"
-                ):
-                    studies.setdefault(r["station_id"], []).append(r)
-        for s in out:
-            got = sess.get(s["station_id"], {})
-            n, done = int(got.get("n") or 0), int(got.get("n_complete") or 0)
-            s.update(
-                sessions=n,
-                complete=done,
-                incomplete=n - done,
-                frames=frames.get(s["station_id"], 0),
-                last_session_at=got.get("last_session_at"),
-                studies=studies.get(s["station_id"], []),
-            )
-        return out
-
-    def station_sessions(self, station: str) -> list[dict[str, Any]]:
-        """A station's sessions, newest first (id, status, times, frames)."""
-        with self.engine.connect() as conn:
-            if "sessions" not in self._tables(conn):
-                return []
-            return self._rows(
+                return Paged([], Page.of(1, 0, size))
+            got = self._paged(
                 conn,
-                "SELECT s.id, s.status, s.scale, s.started_at, s.updated_at, "
-                "(SELECT COUNT(*) FROM frames f WHERE f.station_id = s.station_id AND f.session_id = s.id) "
-                "AS n_frames FROM sessions s WHERE s.station_id = :st ORDER BY s.started_at DESC",
+                "SELECT COUNT(*) FROM stations",
+                "SELECT * FROM stations ORDER BY station_id",
+                page,
+                size,
+            )
+            summary = self._summaries(conn, have, [r["station_id"] for r in got.rows])
+        for r in got.rows:
+            r.update(summary[r["station_id"]])
+        return got
+
+    def station(self, station: str) -> dict[str, Any] | None:
+        """One station's row with its counts (``None``: it never synced)."""
+        with self.engine.connect() as conn:
+            have = self._tables(conn)
+            if "stations" not in have:
+                return None
+            found = self._rows(conn, "SELECT * FROM stations WHERE station_id = :st", st=station)
+            if not found:
+                return None
+            return {**found[0], **self._summaries(conn, have, [station])[station]}
+
+    def station_studies(self, station: str, page: int = 1, size: int = PAGE_SIZE) -> Paged:
+        """One page of a station's studies (by id)."""
+        with self.engine.connect() as conn:
+            if "studies" not in self._tables(conn):
+                return Paged([], Page.of(1, 0, size))
+            return self._paged(
+                conn,
+                "SELECT COUNT(*) FROM studies WHERE station_id = :st",
+                "SELECT id, title, scale FROM studies WHERE station_id = :st ORDER BY id",
+                page,
+                size,
+                st=station,
+            )
+
+    def station_sessions(self, station: str, page: int = 1, size: int = PAGE_SIZE) -> Paged:
+        """One page of a station's sessions, newest first (id, status, times, frames synced)."""
+        with self.engine.connect() as conn:
+            have = self._tables(conn)
+            if "sessions" not in have:
+                return Paged([], Page.of(1, 0, size))
+            n_frames = (
+                "(SELECT COUNT(*) FROM frames f WHERE f.station_id = s.station_id AND f.session_id = s.id)"
+                if "frames" in have
+                else "0"
+            )
+            return self._paged(
+                conn,
+                "SELECT COUNT(*) FROM sessions WHERE station_id = :st",
+                f"SELECT s.id, s.status, s.scale, s.started_at, s.updated_at, {n_frames} AS n_frames "
+                "FROM sessions s WHERE s.station_id = :st ORDER BY s.started_at DESC, s.id",
+                page,
+                size,
                 st=station,
             )
 
@@ -192,8 +339,11 @@ class CentralReader:
             **views.study_figures(animals, tps, scores, spec),
         }
 
-    def session(self, station: str, session_id: str) -> dict[str, Any]:
-        """The session page of a station's session (``{}``: no such session)."""
+    def session(
+        self, station: str, session_id: str, frames_page: int = 1, size: int = PAGE_SIZE
+    ) -> dict[str, Any]:
+        """The session page of a station's session (``{}``: no such session): figures from every
+        frame's time and score, and one page of its frames (``frames``: :class:`Paged`)."""
         with self.engine.connect() as conn:
             have = self._tables(conn)
             if "sessions" not in have:
@@ -202,25 +352,43 @@ class CentralReader:
             found = self._rows(conn, "SELECT * FROM sessions WHERE station_id=:st AND id=:sid", **p)
             if not found:
                 return {}
-            frames = (
-                self._rows(
+            plot_frames: list[dict[str, Any]] = []
+            listed = Paged([], Page.of(1, 0, size))
+            intervals: list[dict[str, Any]] = []
+            if "frames" in have:
+                plot_frames = self._rows(
                     conn,
-                    "SELECT * FROM frames WHERE station_id=:st AND session_id=:sid ORDER BY frame_index",
+                    "SELECT id, t_s, score, abstained FROM frames WHERE station_id=:st AND session_id=:sid "
+                    "ORDER BY frame_index",
                     **p,
                 )
-                if "frames" in have
-                else []
-            )
-            intervals = (
-                self._rows(
+                listed = self._paged(
+                    conn,
+                    "SELECT COUNT(*) FROM frames WHERE station_id=:st AND session_id=:sid",
+                    "SELECT id, frame_index, t_s, score, quality, abstained, n_boxes FROM frames "
+                    "WHERE station_id=:st AND session_id=:sid ORDER BY frame_index",
+                    frames_page,
+                    size,
+                    **p,
+                )
+            if "intervals" in have:
+                intervals = self._rows(
                     conn,
                     "SELECT * FROM intervals WHERE station_id=:st AND session_id=:sid "
                     "ORDER BY interval_index",
                     **p,
                 )
-                if "intervals" in have
-                else []
-            )
+            full: dict[int, dict[str, Any]] = {}
+            if intervals and "frames" in have:  # whole rows only for the selected frames
+                full = {
+                    int(r["id"]): r
+                    for r in self._rows(
+                        conn,
+                        "SELECT * FROM frames WHERE station_id=:st AND id = ANY(:ids)",
+                        st=station,
+                        ids=[int(r["frame_id"]) for r in intervals],
+                    )
+                }
             study = (
                 self._rows(conn, "SELECT * FROM study_sessions WHERE station_id=:st AND session_id=:sid", **p)
                 if "study_sessions" in have
@@ -228,11 +396,12 @@ class CentralReader:
             )
         row = found[0]
         spec = scale_of(row.get("scale"))
+        frames = [full.get(int(f["id"]), f) for f in plot_frames]
         ids = {int(f["id"]) for f in frames}
         intervals = [r for r in intervals if int(r["frame_id"]) in ids]  # a frame not synced yet
         v = views.session_figures(row, frames, intervals, spec)
         v["session"] = {**row, "status": _status({**row, **(study[0] if study else {})})}
-        return {**v, "station": station, "study": study[0] if study else None, "spec": spec}
+        return {**v, "station": station, "study": study[0] if study else None, "spec": spec, "frames": listed}
 
     def image_path(self, station: str, frame_id: int) -> str | None:
         """The relative image path (under the ``--images`` folder) of a selected frame, or ``None``."""
@@ -275,6 +444,12 @@ def _station(station: str) -> str:
     return station
 
 
+PAGE_PARAMS = ("page", "studies_page")
+"""Query parameters of the paged lists (kept in each other's links)."""
+
+PAGE_QUERY = Query(1, ge=1, le=MAX_PAGE, description="Page number (1-based)")
+
+
 def create_central_app(data: Path, engine: Any, images: Path | None = None) -> FastAPI:
     """The read-only facility view.
 
@@ -298,19 +473,38 @@ def create_central_app(data: Path, engine: Any, images: Path | None = None) -> F
         page_user(request)
         return RedirectResponse("/stations", status_code=303)
 
+    def href(request: Request) -> Any:
+        """``href(param, n)``: this page's URL with ``?param=n`` (its other page numbers kept)."""
+
+        def _href(param: str, n: int) -> str:
+            q = {k: v for k, v in request.query_params.items() if k in PAGE_PARAMS}
+            q[param] = str(n)
+            return f"{request.url.path}?{urlencode(sorted(q.items()))}"
+
+        return _href
+
     @app.get("/stations")
-    def stations_page(request: Request) -> Response:
+    def stations_page(request: Request, page: int = PAGE_QUERY) -> Response:
         u = page_user(request)
-        return render(request, "central_stations.html", u, stations=reader.stations())
+        got = reader.stations(page)
+        return render(request, "central_stations.html", u, stations=got, href=href(request))
 
     @app.get("/stations/{station}")
-    def station_page(request: Request, station: str) -> Response:
+    def station_page(
+        request: Request, station: str, page: int = PAGE_QUERY, studies_page: int = PAGE_QUERY
+    ) -> Response:
         u = page_user(request)
-        st = next((s for s in reader.stations() if s["station_id"] == _station(station)), None)
+        st = reader.station(_station(station))
         if st is None:
             raise HTTPException(404, "no such station")
         return render(
-            request, "central_station.html", u, station=st, sessions=reader.station_sessions(station)
+            request,
+            "central_station.html",
+            u,
+            station=st,
+            studies=reader.station_studies(station, studies_page),
+            sessions=reader.station_sessions(station, page),
+            href=href(request),
         )
 
     @app.get("/stations/{station}/studies/{study_id}")
@@ -325,15 +519,15 @@ def create_central_app(data: Path, engine: Any, images: Path | None = None) -> F
         return render(request, "central_study.html", u, **v)
 
     @app.get("/stations/{station}/sessions/{session_id}")
-    def session_page(request: Request, station: str, session_id: str) -> Response:
+    def session_page(request: Request, station: str, session_id: str, page: int = PAGE_QUERY) -> Response:
         u = page_user(request)
         if len(session_id) > 200 or not all(c.isalnum() or c in "_.-@" for c in session_id):
             raise HTTPException(404, "no such session")
-        v = reader.session(_station(station), session_id)
+        v = reader.session(_station(station), session_id, page)
         if not v:
             raise HTTPException(404, "no such session")
         v["plot"] = Markup(v["plot"])
-        return render(request, "central_session.html", u, images=root is not None, **v)
+        return render(request, "central_session.html", u, images=root is not None, href=href(request), **v)
 
     @app.get("/stations/{station}/frames/{frame_id}.jpg")
     def frame_image(request: Request, station: str, frame_id: int) -> Response:
