@@ -306,6 +306,12 @@ def watch_cmd(
     ),
     animal: str | None = typer.Option(None, "--animal", help="Animal id in the study."),
     timepoint: str | None = typer.Option(None, "--timepoint", help="Timepoint id in the study."),
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        help="Store: postgresql://user@host/database (needs the central extra) or an SQLite file "
+        "(default: grimace.sqlite in --out). Images stay under --out.",
+    ),
 ) -> None:
     """Live capture: one best frame per interval, every scored frame in SQLite; resumes after a crash."""
     from edge.artifact import ArtifactError
@@ -313,8 +319,13 @@ def watch_cmd(
     from edge.diskguard import DiskSpaceError
     from edge.live import watch
     from edge.scales import ScaleError, ScaleMismatchError
-    from edge.storage import StoreError
+    from edge.storage import StoreError, check_target
 
+    if db is not None:
+        try:
+            db = check_target(db, "--db")
+        except StoreError as e:
+            raise _fail(str(e)) from None
     check_number("--conf", conf, lo=0.0, hi=1.0)
     check_number("--iou", iou, lo=0.0, hi=1.0)
     check_number("--min-quality", min_quality, lo=0.0, hi=1.0)
@@ -341,6 +352,7 @@ def watch_cmd(
             study=study,
             animal=animal,
             timepoint=timepoint,
+            db=db,
         )
     except (
         FileNotFoundError,

@@ -58,7 +58,7 @@ from edge.report import annotate
 from edge.results import FrameResult
 from edge.scales import ScaleSpec
 from edge.sources import CameraEvent, CameraSource, Frame, describe_camera
-from edge.storage import SessionState, Store
+from edge.storage import SessionState, Store, check_target, is_postgres
 
 MAX_SESSION_S = 7 * 24 * 3600.0
 """Longest session (a week); ``--session inf`` and the like are refused."""
@@ -124,7 +124,7 @@ class WatchResult:
         session_score: Mean score of the selected frames.
         session_sem: Its SEM.
         continuous_mean: Mean score over every scored frame of the session.
-        db: The SQLite path.
+        db: The store: the SQLite path, or the PostgreSQL URL with its password hidden.
         events: Camera events of this run.
         images_skipped: Selected frames of this run whose images were not written (low disk space).
         frames_dropped: Frames due at ``fps`` that the camera delivered while the model was still busy
@@ -184,6 +184,7 @@ def watch(
     animal: str | None = None,
     timepoint: str | None = None,
     drop_late: bool | None = None,
+    db: str | Path | None = None,
 ) -> WatchResult:
     """Run (or resume) a live scoring session.
 
@@ -220,11 +221,14 @@ def watch(
         timepoint: Timepoint id (with ``study``).
         drop_late: Newest frame wins (see :class:`~edge.sources.CameraSource`): ``None`` = live cameras
             only; ``True`` with a video file and ``realtime`` makes the file behave like a camera.
+        db: The store: an SQLite file or a ``postgresql://`` URL (:class:`~edge.storage.Store`);
+            default ``out/grimace.sqlite``. Images and the session CSV stay under ``out``.
 
     Returns:
         The :class:`WatchResult`.
 
     Raises:
+        StoreError: The store cannot be opened or written (:mod:`edge.storage`).
         ValueError: Bad interval/session, unusable disk-guard settings in the environment, or bad
             study/animal/timepoint ids (:class:`edge.station.study.StudyError`).
         DiskSpaceError: Free space on ``out``'s file system is below the guard's ``min_free_start``
@@ -240,10 +244,11 @@ def watch(
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    db_path = out / "grimace.sqlite"
+    db_path = check_target(db) if db is not None else out / "grimace.sqlite"
     if guard is None:
         try:  # rotates only images it wrote; counts the database's journal as used
-            guard = DiskGuard(out / "selected", GuardConfig.from_env(), databases=[db_path])
+            local_dbs = [] if is_postgres(db_path) else [db_path]
+            guard = DiskGuard(out / "selected", GuardConfig.from_env(), databases=local_dbs)
         except ValueError as e:
             raise ValueError(f"disk-guard settings ({', '.join(ENV_VARS.values())}): {e}") from None
     guard.check_start()  # as `python -m edge.diskguard preflight`: rotate if needed, refuse below the floor
@@ -414,13 +419,13 @@ def record_session(
     """
     out = Path(out)
     if guard is None:
-        guard = DiskGuard(out / "selected", GuardConfig.from_env(), databases=[store.path])
+        dbs = [store.path] if store.path is not None else []
+        guard = DiskGuard(out / "selected", GuardConfig.from_env(), databases=dbs)
     stream = stream or sys.stderr
     control = control or SessionControl()
     subject = subject or Subject()
     kind = describe_camera(camera)[0]
     n_intervals = math.ceil(session_s / interval_s - 1e-9)
-    db_path = store.path
     state = store.open_session(
         session_id,
         source=str(camera),
@@ -431,7 +436,7 @@ def record_session(
     )
     if subject.on_open is not None:
         subject.on_open(store, state)
-    result = WatchResult(session_id, state.resumed, db=str(db_path))
+    result = WatchResult(session_id, state.resumed, db=store.location)
     if state.status == "complete":
         result.complete, result.stopped = True, "already complete"
         _finish(store, result, session_id, out, spec, subject)

@@ -21,18 +21,33 @@ folder is refused. A database another process holds locked is retried with a mes
 ``lock_timeout_s``, then refused. A corrupt database (not a database, malformed, failing
 ``PRAGMA quick_check``) is moved aside, kept under a timestamped name next to it with its
 ``-wal``/``-shm`` files, and a new one is started (:attr:`Store.moved_aside`, with a notice).
+
+The same :class:`Store` also runs on PostgreSQL (``Store("postgresql://user@host/db")``, psycopg 3 from
+the ``central`` extra, imported only then): one connection per :class:`Store`, in autocommit mode with
+explicit transactions. The SQL is written once, in the subset both speak (``?`` placeholders, upserts
+as ``INSERT ... ON CONFLICT ... DO NOTHING/UPDATE``); :class:`PgConnection` translates the placeholders
+and :func:`pg_ddl` renders :data:`SCHEMA` and :data:`MIGRATIONS` for PostgreSQL (``REAL`` -> ``DOUBLE
+PRECISION``, ``INTEGER`` -> ``BIGINT``, autoincrement ids -> identity columns, text compared byte-wise
+like SQLite). The ``meta`` table and the migration loop are the same code; on PostgreSQL they run under
+an advisory lock so two stations opening one database at once do not race. Server faults (unreachable,
+password refused, database missing, permission denied, connection lost) are :class:`StoreError`
+sentences naming the server with the password hidden; a lost connection fails the transaction in
+flight (a frame's row is either committed or not) and the next :class:`Store` reconnects.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from edge.records import SQL_COLUMNS, FrameRecord, sql_row
 from edge.results import FrameResult
@@ -130,7 +145,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX study_sessions_study ON study_sessions (study_id, animal_id, timepoint_id)",
         "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, pw_hash TEXT NOT NULL, "
         "created_at REAL NOT NULL)",
-        "CREATE TABLE logins (token_hash TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name), "
+        'CREATE TABLE logins (token_hash TEXT PRIMARY KEY, "user" TEXT NOT NULL REFERENCES users(name), '
         "csrf TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL)",
         "CREATE TABLE grades (frame_id INTEGER NOT NULL REFERENCES frames(id), "
         "grader TEXT NOT NULL REFERENCES users(name), unit TEXT NOT NULL, grade INTEGER, "
@@ -190,6 +205,246 @@ def describe_sqlite_error(path: Path, e: sqlite3.Error, doing: str) -> str:
     return f"{path}: {doing} failed: {what} ({code or type(e).__name__}: {e})"
 
 
+# ------------------------------------------------------------------------------------ PostgreSQL
+PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+"""URL schemes of a PostgreSQL store (anything else is an SQLite file path)."""
+
+_PG_LOCK = 0x67726D63  # advisory-lock key of the schema migrations ("grmc")
+
+
+def is_postgres(target: str | Path) -> bool:
+    """Whether a store target is a PostgreSQL URL (``postgresql://...``) rather than a file path."""
+    return isinstance(target, str) and target.split("://", 1)[0].lower() in PG_SCHEMES and "://" in target
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+def check_target(target: str | Path, option: str = "--db") -> str | Path:
+    """Validate a store target early: a ``postgresql://`` URL (checked, psycopg present) or a file path.
+
+    Args:
+        target: What the user gave.
+        option: The option's name, for the message.
+
+    Returns:
+        The URL (a ``str``) or the path (a :class:`~pathlib.Path`).
+
+    Raises:
+        StoreError: Another URL scheme, a URL psycopg cannot parse, or psycopg is not installed.
+    """
+    text = str(target)
+    if "://" not in text:
+        return Path(target)
+    if not is_postgres(text):
+        raise StoreError(
+            f"{option} {redact(text)}: give a postgresql://user@host/database URL or an SQLite file path"
+        )
+    _psycopg()
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(_pg_url(text))
+    except Exception as e:  # psycopg.ProgrammingError: not a valid URL
+        raise StoreError(
+            f"{option} {redact(text)} is not a valid PostgreSQL URL: {_first_line(e, text)}"
+        ) from None
+    return text
+
+
+def _pg_url(url: str) -> str:
+    """The URL as libpq reads it (``postgresql+psycopg://`` is SQLAlchemy's spelling)."""
+    scheme, rest = url.split("://", 1)
+    return f"postgresql://{rest}" if scheme.lower() == "postgresql+psycopg" else url
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError(
+            "a PostgreSQL store needs psycopg: install the central extra "
+            "(pip install 'grimace-edge[central]')"
+        ) from None
+    return psycopg
+
+
+def _first_line(e: BaseException, url: str = "") -> str:
+    """The first non-empty line of an error's message, any password of ``url`` removed."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(e).__name__
+    with contextlib.suppress(ValueError):
+        pw = urlsplit(url).password if url else None
+        if pw:
+            text = text.replace(pw, "***")
+    return text
+
+
+@functools.lru_cache(maxsize=512)
+def pg_sql(sql: str) -> str:
+    """One SQL text with ``?`` placeholders (outside quoted literals and names) as psycopg's ``%s``,
+    literal ``%`` doubled."""
+    out, quote = [], ""
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == "?":
+            out.append("%s")
+            continue
+        out.append("%%" if ch == "%" else ch)
+    return "".join(out)
+
+
+_PG_TYPES = (
+    (
+        re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"),
+        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    ),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),  # PostgreSQL's REAL is 4 bytes: it would round
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bTEXT\b"), 'TEXT COLLATE "C"'),  # byte-wise order and comparison, as SQLite
+)
+
+
+@functools.lru_cache(maxsize=128)
+def pg_ddl(stmt: str) -> str:
+    """One statement of :data:`SCHEMA` or :data:`MIGRATIONS` rendered for PostgreSQL (the types; the
+    rest of the DDL is common)."""
+    for pattern, repl in _PG_TYPES:
+        stmt = pattern.sub(repl, stmt)
+    return stmt
+
+
+def statements(script: str) -> list[str]:
+    """The statements of an SQL script such as :data:`SCHEMA` (no ``;`` inside its literals)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def describe_pg_error(where: str, e: BaseException, doing: str, url: str = "") -> str:
+    """A plain sentence for a PostgreSQL failure: which server/database, doing what, what it means."""
+    text = str(e).lower()
+    sqlstate = str(getattr(e, "sqlstate", "") or "")
+    if "password authentication failed" in text or sqlstate == "28P01":
+        what = "the server refused the user name or password"
+    elif "no password supplied" in text or "password is required" in text:
+        what = "the server wants a password and the URL gives none (or use ~/.pgpass)"
+    elif sqlstate == "28000" or ("role" in text and "does not exist" in text):
+        what = "the server does not know this user (or does not let it connect from here)"
+    elif sqlstate == "3D000" or ("database" in text and "does not exist" in text):
+        what = "the database does not exist on that server (create it first: createdb NAME)"
+    elif sqlstate == "42501" or "permission denied" in text:
+        what = "permission denied: the user may not create or write the store's tables there"
+    elif "could not translate host name" in text or "name or service not known" in text:
+        what = "unknown server name"
+    elif (
+        "connection refused" in text
+        or "timeout expired" in text
+        or "could not connect" in text
+        or ("connection failed" in text and "is the server running" in text)
+    ):
+        what = "the server cannot be reached (is PostgreSQL running there and listening on that port?)"
+    elif (
+        sqlstate.startswith("57P")
+        or sqlstate.startswith("08")
+        or ("connection" in text and ("closed" in text or "lost" in text or "terminat" in text))
+        or "server closed" in text
+        or "consuming input failed" in text
+    ):
+        what = "the connection to the server was lost (server restarted or network down)"
+    elif sqlstate == "53100" or "no space left" in text:
+        what = "the database server's disk is full"
+    else:
+        what = _first_line(e, url)
+    return f"{where}: {doing} failed: {what} ({type(e).__name__}: {_first_line(e, url)})"
+
+
+class PgFault(StoreError):
+    """A PostgreSQL failure of a :class:`PgConnection` statement (a :class:`StoreError`; the
+    :class:`Store` re-describes it with what it was doing)."""
+
+    def __init__(self, message: str, error: BaseException) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class PgConnection:
+    """The sqlite3-like surface of one psycopg connection that the store and the station use:
+    :meth:`execute` / :meth:`executemany` with ``?`` placeholders, cursors with ``fetchone`` /
+    ``fetchall`` / iteration / ``description``, :attr:`in_transaction`, :meth:`close`.
+
+    Args:
+        url: The PostgreSQL URL.
+        connect_timeout_s: Seconds to wait for the server.
+
+    Raises:
+        StoreError: psycopg missing, or the server refused or could not be reached.
+    """
+
+    def __init__(self, url: str, connect_timeout_s: float = 10.0) -> None:
+        self.psycopg = _psycopg()
+        from psycopg.conninfo import conninfo_to_dict
+
+        self.url, self.where = url, f"PostgreSQL store {redact(url)}"
+        try:
+            info = conninfo_to_dict(_pg_url(url))
+        except Exception as e:
+            raise StoreError(f"{redact(url)} is not a valid PostgreSQL URL: {_first_line(e, url)}") from None
+        info.setdefault("connect_timeout", str(max(1, int(connect_timeout_s))))
+        info.setdefault("application_name", "grimace-edge")
+        try:
+            self.conn = self.psycopg.connect(autocommit=True, **info)
+        except self.psycopg.Error as e:
+            raise StoreError(describe_pg_error(self.where, e, "connecting", url)) from None
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        """Run one statement (``?`` placeholders); returns the cursor."""
+        try:
+            return self.conn.execute(pg_sql(sql), tuple(params) if not isinstance(params, dict) else params)
+        except self.psycopg.Error as e:
+            raise PgFault(describe_pg_error(self.where, e, "a query", self.url), e) from None
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        """Run one statement for each parameter row."""
+        try:
+            cur = self.conn.cursor()
+            cur.executemany(pg_sql(sql), [tuple(r) for r in rows])
+            return cur
+        except self.psycopg.Error as e:
+            raise PgFault(describe_pg_error(self.where, e, "a query", self.url), e) from None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (also one a failed statement aborted)."""
+        from psycopg.pq import TransactionStatus
+
+        return self.conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+    @property
+    def broken(self) -> bool:
+        """Whether the connection is closed or was lost."""
+        return bool(self.conn.closed or self.conn.broken)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
 @dataclass
 class SessionState:
     """Where a (possibly resumed) session stands.
@@ -214,10 +469,11 @@ class SessionState:
 
 
 class Store:
-    """The session database.
+    """The session database, on SQLite (a file) or PostgreSQL (a URL).
 
     Args:
-        path: SQLite file (created with its folder when missing).
+        path: SQLite file (created with its folder when missing), or a ``postgresql://`` URL (the
+            database must exist; the tables are created or upgraded in it).
         lock_timeout_s: How long to keep retrying a database that another process holds locked
             (each wait is reported through ``notify``) before giving up with a :class:`StoreError`.
         recover_corrupt: Move a corrupt database aside and start a new one (else refuse it).
@@ -226,7 +482,14 @@ class Store:
 
     Raises:
         StoreError: The path is a folder, the database stays locked, cannot be created or written,
-            or is corrupt and ``recover_corrupt`` is False.
+            or is corrupt and ``recover_corrupt`` is False; the PostgreSQL server cannot be reached,
+            refuses the login, has no such database, or its schema is newer.
+
+    Attributes:
+        kind: ``"sqlite"`` or ``"postgresql"``.
+        path: The SQLite file (``None`` on PostgreSQL).
+        location: What messages name: the file, or the URL with its password hidden.
+        db: The connection: an ``sqlite3.Connection`` or a :class:`PgConnection` (same ``execute``).
     """
 
     def __init__(
@@ -237,12 +500,23 @@ class Store:
         recover_corrupt: bool = True,
         notify: Callable[[str], None] | None = None,
     ) -> None:
-        self.path = Path(path)
         self.lock_timeout_s = float(lock_timeout_s)
         self.notices: list[str] = []
         self._notify = notify
         self.moved_aside: Path | None = None
         """Where a corrupt database found at :attr:`path` was moved (``None`` when none was)."""
+        if is_postgres(path):
+            self.kind, self.path, self.url = "postgresql", None, str(path)
+            self.location = f"PostgreSQL store {redact(self.url)}"
+            self.db: Any = PgConnection(self.url, connect_timeout_s=max(1.0, min(30.0, self.lock_timeout_s)))
+            try:
+                self.schema_version = self._migrate()
+            except BaseException:
+                self.db.close()
+                raise
+            return
+        self.kind, self.path, self.url = "sqlite", Path(path), ""
+        self.location = str(self.path)
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a database file; give a file path")
         try:
@@ -330,19 +604,40 @@ class Store:
 
     @contextlib.contextmanager
     def _guard(self, doing: str) -> Iterator[None]:
-        """Turn an SQLite failure into a :class:`StoreError` naming the file and what it means."""
+        """Turn an SQLite or PostgreSQL failure into a :class:`StoreError` naming the file (or server)
+        and what it means."""
         try:
             yield
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as e:
             raise StoreError(describe_sqlite_error(self.path, e, doing)) from None
+        except PgFault as e:
+            raise StoreError(describe_pg_error(self.location, e.error, doing, self.url)) from None
+
+    @property
+    def broken(self) -> bool:
+        """Whether the connection was lost (PostgreSQL; a new :class:`Store` reconnects)."""
+        return self.kind == "postgresql" and self.db.broken
+
+    def transaction(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        """A context manager: its statements commit together or not at all; a failure is a
+        :class:`StoreError` saying what it was ``doing``."""
+        return self._transaction(doing)
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run an ``INSERT`` into a table with an autoincrement ``id`` and return the new row's id
+        (SQLite's ``lastrowid``, PostgreSQL's ``RETURNING id``)."""
+        if self.kind == "postgresql":
+            return int(self.db.execute(f"{sql} RETURNING id", params).fetchone()[0])
+        return int(self.db.execute(sql, params).lastrowid)
 
     @contextlib.contextmanager
     def _transaction(self, doing: str) -> Iterator[None]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; on failure a rollback only if SQLite did not already roll
         back (a full disk ends the transaction itself: rolling back again would hide the real error
-        behind "cannot rollback - no transaction is active")."""
+        behind "cannot rollback - no transaction is active"). On PostgreSQL ``BEGIN`` ... ``COMMIT``:
+        a lost connection fails the transaction (nothing of it is committed)."""
         with self._guard(doing):
             self._begin(doing)
             try:
@@ -350,13 +645,16 @@ class Store:
                 self.db.execute("COMMIT")
             except BaseException:
                 if self.db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
+                    with contextlib.suppress(sqlite3.Error, StoreError):
                         self.db.execute("ROLLBACK")
                 raise
 
     def _begin(self, doing: str) -> None:
         """``BEGIN IMMEDIATE`` (takes the write lock), retried with a notice while another process
-        holds the lock, for at most ``lock_timeout_s``."""
+        holds the lock, for at most ``lock_timeout_s``. PostgreSQL: ``BEGIN`` (rows lock as written)."""
+        if self.kind == "postgresql":
+            self.db.execute("BEGIN")
+            return
         deadline = time.monotonic() + self.lock_timeout_s
         attempt = 0
         while True:
@@ -379,20 +677,40 @@ class Store:
 
     def _migrate(self) -> int:
         """Create the tables (version 1) when new, then apply :data:`MIGRATIONS` up to the current
-        version; a store written by a newer grimace-edge is refused."""
-        self.db.executescript(SCHEMA)
-        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
+        version; a store written by a newer grimace-edge is refused. The same statements on both
+        backends (:func:`pg_ddl` renders them for PostgreSQL, where all of it runs under an advisory
+        lock: a second station opening the same database waits, then finds it up to date)."""
+        pg = self.kind == "postgresql"
+        with self._guard("preparing the store's tables") if pg else contextlib.nullcontext():
+            if pg:
+                self.db.execute(f"SELECT pg_advisory_lock({_PG_LOCK})")
+            try:
+                return self._migrate_locked()
+            finally:
+                if pg and not self.db.broken:
+                    self.db.execute(f"SELECT pg_advisory_unlock({_PG_LOCK})")
+
+    def _ddl(self, stmt: str) -> str:
+        return pg_ddl(stmt) if self.kind == "postgresql" else stmt
+
+    def _migrate_locked(self) -> int:
+        if self.kind == "postgresql":
+            for stmt in statements(SCHEMA):
+                self.db.execute(self._ddl(stmt))
+        else:
+            self.db.executescript(SCHEMA)
+        self.db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT DO NOTHING")
         version = int(self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path}: store schema version {version} is newer than this grimace-edge supports "
+                f"{self.location}: store schema version {version} is newer than this grimace-edge supports "
                 f"({SCHEMA_VERSION}); upgrade grimace-edge to open it"
             )
         for v in range(version + 1, SCHEMA_VERSION + 1):
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
             try:
                 for stmt in MIGRATIONS[v]:
-                    self.db.execute(stmt)
+                    self.db.execute(self._ddl(stmt))
                 self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(v),))
                 self.db.execute("COMMIT")
             except BaseException:
@@ -402,7 +720,7 @@ class Store:
         return SCHEMA_VERSION
 
     def close(self) -> None:
-        """Close the connection (a WAL checkpoint runs on close)."""
+        """Close the connection (SQLite: a WAL checkpoint runs on close)."""
         self.db.close()
 
     def __enter__(self) -> Store:
@@ -441,7 +759,7 @@ class Store:
             return SessionState(session_id, False, 0, -1, 0.0, {}, "running")
         if row[0] != scale:
             raise ValueError(
-                f"{self.path}: session {session_id!r} was recorded with scale {row[0]!r}, not {scale!r}; "
+                f"{self.location}: session {session_id!r} was recorded with scale {row[0]!r}, not {scale!r}; "
                 "use another --session-id or output folder"
             )
         st = self.state(session_id)
@@ -532,7 +850,7 @@ class Store:
         row = sql_row(record)
         cols = ", ".join(SQL_COLUMNS)
         with self._transaction(f"storing frame {frame_index}"):
-            cur = self.db.execute(
+            fid = self.insert(
                 f"INSERT INTO frames (session_id, frame_index, t_s, wall_time, interval_index, {cols}) "
                 f"VALUES (?,?,?,?,?,{','.join('?' * len(SQL_COLUMNS))})",
                 (
@@ -544,7 +862,6 @@ class Store:
                     *(row[c] for c in SQL_COLUMNS),
                 ),
             )
-            fid = int(cur.lastrowid)
             if store_detections:
                 self._insert_detections(fid, result)
             self.db.execute("UPDATE sessions SET updated_at=? WHERE id=?", (time.time(), session_id))

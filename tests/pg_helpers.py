@@ -135,3 +135,19 @@ def add_frames(st: Store, sid: str, start: int, n: int, seed: int = 0) -> None:
             )
     st.db.execute("COMMIT")
     st.event(sid, start * 0.5, "frames", f"{n} frames from {start}")
+
+
+# ------------------------------------------------------------------------ stores on PostgreSQL
+@pytest.fixture
+def pg_store_url(pg: PgServer) -> str:
+    """The URL of a new, empty database on the server for each test (a station store on PostgreSQL)."""
+    import uuid
+
+    import psycopg
+
+    name = f"store_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg.url, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    yield pg.url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(pg.url, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

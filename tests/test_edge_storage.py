@@ -73,3 +73,46 @@ def test_store_sessions_frames_intervals_and_resume(tmp_path: Path) -> None:
         assert s.intervals("s1")[0]["final"] == 1 and s.running_sessions() == []
         with pytest.raises(ValueError, match="recorded with scale 'rgs', not 'goat'"):
             s.open_session("s1", **{**kw, "scale": "goat"})
+
+
+def test_one_store_api_on_sqlite_transaction_insert_and_targets(tmp_path: Path) -> None:
+    from edge.storage import StoreError, check_target, is_postgres, redact
+
+    with Store(tmp_path / "g.sqlite") as s:
+        assert s.kind == "sqlite" and s.location == str(tmp_path / "g.sqlite") and not s.broken
+        s.open_session("a", source="cam0", model="m", scale="rgs", interval_s=1.0, duration_s=4.0)
+        eid = s.insert(
+            "INSERT INTO events (session_id, t_s, wall_time, kind, message) VALUES (?,?,?,?,?)",
+            ("a", 0.5, 1.0, "note", "x"),
+        )
+        assert eid == max(e["id"] for e in s.events("a"))
+        with pytest.raises(ZeroDivisionError), s.transaction("two events"):
+            s.db.execute(
+                "INSERT INTO events (session_id, t_s, wall_time, kind, message) VALUES ('a',1,1,'k','m')"
+            )
+            raise ZeroDivisionError
+        assert [e["kind"] for e in s.events("a")] == ["start", "note"]  # rolled back together
+        assert not s.db.in_transaction
+    assert is_postgres("postgresql://u@h/db") and is_postgres("postgres://h/db")
+    assert not is_postgres("g.sqlite") and not is_postgres(Path("postgresql:/h/db"))
+    assert (
+        redact("postgresql://u:s3cret@h:5432/db?sslmode=require")
+        == "postgresql://u:***@h:5432/db?sslmode=require"
+    )
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert check_target(str(tmp_path / "x.sqlite")) == tmp_path / "x.sqlite"
+    with pytest.raises(StoreError, match="give a postgresql://") as e:
+        check_target("sqlite:///x.db")
+    assert "Traceback" not in str(e.value)
+
+
+def test_postgres_store_without_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from edge.storage import StoreError
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg -> ImportError
+    with pytest.raises(
+        StoreError, match=r"install the central extra \(pip install 'grimace-edge\[central\]'\)"
+    ):
+        Store("postgresql://grimace:pw@db.lab/station")

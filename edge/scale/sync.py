@@ -207,6 +207,11 @@ def _safe_part(name: str) -> str:
 
 def _open_local(path: Path) -> tuple[sqlite3.Connection, Path]:
     """The station store opened read-only, and the folder it lives in."""
+    if str(path).split(":", 1)[0].lower() in ("postgresql", "postgres", "postgresql+psycopg"):
+        raise SyncError(
+            "grimace sync reads a station's SQLite store (grimace.sqlite); a station whose store is on "
+            "PostgreSQL (--db postgresql://...) is already in a server database and is not synced"
+        )
     if path.is_dir():
         path = path / "grimace.sqlite"
     if not path.is_file():

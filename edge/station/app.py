@@ -205,13 +205,17 @@ class WebCore:
             return back("/login", "admin password set; log in as admin")
 
 
-def local_store(path: Path) -> Callable[[], Store]:
-    """``f()`` returning a :class:`Store` of ``path`` opened once per thread (SQLite connections are
-    not shared between threads)."""
+def local_store(path: Path | str) -> Callable[[], Store]:
+    """``f()`` returning a :class:`Store` of ``path`` (an SQLite file or a ``postgresql://`` URL)
+    opened once per thread (connections are not shared between threads); a PostgreSQL connection
+    that was lost is reopened on the next call."""
     local = threading.local()
 
     def store() -> Store:
         s = getattr(local, "store", None)
+        if s is not None and s.broken:
+            s.close()
+            s = None
         if s is None:
             s = local.store = Store(path)
         return s

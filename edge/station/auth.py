@@ -101,7 +101,7 @@ def login(store: Store, name: str, password: str) -> tuple[str, str] | None:
     now = time.time()
     store.db.execute("DELETE FROM logins WHERE expires_at < ?", (now,))
     store.db.execute(
-        "INSERT INTO logins (token_hash, user, csrf, created_at, expires_at) VALUES (?,?,?,?,?)",
+        'INSERT INTO logins (token_hash, "user", csrf, created_at, expires_at) VALUES (?,?,?,?,?)',
         (_token_hash(token), name, csrf, now, now + LOGIN_HOURS * 3600),
     )
     return token, csrf

@@ -231,6 +231,8 @@ class Station:
         max_backoff_s: Longest reconnect wait.
         opener: Camera opener passed to each :class:`~edge.sources.CameraSource` (tests: a stand-in
             for a camera that disappears).
+        db: The store: an SQLite file or a ``postgresql://`` URL (default ``data/grimace.sqlite``);
+            the selected frames' images stay under ``data`` either way.
     """
 
     def __init__(
@@ -246,12 +248,14 @@ class Station:
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
         opener: Any = None,
+        db: str | Path | None = None,
     ) -> None:
         self.model = model
         self.spec = model.spec
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.data / "grimace.sqlite"
+        self.db_path: str | Path = db if db is not None else self.data / "grimace.sqlite"
+        """The store's file or URL (each thread and each operation opens its own :class:`Store`)."""
         self.realtime = realtime
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.opener = opener

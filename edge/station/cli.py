@@ -14,8 +14,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from edge.storage import Store
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -74,17 +78,29 @@ def station_cmd(
     images: Path | None = typer.Option(
         None, "--images", help="With --central: the grimace sync --images folder (selected frames' images)."
     ),
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        help="The station's store: postgresql://user@host/database (needs the central extra) or an "
+        "SQLite file (default: grimace.sqlite in --data). Images stay under --data.",
+    ),
 ) -> None:
     """Serve the lab station: chambers, studies, sessions, blinded grading and validation in a browser."""
     import ipaddress
 
     from edge.station import auth
     from edge.station.study import StudyError
-    from edge.storage import Store
+    from edge.storage import StoreError, check_target
 
+    if db is not None and central is not None:
+        raise _fail("--db is the station's store; the facility view (--central) keeps its logins in --data")
+    try:
+        target = check_target(db, "--db") if db is not None else data / "grimace.sqlite"
+    except StoreError as e:
+        raise _fail(str(e)) from None
     data.mkdir(parents=True, exist_ok=True)
     if set_password or add_grader:
-        with Store(data / "grimace.sqlite") as store:
+        with _open(target) as store:
             try:
                 if set_password:
                     auth.create_user(store, "admin", "admin", _password("admin password"))
@@ -109,7 +125,7 @@ def station_cmd(
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
-    with Store(data / "grimace.sqlite") as store:
+    with _open(target) as store:
         admin = auth.has_admin(store)
     if not loopback and not admin:
         raise _fail(
@@ -140,7 +156,11 @@ def station_cmd(
         m = load_model(model, scale=scale, threads=threads)
     except (FileNotFoundError, ArtifactError, ScaleError, ScaleMismatchError) as e:
         raise _fail(str(e)) from None
-    station = Station(m, data, realtime=realtime, batching=not no_batch)
+    try:
+        station = Station(m, data, realtime=realtime, batching=not no_batch, db=target)
+    except StoreError as e:
+        m.close()
+        raise _fail(str(e)) from None
     try:
         for cid, cam in pairs:
             try:
@@ -188,6 +208,17 @@ def _serve_central(url: str, data: Path, images: Path | None, host: str, port: i
         uvicorn.run(create_central_app(data, engine, images), host=host, port=port, log_level="warning")
     finally:
         engine.dispose()
+
+
+def _open(target: str | Path) -> Store:
+    """The station's :class:`~edge.storage.Store`; a store that cannot be opened ends the command
+    with its message."""
+    from edge.storage import Store, StoreError
+
+    try:
+        return Store(target)
+    except StoreError as e:
+        raise _fail(str(e)) from None
 
 
 def _available(module: str) -> bool:

@@ -145,7 +145,7 @@ class Study:
     def _need_study(self, study_id: str) -> dict[str, Any]:
         s = self.study(study_id)
         if not s:
-            raise StudyError(f"no study {study_id!r} in {self.store.path}")
+            raise StudyError(f"no study {study_id!r} in {self.store.location}")
         return s
 
     # --------------------------------------------------------------------------------- animals

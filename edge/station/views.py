@@ -411,8 +411,7 @@ def save_grades(store: Store, frame_id: int, grader: str, grades: dict[str, int 
     """Store one grader's grades of one frame (``None`` = not visible), replacing earlier ones."""
     import time
 
-    store.db.execute("BEGIN IMMEDIATE")
-    try:
+    with store.transaction(f"saving the grades of frame {frame_id}"):
         for unit, g in grades.items():
             store.db.execute(
                 "INSERT INTO grades (frame_id, grader, unit, grade, graded_at) VALUES (?,?,?,?,?) "
@@ -420,10 +419,6 @@ def save_grades(store: Store, frame_id: int, grader: str, grades: dict[str, int 
                 "graded_at=excluded.graded_at",
                 (frame_id, grader, unit, g, time.time()),
             )
-        store.db.execute("COMMIT")
-    except BaseException:
-        store.db.execute("ROLLBACK")
-        raise
 
 
 def validation_view(store: Store, spec: ScaleSpec) -> dict[str, Any]:
