@@ -313,7 +313,7 @@ def watch_cmd(
         "(default: grimace.sqlite in --out). Images stay under --out.",
     ),
 ) -> None:
-    """Live capture: one best frame per interval, every scored frame in the store (SQLite or PostgreSQL); resumes after a crash."""
+    """Live capture: one best frame per interval, every scored frame in the store; resumes after a crash."""
     from edge.artifact import ArtifactError
     from edge.deps import MissingDependencyError
     from edge.diskguard import DiskSpaceError
