@@ -438,3 +438,54 @@ def test_station_flow_on_a_postgres_store(tmp_path: Path, pg_store_url: str) -> 
         assert not (data / "grimace.sqlite").exists() and (data / "selected" / "S1-R1-baseline").is_dir()
     finally:
         station.close()
+
+
+def test_watch_loop_with_the_connection_lost_stays_resumable(
+    setup: tuple[Path, Path], tmp_path: Path, pg_store_url: str
+) -> None:
+    from edge.live import record_session
+    from edge.predictor import Predictor, load_model
+
+    model, video = setup
+    kw = dict(interval_s=INTERVAL, session_s=SECONDS, fps=SAMPLE_FPS, status=False, guard=None)
+    with load_model(model, threads=1) as m:
+        pred = Predictor(m)
+
+        def score(frame):
+            return pred([frame.image], [frame.source])[0]
+
+        seen = []
+
+        def cut(_frame, _res, fid) -> None:  # after the 6th committed frame
+            seen.append(fid)
+            if len(seen) == 6:
+                _pg_rows(pg_store_url, f"SELECT pg_terminate_backend({s.db.conn.info.backend_pid})")
+
+        s = Store(pg_store_url)
+        with pytest.raises(StoreError, match="connection to the server was lost"):
+            record_session(s, str(video), score, m.spec, tmp_path, session_id="cut", model_name="m",
+                           on_frame=cut, **kw)  # fmt: skip
+        s.close()
+        assert _pg_rows(pg_store_url, "SELECT status FROM sessions") == [("running",)]
+        assert _pg_rows(pg_store_url, "SELECT COUNT(*) FROM frames") == [(6,)]
+        with Store(pg_store_url) as again:
+            r = record_session(
+                again, str(video), score, m.spec, tmp_path, session_id="cut", model_name="m", **kw
+            )
+            assert r.resumed and r.complete and r.frames == SECONDS * SAMPLE_FPS - 6
+            idx = [f["frame_index"] for f in again.frames("cut")]
+            assert idx == sorted(set(idx)) and len(idx) == SECONDS * SAMPLE_FPS  # no duplicates, none lost
+
+
+def test_station_cli_sets_a_password_in_a_postgres_store(tmp_path: Path, pg_store_url: str) -> None:
+    cmd = [sys.executable, "-m", "edge.cli", "station", "--data", str(tmp_path / "d")]
+    env = {**os.environ, "GRIMACE_STATION_PASSWORD": "correct horse battery"}
+    r = subprocess.run([*cmd, "--db", pg_store_url, "--set-password"], capture_output=True, text=True,
+                       timeout=60, env=env)  # fmt: skip
+    assert r.returncode == 0 and "admin password set" in r.stdout, r.stderr
+    assert _pg_rows(pg_store_url, "SELECT name, role FROM users") == [("admin", "admin")]
+    assert not (tmp_path / "d" / "grimace.sqlite").exists()
+    r = subprocess.run([*cmd, "--db", "postgresql://u:hunter2@127.0.0.1:1/x", "--set-password"],
+                       capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert r.returncode == 2 and "cannot be reached" in r.stderr and "hunter2" not in r.stderr
+    assert "Traceback" not in r.stderr
