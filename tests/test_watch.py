@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from edge.diskguard import DiskGuard, GuardConfig, Usage
 from edge.scales import RGS
-from tests.tiny_onnx import build_tiny_onnx, face_image
+from tests.tiny_onnx import build_tiny_onnx, cage_video
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -33,14 +33,7 @@ INTERVAL, SAMPLE_FPS = 2.0, 5.0
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("watch")
     model = build_tiny_onnx(root / "model.onnx", RGS, imgsz=160, cell=8, box=24)
-    video = root / "cage.mp4"
-    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), FPS_VIDEO, (320, 240))
-    for i in range(FPS_VIDEO * SECONDS):
-        # the face drifts and sometimes blurs, so quality differs between frames
-        img = face_image(RGS, 240, 320, size=24, shift=(int(30 * np.sin(i / 7)), 0), blur=(i % 4) * 4, seed=i)
-        vw.write(img)
-    vw.release()
-    return model, video
+    return model, cage_video(root / "cage.mp4", RGS, SECONDS, FPS_VIDEO)
 
 
 def _cmd(model: Path, video: Path, out: Path, *extra: str) -> list[str]:

@@ -24,7 +24,7 @@ from edge.results import Detections
 from edge.scales import RGS
 from edge.scoring import score_frame
 from edge.storage import Store, StoreError
-from tests.tiny_onnx import build_tiny_onnx, face_image
+from tests.tiny_onnx import build_tiny_onnx, cage_video, face_image
 
 pytest.importorskip("onnxruntime")
 
@@ -35,12 +35,7 @@ FPS_VIDEO, SECONDS = 10, 8
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("watchfaults")
     model = build_tiny_onnx(root / "model.onnx", RGS, imgsz=160, cell=8, box=24)
-    video = root / "cage.mp4"
-    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), FPS_VIDEO, (320, 240))
-    for i in range(FPS_VIDEO * SECONDS):
-        vw.write(face_image(RGS, 240, 320, size=24, shift=(int(30 * np.sin(i / 7)), 0), seed=i))
-    vw.release()
-    return model, video
+    return model, cage_video(root / "cage.mp4", RGS, SECONDS, FPS_VIDEO, blur=False)
 
 
 def _watch(model: Path, camera: str | Path, out: Path, *extra: str) -> subprocess.CompletedProcess:

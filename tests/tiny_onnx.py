@@ -157,3 +157,19 @@ def face_image(
     if blur:
         img = cv2.GaussianBlur(img, (blur | 1, blur | 1), 0)
     return img
+
+
+def cage_video(
+    path: str | Path, spec: ScaleSpec, seconds: int, fps: int = 10, blur: bool = True
+) -> Path:
+    """A 320×240 MPEG-4 clip of :func:`face_image` faces drifting sideways (and, with ``blur``,
+    blurring every other frame, so frame quality differs): the stand-in camera of the watch tests."""
+    import cv2
+
+    path = Path(path)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (320, 240))
+    for i in range(fps * seconds):
+        shift = (int(30 * np.sin(i / 7)), 0)
+        vw.write(face_image(spec, 240, 320, size=24, shift=shift, blur=(i % 4) * 4 if blur else 0, seed=i))
+    vw.release()
+    return path

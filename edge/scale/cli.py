@@ -106,9 +106,17 @@ def _fail(msg: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+_ADMIN_DB = typer.Option(..., "--db", envvar="GRIMACE_CENTRAL_ADMIN_URL", help=_DB_HELP)
+_PASSWORD_FILE = typer.Option(
+    None,
+    "--password-file",
+    help="Write the generated password to this new file (0600) instead of printing it.",
+)
+
+
 @central_app.command("init")
 def central_init(
-    db: str = typer.Option(..., "--db", envvar="GRIMACE_CENTRAL_ADMIN_URL", help=_DB_HELP),
+    db: str = _ADMIN_DB,
 ) -> None:
     """Set the central database up: tables, group roles, privileges, row-level security (rerun safe)."""
     from edge.scale.roles import init_central
@@ -166,12 +174,8 @@ def _add(name: str, db: str, group: str, password_file: Path | None, reset: bool
 @central_app.command("add-station")
 def central_add_station(
     name: str = typer.Argument(..., help="The station id; it is also the station's login name."),
-    db: str = typer.Option(..., "--db", envvar="GRIMACE_CENTRAL_ADMIN_URL", help=_DB_HELP),
-    password_file: Path | None = typer.Option(
-        None,
-        "--password-file",
-        help="Write the generated password to this new file (0600) instead of printing it.",
-    ),
+    db: str = _ADMIN_DB,
+    password_file: Path | None = _PASSWORD_FILE,
     reset_password: bool = typer.Option(
         False, "--reset-password", help="The station's login exists: give it a new password."
     ),
@@ -185,12 +189,8 @@ def central_add_station(
 @central_app.command("add-reader")
 def central_add_reader(
     name: str = typer.Argument(..., help="The login name (e.g. facility_view)."),
-    db: str = typer.Option(..., "--db", envvar="GRIMACE_CENTRAL_ADMIN_URL", help=_DB_HELP),
-    password_file: Path | None = typer.Option(
-        None,
-        "--password-file",
-        help="Write the generated password to this new file (0600) instead of printing it.",
-    ),
+    db: str = _ADMIN_DB,
+    password_file: Path | None = _PASSWORD_FILE,
     reset_password: bool = typer.Option(
         False, "--reset-password", help="The reader's login exists: give it a new password."
     ),
