@@ -15,10 +15,14 @@ content panning across the frame so the decoder has real work), then in ONE run:
    frames: decode (iterating the inputs, nothing else), pre-processing (letterbox + normalise) and
    inference + post-processing (on prepared inputs), those two timed on 20 frames and scaled to all.
    Ratio: pipelined wall time over the slowest stage alone (target <= 1.3).
+3. **Decoder threads** (``--threads``): the reader alone (:func:`edge.sources.iter_video`, PyAV,
+   keyframes at ``--fps``) with FFmpeg's thread types (``edge.sources.AV_THREAD_TYPE``: ``AUTO``,
+   ``FRAME``, ``SLICE``, ``NONE`` = one thread), interleaved rounds: wall and CPU ms per scored frame.
 
 Medians over the rounds; ratios are from the same run. Run::
 
     python -m bench.bench_video [--seconds 20] [--repeats 3] [--videos 3] [--fps 1] [--pipe-fps 1,5]
+                                [--threads] [--skip-readers] [--skip-pipeline]
 """
 
 from __future__ import annotations
@@ -205,6 +209,42 @@ def bench_stages(folder: Path, model: Path, fps: float, sample: int = 20) -> dic
     }
 
 
+def bench_threads(clip: Path, fps: float, repeats: int) -> dict[str, list[tuple[float, float]]]:
+    """The PyAV reader alone with each FFmpeg thread type: ``(wall, CPU)`` ms per scored frame, rounds
+    interleaved (forward, then backward)."""
+    import edge.sources as sources
+
+    kinds = ["AUTO", "FRAME", "SLICE", "NONE"]
+    res: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
+    saved = sources.AV_THREAD_TYPE
+    try:
+        for r in range(repeats + 1):  # round 0 warms the page cache and is not kept
+            for k in kinds if r % 2 else reversed(kinds):
+                sources.AV_THREAD_TYPE = k
+                t0, c0 = time.perf_counter(), time.process_time()
+                frames = sources.iter_video(clip, fps=fps, reader="pyav")
+                n = sum(isinstance(f, sources.Frame) for f in frames)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                if r:
+                    res[k].append((wall * 1000 / n, cpu * 1000 / n))
+    finally:
+        sources.AV_THREAD_TYPE = saved
+    return res
+
+
+def _print_threads(res: dict[str, list[tuple[float, float]]], a: argparse.Namespace) -> None:
+    print(
+        f"\n## decoder threads, PyAV reader alone, --fps {a.fps:g} "
+        f"(medians of {a.repeats} interleaved rounds)"
+    )
+    print("| thread type | wall ms/scored frame | CPU ms/scored frame | rounds (wall ms) |")
+    print("|---|---:|---:|---|")
+    for k, rows in res.items():
+        wall = statistics.median(w for w, _ in rows)
+        cpu = statistics.median(c for _, c in rows)
+        print(f"| {k} | {wall:.1f} | {cpu:.1f} | " + ", ".join(f"{w:.1f}" for w, _ in rows) + " |")
+
+
 def _med(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
@@ -231,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pipe-fps", default="1,5", help="Sampling rates of the pipeline part (comma list).")
     ap.add_argument("--skip-readers", action="store_true", help="Only the pipeline part.")
     ap.add_argument("--skip-pipeline", action="store_true", help="Only the reader part.")
+    ap.add_argument("--threads", action="store_true", help="Also A/B the decoder's thread types.")
     ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the demo model).")
     ap.add_argument("--workdir", type=Path, default=None, help="Keep the clips here (reused when present).")
     a = ap.parse_args(argv)
@@ -251,6 +292,9 @@ def main(argv: list[str] | None = None) -> None:
         _print_readers(bench_readers(clip, model, work, a.fps, a.repeats), a)
     if not a.skip_pipeline:
         _print_pipeline(clip, model, work, a)
+    if a.threads:
+        _print_threads(bench_threads(clip, a.fps, a.repeats), a)
+    print(f"\n# end: {_machine()}")
 
 
 def _print_readers(res: dict[str, list[dict]], a: argparse.Namespace) -> None:
