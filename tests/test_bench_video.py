@@ -25,3 +25,29 @@ def test_phone_clip_and_loop(tmp_path: Path) -> None:
     assert [f.time_s for f in every] == pytest.approx([i / 30 for i in range(90)], abs=1e-6)
     keys = [f for f in iter_video(looped, fps=1, reader="pyav") if isinstance(f, Frame)]
     assert [f.index for f in keys] == [0, 30, 60] and all(f.meta["mode"] == "keyframes" for f in keys)
+
+
+def test_decoder_thread_types_give_the_same_frames(tmp_path: Path) -> None:
+    """The thread-type A/B measures speed only: every type decodes the same keyframes to the same pixels,
+    and the benchmark puts the reader's setting back."""
+    import edge.sources as sources
+    from bench.bench_video import bench_threads, make_phone_clip
+
+    clip = make_phone_clip(tmp_path / "c.mp4", 3.0, fps=30, size=(160, 96), bitrate=300_000)
+    saved = sources.AV_THREAD_TYPE
+    res = bench_threads(clip, fps=1.0, repeats=1)
+    assert saved == sources.AV_THREAD_TYPE
+    assert set(res) == {"AUTO", "FRAME", "SLICE", "NONE"}
+    assert all(len(rows) == 1 and rows[0][0] > 0 for rows in res.values())
+    frames = {}
+    try:
+        for kind in res:
+            sources.AV_THREAD_TYPE = kind
+            frames[kind] = [f for f in iter_video(clip, fps=1, reader="pyav") if isinstance(f, Frame)]
+    finally:
+        sources.AV_THREAD_TYPE = saved
+    ref = frames["AUTO"]
+    assert [f.index for f in ref] == [0, 30, 60]
+    for got in frames.values():
+        assert [f.index for f in got] == [f.index for f in ref]
+        assert all((a.image == b.image).all() for a, b in zip(got, ref, strict=True))
