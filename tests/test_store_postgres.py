@@ -482,3 +482,44 @@ def test_station_cli_sets_a_password_in_a_postgres_store(tmp_path: Path, pg_stor
                        capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
     assert r.returncode == 2 and "cannot be reached" in r.stderr and "hunter2" not in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_station_pages_survive_a_lost_connection(
+    tmp_path: Path, pg_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server drops every connection of the station (a restart, a network cut): the next page
+    loads, because an idle connection is checked and reopened before the page's queries run."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    import edge.station.app as station_app
+    from edge.predictor import load_model
+    from edge.station import auth
+    from edge.station.chambers import Station
+    from tests.station_helpers import make_model
+
+    monkeypatch.setattr(station_app, "PG_PING_AFTER_S", 0.0)
+    pw = "correct horse battery"
+    model = load_model(make_model(tmp_path), threads=1)
+    station = Station(model, tmp_path / "data", realtime=0.0, db=pg_store_url)
+    try:
+        with Store(station.db_path) as s:
+            auth.create_user(s, "admin", "admin", pw)
+        # one client portal for all requests: its worker threads, and their connections, live on
+        # between requests as under uvicorn
+        with TestClient(station_app.create_app(station)) as c:
+            pre = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1)
+            r = c.post("/login", data={"name": "admin", "password": pw, "csrf": pre}, follow_redirects=False)
+            assert r.status_code == 303, r.text
+            assert c.get("/chambers").status_code == 200
+            killed = _pg_rows(
+                pg_store_url,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'grimace-edge' AND pid <> pg_backend_pid()",
+            )
+            assert killed and all(k[0] for k in killed)
+            for _ in range(3):  # more than one worker thread may have held a connection
+                r = c.get("/chambers")
+                assert r.status_code == 200, r.text
+    finally:
+        station.close()

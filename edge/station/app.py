@@ -13,8 +13,10 @@ model's grades, and never another grader's grades.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -205,19 +207,31 @@ class WebCore:
             return back("/login", "admin password set; log in as admin")
 
 
+#: Seconds a thread's PostgreSQL connection may sit unused before :func:`local_store` checks it with
+#: ``SELECT 1``: a server restart or a dropped network link is then found before a page's queries,
+#: not by them (each web worker thread holds its own connection, and each would fail once).
+PG_PING_AFTER_S = 2.0
+
+
 def local_store(path: Path | str) -> Callable[[], Store]:
     """``f()`` returning a :class:`Store` of ``path`` (an SQLite file or a ``postgresql://`` URL)
-    opened once per thread (connections are not shared between threads); a PostgreSQL connection
-    that was lost is reopened on the next call."""
+    opened once per thread (connections are not shared between threads). A PostgreSQL connection
+    unused for :data:`PG_PING_AFTER_S` is checked first, and one that was lost is reopened."""
     local = threading.local()
 
     def store() -> Store:
         s = getattr(local, "store", None)
+        now = time.monotonic()
+        idle = now - getattr(local, "used", now)
+        if s is not None and s.kind == "postgresql" and not s.broken and idle >= PG_PING_AFTER_S:
+            with contextlib.suppress(Exception):  # a lost connection shows as broken below
+                s.db.execute("SELECT 1")
         if s is not None and s.broken:
             s.close()
             s = None
         if s is None:
             s = local.store = Store(path)
+        local.used = now
         return s
 
     return store
