@@ -49,7 +49,8 @@ def make_phone_clip(
     bitrate: int = 16_000_000,
     codec: str = "libx264",
 ) -> Path:
-    """Encode a textured, panning clip like a phone's (H.264 High, B-frames, keyframe every ``gop_s``)."""
+    """Encode a textured, panning clip like a phone's (H.264 High or HEVC Main, B-frames, a keyframe
+    every ``gop_s``)."""
     import av
 
     w, h = size
@@ -69,6 +70,11 @@ def make_phone_clip(
     tex[..., 1] = np.roll(tex[..., 1], 37, axis=1)
     gop = max(1, round(gop_s * fps))
     opts = {"preset": "superfast", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "2"}
+    if codec == "libx265":  # x265 takes its GOP through its own parameters
+        opts = {
+            "preset": "superfast",
+            "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=2:log-level=error",
+        }
     with av.open(str(path), "w") as out:
         s = out.add_stream(codec, rate=fps, options=opts)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
@@ -272,6 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-readers", action="store_true", help="Only the pipeline part.")
     ap.add_argument("--skip-pipeline", action="store_true", help="Only the reader part.")
     ap.add_argument("--threads", action="store_true", help="Also A/B the decoder's thread types.")
+    ap.add_argument(
+        "--codec",
+        choices=("libx264", "libx265"),
+        default="libx264",
+        help="Encoder of the clip: H.264 (default) or HEVC, as iPhones record by default.",
+    )
     ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the demo model).")
     ap.add_argument("--workdir", type=Path, default=None, help="Keep the clips here (reused when present).")
     a = ap.parse_args(argv)
@@ -280,10 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     model = a.model or DEMO_MODEL
     work = a.workdir or Path(tempfile.mkdtemp(prefix="bench_video_"))
     work.mkdir(parents=True, exist_ok=True)
-    clip = work / f"phone_1080p60_{a.seconds:g}s.mp4"
+    tag = {"libx264": "", "libx265": "_hevc"}[a.codec]
+    clip = work / f"phone_1080p60_{a.seconds:g}s{tag}.mp4"
     if not clip.exists():
         t0 = time.perf_counter()
-        make_phone_clip(clip, a.seconds)
+        make_phone_clip(clip, a.seconds, codec=a.codec)
         print(f"made {clip.name} in {time.perf_counter() - t0:.0f} s ({clip.stat().st_size / 2**20:.1f} MiB)")
     print(f"# machine: {_machine()}")
     print(f"# date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; model: {model.name}")
@@ -298,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _print_readers(res: dict[str, list[dict]], a: argparse.Namespace) -> None:
-    print(f"\n## 1080p60 H.264, {a.seconds:g} s, --fps {a.fps:g}: medians of {a.repeats} rounds")
+    codec = {"libx264": "H.264", "libx265": "HEVC"}[a.codec]
+    print(f"\n## 1080p60 {codec}, {a.seconds:g} s, --fps {a.fps:g}: medians of {a.repeats} rounds")
     print(
         "| reader | frames | scored frames/s | wall ms/frame | decode ms/frame | pre | infer | post "
         "| decode share of work | decode / wall per frame |"

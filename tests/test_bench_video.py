@@ -51,3 +51,12 @@ def test_decoder_thread_types_give_the_same_frames(tmp_path: Path) -> None:
     for got in frames.values():
         assert [f.index for f in got] == [f.index for f in ref]
         assert all((a.image == b.image).all() for a, b in zip(got, ref, strict=True))
+
+
+def test_hevc_phone_clip_has_a_keyframe_every_second(tmp_path: Path) -> None:
+    from bench.bench_video import make_phone_clip
+
+    clip = make_phone_clip(tmp_path / "h.mp4", 3.0, fps=30, size=(160, 96), bitrate=300_000, codec="libx265")
+    keys = [f for f in iter_video(clip, fps=1, reader="pyav") if isinstance(f, Frame)]
+    assert [f.index for f in keys] == [0, 30, 60]
+    assert all(f.meta["mode"] == "keyframes" and f.meta["keyframe"] for f in keys)
