@@ -294,6 +294,12 @@ def watch_cmd(
         "--realtime",
         help="Video-file camera: play at this multiple of real speed (0 = as fast as possible).",
     ),
+    drop_late: bool | None = typer.Option(
+        None,
+        "--drop-late/--every-frame",
+        help="Newest frame wins (frames the model was too slow for are dropped and counted), or every "
+        "frame is scored in turn. Default: newest wins for live cameras, every frame for a video file.",
+    ),
     conf: float = typer.Option(0.25, "--conf", help="Detection confidence threshold."),
     iou: float = typer.Option(0.45, "--iou", help="NMS IoU threshold."),
     threads: int = typer.Option(0, "--threads", min=0, help="ONNX Runtime CPU threads."),
@@ -344,6 +350,7 @@ def watch_cmd(
             min_quality=min_quality,
             session_id=session_id,
             realtime=realtime,
+            drop_late=drop_late,
             conf=conf,
             iou=iou,
             threads=threads,

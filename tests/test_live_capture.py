@@ -4,6 +4,7 @@ capture-to-commit latency of every committed frame is recorded."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -92,7 +93,7 @@ def test_watch_reports_dropped_frames_and_latency(tmp_path: Path) -> None:
     for i in range(60):
         vw.write(face_image(RGS, 240, 320, size=24, shift=(i % 20, 0), seed=i))
     vw.release()
-    # 10 frames/s of video played 25x faster: 250 frames/s due, more than the model scores
+    # 10 frames/s of video played 100x faster: 1,000 frames/s due, more than the model scores
     res = watch(
         str(vid),
         model,
@@ -100,7 +101,7 @@ def test_watch_reports_dropped_frames_and_latency(tmp_path: Path) -> None:
         interval_s=2.0,
         session_s=60.0,
         fps=10.0,
-        realtime=25.0,
+        realtime=100.0,
         drop_late=True,
         status=False,
     )
@@ -111,3 +112,32 @@ def test_watch_reports_dropped_frames_and_latency(tmp_path: Path) -> None:
     (msg,) = db.execute("SELECT message FROM events WHERE kind='frames_dropped'").fetchone()
     assert msg.startswith(f"{res.frames_dropped} frame(s)")
     assert db.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == res.frames
+
+
+def test_watch_cli_drop_late_on_a_video_file(tmp_path: Path) -> None:
+    """`grimace watch --drop-late` makes a video file behave as a live camera (newest frame wins, the
+    dropped frames reported); `--every-frame`, a file's default, scores every due frame."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+    from edge.scales import RGS
+    from tests.tiny_onnx import build_tiny_onnx, face_image
+
+    model = build_tiny_onnx(tmp_path / "m.onnx", RGS, imgsz=160, cell=8, box=24)
+    vid = tmp_path / "cage.mp4"
+    vw = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for i in range(60):
+        vw.write(face_image(RGS, 240, 320, size=24, shift=(i % 20, 0), seed=i))
+    vw.release()
+    base = ["watch", "-c", str(vid), "-m", str(model), "--interval", "2", "--session", "60", "--fps", "10"]
+    base += ["--realtime", "100", "--quiet"]  # 1,000 frames/s due: more than any model scores
+    late = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "late"), "--drop-late"])
+    assert late.exit_code == 0, late.output
+    dropped = int(re.search(r"(\d+) frame\(s\) dropped", late.output).group(1))
+    scored = int(re.search(r"(\d+) frame\(s\) this run", late.output).group(1))
+    assert dropped > 0 and dropped + scored == 60
+    every = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "every"), "--every-frame"])
+    assert every.exit_code == 0, every.output
+    assert "dropped" not in every.output and "60 frame(s) this run" in every.output
