@@ -16,6 +16,8 @@ Everything yields :class:`Frame` objects holding an 8-bit BGR image, whatever th
   frame is decoded with FFmpeg's threads and only the kept ones are converted to BGR. Portrait phone
   video (a display rotation in the file) is turned upright, as OpenCV's reader does. Without PyAV
   (or with ``GRIMACE_VIDEO_READER=opencv``) OpenCV grabs every frame and decodes the kept ones.
+  ``GRIMACE_VIDEO_READER=gstreamer`` decodes files through a GStreamer pipeline (a Jetson's hardware
+  decoder): :mod:`edge.gst_video`.
 * cameras are read live; when the camera is lost the source reconnects with exponential backoff,
   reports each attempt through a callback and never raises.
 
@@ -517,7 +519,8 @@ def sample_indices_due(t: float, next_t: float) -> bool:
 # ------------------------------------------------------------------------ videos: reader choice
 READER_ENV = "GRIMACE_VIDEO_READER"
 """Environment variable choosing the video reader: ``auto`` (PyAV when installed, else OpenCV),
-``pyav`` or ``opencv``."""
+``pyav``, ``opencv`` or ``gstreamer`` (files through a GStreamer pipeline, the Jetson's hardware
+decoder by default: :mod:`edge.gst_video`; never chosen by ``auto``)."""
 
 
 def _pyav() -> Any:
@@ -533,22 +536,30 @@ def _pyav() -> Any:
 
 
 def video_reader(reader: str | None = None) -> str:
-    """The video reader to use: ``"pyav"`` or ``"opencv"``.
+    """The video reader to use: ``"pyav"``, ``"opencv"`` or ``"gstreamer"``.
 
     Args:
         reader: ``"auto"``/``None`` (PyAV when installed, else OpenCV; the ``GRIMACE_VIDEO_READER``
-            environment variable may force one), ``"pyav"`` or ``"opencv"``.
+            environment variable may force one), ``"pyav"``, ``"opencv"`` or ``"gstreamer"``.
 
     Raises:
-        SourceError: ``"pyav"`` asked for but PyAV is not installed, or an unknown reader name.
+        SourceError: ``"pyav"`` asked for but PyAV is not installed, ``"gstreamer"`` but this OpenCV
+            has no GStreamer, or an unknown reader name.
     """
     import os
 
     choice = (reader or os.environ.get(READER_ENV) or "auto").strip().lower()
-    if choice not in ("auto", "pyav", "opencv"):
-        raise SourceError(f"unknown video reader {choice!r} ({READER_ENV}); use auto, pyav or opencv")
+    if choice not in ("auto", "pyav", "opencv", "gstreamer"):
+        raise SourceError(
+            f"unknown video reader {choice!r} ({READER_ENV}); use auto, pyav, opencv or gstreamer"
+        )
     if choice == "opencv":
         return "opencv"
+    if choice == "gstreamer":
+        from edge.gst_video import require_gstreamer
+
+        require_gstreamer()
+        return "gstreamer"
     if _pyav() is None:
         if choice == "pyav":
             raise SourceError(
@@ -860,8 +871,8 @@ def iter_video(
         start_frame: Skip to this frame index first (resuming).
         realtime: Pace reading at ``realtime`` × the video's speed (0 = as fast as possible); used
             when a file stands in for a camera.
-        reader: ``"auto"`` (PyAV when installed, else OpenCV), ``"pyav"`` or ``"opencv"``; see
-            :func:`video_reader`.
+        reader: ``"auto"`` (PyAV when installed, else OpenCV), ``"pyav"``, ``"opencv"`` or
+            ``"gstreamer"``; see :func:`video_reader`.
 
     Yields:
         :class:`Frame` objects, then an :class:`ItemError` if the file cannot be opened or ends
@@ -874,6 +885,10 @@ def iter_video(
         return
     if which == "pyav":
         yield from _iter_video_pyav(path, fps, start_frame, realtime)
+    elif which == "gstreamer":
+        from edge.gst_video import iter_video_gstreamer
+
+        yield from iter_video_gstreamer(path, fps, start_frame, realtime)
     else:
         yield from _iter_video_opencv(path, fps, start_frame, realtime)
 

@@ -8,7 +8,9 @@
 # engine with the Python API (`grimace convert trt`) and with trtexec (jetson/build_engine.sh); check
 # each engine against ONNX Runtime on your frames (`grimace convert check`); time the engines (trtexec's
 # GPU compute time and the runtime's own inference call) and end to end (`grimace score` on the frames,
-# per-stage times from the one Predictor). Every step runs even when an earlier one failed; the report
+# per-stage times from the one Predictor); decode a phone-like clip at --fps 1 with the hardware
+# decoder (GRIMACE_VIDEO_READER=gstreamer: nvv4l2decoder) and with PyAV on the CPU, per-frame decode
+# time and CPU time of each. Every step runs even when an earlier one failed; the report
 # at the end (also written to WORK/acceptance-report.txt) is what to paste back into the issue.
 #
 # Nothing here has run on a Jetson yet: this script is that first run.
@@ -28,6 +30,8 @@ usage: jetson/acceptance.sh MODEL.onnx --frames DIR [options]
   --grimace PATH      grimace command (default: grimace on PATH, else /opt/grimace/venv/bin/grimace)
   --python PATH       the Python of that installation (default: beside the grimace command)
   --trtexec PATH      trtexec (default: on PATH, else /usr/src/tensorrt/bin/trtexec)
+  --video FILE        a short phone clip (H.264/HEVC MP4) for the video-decoding step (default: 10 s
+                      of 1080p60 H.264, a keyframe a second, made with PyAV's libx264 in WORK)
   --dry-run           print every step and the commands it would run; run nothing
   -h, --help          this help
 EOF
@@ -45,6 +49,7 @@ WORK="$PWD/grimace-acceptance"
 GRIMACE=""
 PYTHON=""
 TRTEXEC=""
+VIDEO=""
 DRY_RUN=0
 need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value"; }
 while [[ $# -gt 0 ]]; do
@@ -56,6 +61,7 @@ while [[ $# -gt 0 ]]; do
         --grimace) need_arg "$@"; GRIMACE="$2"; shift ;;
         --python) need_arg "$@"; PYTHON="$2"; shift ;;
         --trtexec) need_arg "$@"; TRTEXEC="$2"; shift ;;
+        --video) need_arg "$@"; VIDEO="$2"; shift ;;
         --dry-run) DRY_RUN=1 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
@@ -70,6 +76,10 @@ if [[ $DRY_RUN -eq 0 ]]; then
     [[ -d "$FRAMES" ]] || die "$FRAMES: not a folder of frames"
     MODEL="$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")"
     FRAMES="$(cd "$FRAMES" && pwd)"
+    if [[ -n "$VIDEO" ]]; then
+        [[ -f "$VIDEO" ]] || die "$VIDEO: no such video file"
+        VIDEO="$(cd "$(dirname "$VIDEO")" && pwd)/$(basename "$VIDEO")"
+    fi
     mkdir -p "$WORK"
     WORK="$(cd "$WORK" && pwd)"
 fi
@@ -91,7 +101,7 @@ fi
 API_ENGINE="$WORK/api.engine"
 TRTEXEC_ENGINE="$WORK/trtexec.engine"
 REPORT="$WORK/acceptance-report.txt"
-TOTAL_STEPS=8
+TOTAL_STEPS=9
 STEP=0
 RESULTS=()     # "name: PASS|FAIL|SKIP detail" lines of the report
 FACTS=()       # "key: value" lines of the report
@@ -168,6 +178,50 @@ with load_model(engine) as model:
     print(f"max batch of the engine: {model.backend.max_batch or model.backend.input_shape[0]}")
     t0 = time.perf_counter(); pred(imgs); dt = time.perf_counter() - t0
     print(f"Predictor on {len(imgs)} frames: {1e3 * dt / max(len(imgs), 1):.2f} ms/frame; {pred.times.summary()}")
+'
+# a phone-like clip: 1080p60 H.264, a keyframe every second, B-frames (PyAV's libx264)
+PY_CLIP='
+import sys
+import av, numpy as np
+out_path, seconds = sys.argv[1], int(sys.argv[2])
+w, h, rate = 1920, 1080, 60
+x = np.arange(w, dtype=np.int32)[None, :]
+y = np.arange(h, dtype=np.int32)[:, None]
+with av.open(out_path, "w") as out:
+    s = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "g": str(rate), "keyint_min": str(rate), "sc_threshold": "0", "bf": "2"})
+    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    for i in range(seconds * rate):
+        img = np.empty((h, w, 3), np.uint8)
+        img[..., 0] = (x + 8 * i) % 256
+        img[..., 1] = (y + 3 * i) % 256
+        img[..., 2] = ((x + y) // 2 + 5 * i) % 256
+        for p in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+            out.mux(p)
+    for p in s.encode():
+        out.mux(p)
+print("wrote", out_path, seconds * rate, "frames")
+'
+# decode a clip at --fps with the reader GRIMACE_VIDEO_READER names; per-frame decode and CPU time
+PY_VIDEO='
+import os, statistics, sys, time
+from edge.sources import Frame, iter_video
+clip, fps = sys.argv[1], float(sys.argv[2])
+reader = os.environ.get("GRIMACE_VIDEO_READER", "auto")
+frames, errors = [], []
+t0, c0 = time.perf_counter(), time.process_time()
+for item in iter_video(clip, fps=fps):
+    (frames if isinstance(item, Frame) else errors).append(item)
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+for e in errors:
+    print(f"{reader} error: {e}")
+if frames:
+    m, d, n = frames[-1].meta, [f.decode_s for f in frames], len(frames)
+    mode, keys, dec = m.get("mode"), m.get("keyframes_only", "-"), m.get("decoder", m.get("reader"))
+    idx = " ".join(str(f.index) for f in frames)
+    print(f"{reader} frames: {n} at --fps {fps:g}, mode {mode}, keyframes only {keys}, decoder {dec}")
+    print(f"{reader} decode per frame: median {1e3 * statistics.median(d):.1f} ms, first {1e3 * d[0]:.1f} ms, wall {1e3 * wall / n:.1f} ms, process CPU {1e3 * cpu / n:.1f} ms")
+    print(f"{reader} indices: {idx}")
+sys.exit(1 if errors or not frames else 0)
 '
 
 if [[ $DRY_RUN -eq 1 ]]; then
@@ -296,6 +350,37 @@ for model in "$API_ENGINE" "$MODEL"; do
         result "end to end ($tag): FAIL (see $WORK/score-${tag%.*}.log)"
     fi
 done
+
+step "Video decoding at --fps 1: hardware (GRIMACE_VIDEO_READER=gstreamer, nvv4l2decoder) and PyAV on the CPU"
+clip="${VIDEO:-$WORK/clip-1080p60.mp4}"
+if [[ -z "$VIDEO" ]]; then
+    run_logged "$WORK/video-clip.log" "$PYTHON" -c "$PY_CLIP" "$clip" 10 || true
+fi
+if [[ $DRY_RUN -eq 0 && ! -f "$clip" ]]; then
+    result "video decoding: SKIP (no clip: pass --video a phone clip, or install PyAV: pip install 'grimace-edge[video]')"
+else
+    for reader in gstreamer pyav; do
+        if run_logged "$WORK/video-$reader.log" env GRIMACE_VIDEO_READER="$reader" "$PYTHON" -c "$PY_VIDEO" "$clip" 1; then
+            if [[ $DRY_RUN -eq 0 ]]; then
+                while IFS= read -r line; do
+                    case "$line" in "$reader frames: "*|"$reader decode per frame: "*) fact "${line%%: *}" "${line#*: }" ;; esac
+                done < "$WORK/video-$reader.log"
+                result "video decoding ($reader): PASS"
+            fi
+        else
+            result "video decoding ($reader): FAIL $(grep -m1 -E 'error' "$WORK/video-$reader.log" 2>/dev/null || tail -n 1 "$WORK/video-$reader.log" 2>/dev/null || true)"
+        fi
+    done
+    if [[ $DRY_RUN -eq 0 && -f "$WORK/video-gstreamer.log" && -f "$WORK/video-pyav.log" ]]; then
+        a="$(grep -m1 '^gstreamer indices: ' "$WORK/video-gstreamer.log" | sed 's/^gstreamer indices: //' || true)"
+        b="$(grep -m1 '^pyav indices: ' "$WORK/video-pyav.log" | sed 's/^pyav indices: //' || true)"
+        if [[ -n "$a" && "$a" == "$b" ]]; then
+            result "video decoding: PASS the two readers kept the same frames"
+        elif [[ -n "$a" && -n "$b" ]]; then
+            result "video decoding: FAIL the readers kept different frames (gstreamer: ${a:0:80}; pyav: ${b:0:80})"
+        fi
+    fi
+fi
 
 [[ $STEP -eq $TOTAL_STEPS ]] || die "internal: ran $STEP steps, expected $TOTAL_STEPS"
 if [[ $DRY_RUN -eq 1 ]]; then

@@ -727,6 +727,7 @@ ACCEPTANCE_STEPS = [
     "Parity of the trtexec engine",
     "Time the engines",
     "End to end",
+    "Video decoding at --fps 1",
 ]
 
 
@@ -749,9 +750,13 @@ def test_acceptance_dry_run_shows_every_step(tmp_path: Path) -> None:
         f"would run: trtexec --loadEngine={tmp_path}/w/api.engine",
         f"-c <inline Python, 22 lines> {tmp_path}/w/trtexec.engine frames 32",
         f"grimace score frames --model {tmp_path}/w/api.engine --out {tmp_path}/w/score-api",
+        f"python -c <inline Python, 21 lines> {tmp_path}/w/clip-1080p60.mp4 10",
+        "would run: env GRIMACE_VIDEO_READER=gstreamer /opt/grimace/venv/bin/python -c <inline Python",
+        f"would run: env GRIMACE_VIDEO_READER=pyav /opt/grimace/venv/bin/python -c <inline Python, 21 lines> "
+        f"{tmp_path}/w/clip-1080p60.mp4 1",
     ):
         assert cmd in out, cmd
-    assert "dry run finished: 8 steps listed, nothing run" in out and "-> " not in out
+    assert "dry run finished: 9 steps listed, nothing run" in out and "-> " not in out
     assert not (tmp_path / "w").exists()
 
 

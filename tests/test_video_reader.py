@@ -20,11 +20,11 @@ from av.video.frame import PictureType  # noqa: E402
 W, H, RATE = 1920, 1080, 60
 
 
-def _frame(i: int) -> np.ndarray:
-    """A textured 1080p frame that moves 8 px per frame (cheap to encode, not flat)."""
-    x = (np.arange(W, dtype=np.int32) + 8 * i) % 256
-    y = np.arange(H, dtype=np.int32)[:, None] % 256
-    img = np.empty((H, W, 3), np.uint8)
+def _frame(i: int, w: int = W, h: int = H) -> np.ndarray:
+    """A textured frame (1080p unless told) that moves 8 px per frame (cheap to encode, not flat)."""
+    x = (np.arange(w, dtype=np.int32) + 8 * i) % 256
+    y = np.arange(h, dtype=np.int32)[:, None] % 256
+    img = np.empty((h, w, 3), np.uint8)
     img[..., 0] = x[None, :]
     img[..., 1] = y
     img[..., 2] = (x[None, :] // 2 + y // 2 + 3 * i) % 256
@@ -40,8 +40,10 @@ def encode(
     keys: set[int] | None = None,
     bframes: int = 2,
     preset: str = "ultrafast",
+    size: tuple[int, int] = (W, H),
 ) -> Path:
-    """Encode ``n`` frames at 60 fps (or at ``times``; ``keys`` forces keyframes there) with B-frames.
+    """Encode ``n`` frames at 60 fps (or at ``times``; ``keys`` forces keyframes there) with B-frames,
+    1920x1080 unless ``size`` says otherwise.
 
     (x264's ``ultrafast`` cannot mux the millisecond timestamps of a variable-rate stream: those use
     ``veryfast``.)"""
@@ -62,11 +64,11 @@ def encode(
         }
     with av.open(str(path), "w") as out:
         s = out.add_stream(codec, rate=RATE, options=opts)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
         if times is not None:
             s.time_base = fractions.Fraction(1, 1000)
         for i in range(n):
-            f = av.VideoFrame.from_ndarray(_frame(i), format="bgr24")
+            f = av.VideoFrame.from_ndarray(_frame(i, *size), format="bgr24")
             if times is not None:
                 f.pts, f.time_base = round(times[i] * 1000), s.time_base
             if keys is not None and i in keys:
