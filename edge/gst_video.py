@@ -66,6 +66,7 @@ from edge.sources import (
     _StreamIndex,
     gstreamer_available,
     keyframe_mode,
+    pace,
 )
 
 DECODER_ENV = "GRIMACE_GST_DECODER"
@@ -263,7 +264,7 @@ def iter_video_gstreamer(
         index = probe.index
         key_frames: list[int] = []
         if index is not None:
-            key_frames = sorted(index.rank[p] for p, k in zip(index.pts, index.key, strict=True) if k)
+            key_frames = index.key_frames
             use_keys = keyframe_mode(index, fps)
             planned, _ = _plan_packets(index, fps, start_frame, use_keys)
             wanted = dict(planned.values())  # frame index -> time the rule asked for
@@ -332,11 +333,7 @@ def iter_video_gstreamer(
                 return
             if t_ref is None:
                 t_ref = t
-            if realtime > 0:
-                lag = (t - t_ref) / realtime - (time.perf_counter() - wall0)
-                if lag > 0:
-                    time.sleep(lag)
-                    t0 += lag  # pacing is not decoding
+            t0 += pace(t - t_ref, realtime, wall0)  # pacing is not decoding
             yielded += 1
             m = dict(meta)
             m["keyframe"] = (i in key_set) if index is not None else None

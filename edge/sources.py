@@ -511,6 +511,19 @@ def _frame_time(cap: cv2.VideoCapture, index: int, vfps: float, last_t: float) -
     return t
 
 
+def pace(video_s: float, realtime: float, wall0: float) -> float:
+    """Sleep until ``video_s`` seconds of video (from the first frame) are due at ``realtime`` × the
+    video's speed, counting from ``wall0`` (``time.perf_counter()`` at the first frame); returns the
+    seconds slept (0 when ``realtime`` is 0 or the reader is late)."""
+    if realtime <= 0:
+        return 0.0
+    lag = video_s / realtime - (time.perf_counter() - wall0)
+    if lag <= 0:
+        return 0.0
+    time.sleep(lag)
+    return lag
+
+
 def sample_indices_due(t: float, next_t: float) -> bool:
     """Whether a frame at time ``t`` is due for sampling (small tolerance for float rounding)."""
     return t + 1e-6 >= next_t
@@ -589,8 +602,13 @@ class _StreamIndex:
     complete: bool
 
     @property
+    def key_frames(self) -> list[int]:
+        """Frame indices (presentation order) of the keyframes, sorted."""
+        return sorted(self.rank[p] for p, k in zip(self.pts, self.key, strict=True) if k)
+
+    @property
     def key_times(self) -> list[float]:
-        return sorted(self.times[self.rank[p]] for p, k in zip(self.pts, self.key, strict=True) if k)
+        return [self.times[i] for i in self.key_frames]
 
 
 #: FFmpeg decoder threading for PyAV (``"AUTO"``: frame + slice threads). Measured on 1080p60 H.264
@@ -710,7 +728,7 @@ def _plan_packets(
             send[first:] = [True] * (len(send) - first)
         wanted = {by_index[i]: (i, index.times[i]) for i in targets}
         return wanted, send
-    key_frames = sorted(index.rank[index.pts[k]] for k in key_pos)  # frame indices of the keyframes
+    key_frames = index.key_frames
     used = -1
     for i in targets:
         j = bisect.bisect_right(key_frames, i) - 1
@@ -825,11 +843,7 @@ def _iter_video_pyav(
                 img = _upright(f.to_ndarray(format="bgr24"), f.rotation)
                 if t_ref is None:
                     t_ref = t
-                if realtime > 0:
-                    lag = (t - t_ref) / realtime - (time.perf_counter() - wall0)
-                    if lag > 0:
-                        time.sleep(lag)
-                        t0 += lag  # pacing is not decoding
+                t0 += pace(t - t_ref, realtime, wall0)  # pacing is not decoding
                 yielded += 1
                 m = dict(meta)
                 m["keyframe"] = bool(f.key_frame)
@@ -936,11 +950,7 @@ def _iter_video_opencv(
                 if not ok or img is None:
                     yield ItemError(src, f"frame {i} could not be decoded (corrupt data?)", yielded)
                     return
-                if realtime > 0:
-                    lag = (t - t_ref) / realtime - (time.perf_counter() - wall0)
-                    if lag > 0:
-                        time.sleep(lag)
-                        t0 += lag  # pacing is not decoding
+                t0 += pace(t - t_ref, realtime, wall0)  # pacing is not decoding
                 if step:
                     next_t += step * max(1, math.floor((t - next_t) / step + 1e-9) + 1)
                 yielded += 1

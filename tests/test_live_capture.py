@@ -80,10 +80,8 @@ def test_closing_from_a_signal_handler_stops_the_grabber() -> None:
     assert [e.kind for e in events] == ["opened"]
 
 
-def test_watch_reports_dropped_frames_and_latency(tmp_path: Path) -> None:
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    from edge.live import watch
+def _model_and_cage(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny RGS model and a 6 s cage video (10 frames/s, a face moving across)."""
     from edge.scales import RGS
     from tests.tiny_onnx import build_tiny_onnx, face_image
 
@@ -93,6 +91,14 @@ def test_watch_reports_dropped_frames_and_latency(tmp_path: Path) -> None:
     for i in range(60):
         vw.write(face_image(RGS, 240, 320, size=24, shift=(i % 20, 0), seed=i))
     vw.release()
+    return model, vid
+
+
+def test_watch_reports_dropped_frames_and_latency(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from edge.live import watch
+    model, vid = _model_and_cage(tmp_path)
     # 10 frames/s of video played 100x faster: 1,000 frames/s due, more than the model scores
     res = watch(
         str(vid),
@@ -122,15 +128,7 @@ def test_watch_cli_drop_late_on_a_video_file(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from edge.cli import app
-    from edge.scales import RGS
-    from tests.tiny_onnx import build_tiny_onnx, face_image
-
-    model = build_tiny_onnx(tmp_path / "m.onnx", RGS, imgsz=160, cell=8, box=24)
-    vid = tmp_path / "cage.mp4"
-    vw = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
-    for i in range(60):
-        vw.write(face_image(RGS, 240, 320, size=24, shift=(i % 20, 0), seed=i))
-    vw.release()
+    model, vid = _model_and_cage(tmp_path)
     base = ["watch", "-c", str(vid), "-m", str(model), "--interval", "2", "--session", "60", "--fps", "10"]
     base += ["--realtime", "100", "--quiet"]  # 1,000 frames/s due: more than any model scores
     late = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "late"), "--drop-late"])
